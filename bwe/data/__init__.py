@@ -1,0 +1,1 @@
+"""Audio I/O, narrowband simulation, datasets and the tf.data pipeline."""

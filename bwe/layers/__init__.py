@@ -1,0 +1,1 @@
+"""Streaming-aware time-axis layers (kws_streaming style)."""

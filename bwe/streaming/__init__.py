@@ -1,0 +1,1 @@
+"""Conversion of a built causal model into a frame-by-frame streaming model."""
