@@ -1,0 +1,88 @@
+"""Build a set of *real* narrowband/wideband pairs from the Asterisk prompts of the speech corpus.
+
+Debian ships the same Asterisk voice prompts twice: as 8 kHz PCM wav (`asterisk-core-sounds-XX-wav`,
+real telephone-band recordings made by the voice talent's studio, with their own anti-alias filter)
+and as 16 kHz G.722 (`asterisk-core-sounds-XX-g722`, decoded to wav by `fetch-speech-corpus.sh`).
+Pairing them by file gives narrowband input that no simulation of ours produced, so a model that
+only learned our degradation filter shows it here.
+
+    python eval/asterisk_pairs.py CORPUS_DIR OUT_DIR [--split valid]
+
+CORPUS_DIR is what `fetch-speech-corpus.sh` built (with its `.raw/` folder kept). The 8 kHz packages
+are fetched with `apt-get download` into `.raw/debs` if missing. Writes `OUT_DIR/nb/*.wav` (8 kHz)
+and `OUT_DIR/wb/*.wav` (16 kHz) with equal names, for `eval/evaluate.py --pairs OUT_DIR/nb OUT_DIR/wb`.
+Only files of the given corpus split are used, so the default model never trained on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+
+LANGUAGES = ("en", "es", "fr", "ru")
+
+
+def ensure_narrowband_packages(raw: str) -> None:
+    debs = os.path.join(raw, "debs")
+    os.makedirs(debs, exist_ok=True)
+    for lang in LANGUAGES:
+        package = f"asterisk-core-sounds-{lang}-wav"
+        target = os.path.join(raw, package)
+        if os.path.isdir(target):
+            continue
+        found = glob.glob(os.path.join(debs, f"{package}_*.deb"))
+        if not found:
+            subprocess.run(["apt-get", "download", "-qq", package], cwd=debs, check=True)
+            found = glob.glob(os.path.join(debs, f"{package}_*.deb"))
+        subprocess.run(["dpkg", "-x", found[0], target + ".part"], check=True)
+        os.replace(target + ".part", target)
+
+
+def corpus_key(raw: str, path: str) -> str:
+    """The 8-hex-digit key fetch-speech-corpus.sh derives from a source file's path under .raw/."""
+    return hashlib.md5(os.path.relpath(path, raw).encode()).hexdigest()[:8]
+
+
+def build_pairs(corpus: str, out: str, split: str) -> int:
+    raw = os.path.join(corpus, ".raw")
+    if not os.path.isdir(raw):
+        raise SystemExit(f"error: {raw} not found; keep the corpus's .raw/ folder to build real pairs")
+    ensure_narrowband_packages(raw)
+    wideband = {}
+    for path in glob.glob(os.path.join(corpus, split, "asterisk-g722", "*.wav")):
+        wideband[os.path.splitext(path)[0].rsplit("_", 1)[-1]] = path
+    os.makedirs(os.path.join(out, "nb"), exist_ok=True)
+    os.makedirs(os.path.join(out, "wb"), exist_ok=True)
+    pairs = 0
+    for g722_wav in glob.glob(os.path.join(raw, "asterisk-core-sounds-*-g722", "**", "*.wav"), recursive=True):
+        wb_path = wideband.get(corpus_key(raw, g722_wav))
+        if wb_path is None:
+            continue
+        nb_path = g722_wav.replace("-g722" + os.sep, "-wav" + os.sep, 1)
+        if not os.path.isfile(nb_path):
+            continue
+        name = os.path.basename(wb_path)
+        shutil.copyfile(nb_path, os.path.join(out, "nb", name))
+        shutil.copyfile(wb_path, os.path.join(out, "wb", name))
+        pairs += 1
+    return pairs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("corpus", help="folder built by fetch-speech-corpus.sh (with .raw/)")
+    parser.add_argument("out", help="output folder; nb/ and wb/ are created inside")
+    parser.add_argument("--split", default="valid", choices=("train", "valid"))
+    args = parser.parse_args(argv)
+    pairs = build_pairs(args.corpus, args.out, args.split)
+    print(f"{pairs} real 8 kHz / 16 kHz pairs in {args.out}/nb and {args.out}/wb")
+    return 0 if pairs else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
