@@ -1,0 +1,269 @@
+"""Audio files in and out, and high-quality resampling.
+
+Reading goes through soundfile (libsndfile: WAV, FLAC, OGG/Vorbis, MP3, AIFF, ...). Whatever the
+file holds, :func:`load_audio` returns mono float32 samples in [-1, 1] of shape [time]:
+multi-channel files are downmixed by averaging the channels, because speech recorded on several
+microphones is the same signal on each and the mean keeps the level of a single channel (a sum
+would clip; picking one channel would depend on which one happened to be first).
+
+Every failure is an :class:`AudioError` whose message starts with the file name: a missing file,
+an empty (0-byte) file, something that is not audio, a truncated file, audio without samples,
+NaN/Inf samples. Nothing here modifies an input file: :func:`save_audio` writes to a temporary file
+in the destination directory and renames it into place (atomic on POSIX), and refuses to write over
+any path passed in ``protect`` (compared after resolving symlinks).
+
+Resampling uses soxr at its "VHQ" setting (linear phase, so it adds a constant group delay that
+soxr itself compensates: the output is time-aligned with the input).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Iterable
+
+import numpy as np
+import soundfile
+import soxr
+
+PathLike = str | os.PathLike
+
+# Extensions :func:`list_audio_files` picks up; all are formats libsndfile reads.
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".caf", ".w64", ".rf64")
+
+# soundfile container name for each extension save_audio can write.
+_WRITE_FORMATS = {
+    ".wav": "WAV",
+    ".flac": "FLAC",
+    ".ogg": "OGG",
+    ".oga": "OGG",
+    ".aif": "AIFF",
+    ".aiff": "AIFF",
+    ".au": "AU",
+    ".caf": "CAF",
+    ".w64": "W64",
+    ".rf64": "RF64",
+}
+
+# libsndfile notes a data chunk shorter than its header claims as "data : N (should be M)".
+_TRUNCATED_RE = re.compile(r"^\s*data\s*:\s*\d+\s*\(should be \d+\)", re.MULTILINE)
+
+
+class AudioError(ValueError):
+    """An audio file cannot be read or written; the message names the file and the reason."""
+
+
+def _check_input_file(path: str) -> None:
+    if not os.path.exists(path):
+        raise AudioError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise AudioError(f"{path}: is a directory, not an audio file")
+    if os.path.getsize(path) == 0:
+        raise AudioError(f"{path}: empty file (0 bytes)")
+
+
+def _validate_samples(path: str, data: np.ndarray) -> None:
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: contains no audio samples (zero length)")
+    finite = np.isfinite(data)
+    if not finite.all():
+        first = int(np.argmin(finite.all(axis=1) if data.ndim == 2 else finite))
+        raise AudioError(f"{path}: contains NaN or Inf samples (first at frame {first})")
+
+
+def _to_mono(data: np.ndarray) -> np.ndarray:
+    """[time, channels] -> [time] by the channel mean (see the module docstring for why)."""
+    if data.ndim == 1:
+        return data.astype(np.float32, copy=False)
+    if data.shape[1] == 1:
+        return data[:, 0].astype(np.float32, copy=True)
+    return data.mean(axis=1, dtype=np.float64).astype(np.float32)
+
+
+def load_audio(path: PathLike, target_rate: int | None = None) -> tuple[np.ndarray, int]:
+    """Read an audio file as mono float32.
+
+    Args:
+        path: a file soundfile can read.
+        target_rate: if given and different from the file's rate, resample to it with soxr (VHQ).
+
+    Returns:
+        ``(samples, rate)``: float32 [time] in [-1, 1] (integer formats) and the rate in Hz
+        (``target_rate`` when given).
+
+    Raises:
+        AudioError: missing, empty, unreadable, truncated or zero-length file, or NaN/Inf samples.
+    """
+    path = os.fspath(path)
+    _check_input_file(path)
+    try:
+        with soundfile.SoundFile(path) as f:
+            if f.format in ("WAV", "WAVEX", "W64", "RF64") and _TRUNCATED_RE.search(f.extra_info):
+                raise AudioError(f"{path}: truncated file (the data chunk is shorter than its header says)")
+            rate = f.samplerate
+            data = f.read(dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError) as e:
+        raise AudioError(f"{path}: not a readable audio file or corrupt ({e})") from e
+    _validate_samples(path, data)
+    x = _to_mono(data)
+    if target_rate is not None and target_rate != rate:
+        x = resample(x, rate, target_rate)
+        rate = int(target_rate)
+    return x, rate
+
+
+def load_raw(
+    path: PathLike,
+    rate: int,
+    subtype: str = "PCM_16",
+    channels: int = 1,
+    endian: str = "LITTLE",
+    target_rate: int | None = None,
+) -> tuple[np.ndarray, int]:
+    """Read a headerless file (e.g. telephony ``.raw``/``.pcm``, or G.711 with ``subtype="ULAW"``/``"ALAW"``).
+
+    The caller states what the header would have: ``rate``, ``subtype`` (a soundfile subtype),
+    ``channels`` and ``endian``. Same checks and return value as :func:`load_audio`.
+    """
+    path = os.fspath(path)
+    _check_input_file(path)
+    try:
+        data, _ = soundfile.read(
+            path,
+            samplerate=rate,
+            channels=channels,
+            subtype=subtype,
+            endian=endian,
+            format="RAW",
+            dtype="float32",
+            always_2d=True,
+        )
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+        raise AudioError(f"{path}: cannot read as raw {subtype} x{channels} at {rate} Hz ({e})") from e
+    _validate_samples(path, data)
+    x = _to_mono(data)
+    if target_rate is not None and target_rate != rate:
+        return resample(x, rate, target_rate), int(target_rate)
+    return x, int(rate)
+
+
+def resample(x: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """Resample float32 [time] (or [time, channels]) with soxr VHQ; output length round(n*to/from).
+
+    The output is time-aligned with the input (soxr removes its filter's delay).
+    """
+    if from_rate <= 0 or to_rate <= 0:
+        raise ValueError(f"sample rates must be positive, got {from_rate} -> {to_rate}")
+    x = np.asarray(x, dtype=np.float32)
+    if from_rate == to_rate:
+        return x.copy()
+    return soxr.resample(x, from_rate, to_rate, quality="VHQ").astype(np.float32, copy=False)
+
+
+def _same_file(a: str, b: str) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)  # catches hard links
+    except OSError:
+        return False
+
+
+def check_output_path(output: PathLike, protect: Iterable[PathLike] = ()) -> str:
+    """Return ``output`` as str after checking it may be written.
+
+    Raises AudioError if it resolves (through symlinks and hard links) to one of ``protect``
+    (typically the inputs), if its directory does not exist or is not writable, or if it is a directory.
+    """
+    output = os.fspath(output)
+    for p in protect:
+        if _same_file(output, os.fspath(p)):
+            raise AudioError(f"{output}: refusing to overwrite the input file {os.fspath(p)}")
+    if os.path.isdir(output):
+        raise AudioError(f"{output}: is a directory")
+    directory = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(directory):
+        raise AudioError(f"{output}: output directory {directory} does not exist")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise AudioError(f"{output}: output directory {directory} is not writable")
+    return output
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def save_audio(
+    path: PathLike,
+    x: np.ndarray,
+    rate: int,
+    subtype: str | None = "PCM_16",
+    protect: Iterable[PathLike] = (),
+) -> str:
+    """Write ``x`` (float [time] or [time, channels], nominally in [-1, 1]) atomically.
+
+    The container comes from the extension (.wav, .flac, .ogg, ...). Integer subtypes clip samples
+    outside [-1, 1) (libsndfile's behaviour); a warning says how many were clipped. ``subtype=None``
+    lets soundfile pick the container's default; so does the default "PCM_16" for a container
+    that has no 16-bit PCM (OGG gets Vorbis).
+
+    Raises:
+        AudioError: NaN/Inf or empty ``x``, unknown extension, output equal to a ``protect`` path,
+            missing or unwritable output directory, or a write failure. On any failure an existing
+            file at ``path`` is left as it was.
+    """
+    path = check_output_path(path, protect)
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in _WRITE_FORMATS:
+        raise AudioError(f"{path}: unknown audio extension {ext!r}; use one of {sorted(_WRITE_FORMATS)}")
+    fmt = _WRITE_FORMATS[ext]
+    if subtype == "PCM_16" and not soundfile.check_format(fmt, subtype):
+        subtype = None
+    elif subtype is not None and not soundfile.check_format(fmt, subtype):
+        raise AudioError(f"{path}: subtype {subtype!r} cannot be stored in {fmt}")
+    x = np.asarray(x)
+    if x.ndim not in (1, 2) or x.shape[0] == 0:
+        raise AudioError(f"{path}: expected non-empty samples of shape [time] or [time, channels], got {x.shape}")
+    if not np.isfinite(x).all():
+        raise AudioError(f"{path}: refusing to write NaN or Inf samples")
+    if subtype is not None and subtype.startswith("PCM"):
+        n_clipped = int(np.count_nonzero(np.abs(x) > 1.0))
+        if n_clipped:
+            warnings.warn(f"{path}: {n_clipped} samples outside [-1, 1] were clipped", stacklevel=2)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        soundfile.write(tmp, x, int(rate), subtype=subtype, format=fmt)
+        # mkstemp creates 0600; give the result the permissions a plain open() would have.
+        os.chmod(tmp, 0o666 & ~_current_umask())
+        os.replace(tmp, path)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise AudioError(f"{path}: cannot write audio ({e})") from e
+    return path
+
+
+def list_audio_files(root: PathLike) -> list[str]:
+    """All audio files (by :data:`AUDIO_EXTENSIONS`, case-insensitive) under ``root``, recursively, sorted.
+
+    Hidden files and directories (names starting with '.') are skipped, which also skips the
+    temporary files of interrupted :func:`save_audio` calls. A file ``root`` is returned as ``[root]``.
+    """
+    root = os.fspath(root)
+    if os.path.isfile(root):
+        return [root]
+    if not os.path.isdir(root):
+        raise AudioError(f"{root}: no such directory")
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            if not name.startswith(".") and os.path.splitext(name)[1].lower() in AUDIO_EXTENSIONS:
+                found.append(os.path.join(dirpath, name))
+    return sorted(found)
