@@ -47,9 +47,146 @@ class ExportConfig:
     int8_calibration_frames: int = 400  # frames streamed through the model to calibrate int8
 
 
+def _check_choice(path: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise RecipeError(f"{path}: {value!r} is not one of {', '.join(choices)}")
+
+
+def _check_positive(path: str, value: float) -> None:
+    if value <= 0:
+        raise RecipeError(f"{path}: must be > 0, got {value!r}")
+
+
+@dataclass
+class DiscriminatorConfig:
+    """GAN discriminators (bwe.models.discriminators); a list left empty switches that family off.
+
+    STFT discriminator (EnCodec): one sub-discriminator per FFT size, hop = fft_size // stft_hop_divisor,
+    2-D convs over [time, frequency] with stride 2 over frequency and time dilations stft_dilations.
+    Waveform discriminator (MelGAN): one sub-discriminator per scale (signal, 2x, 4x average-pooled),
+    a k15 conv then len(waveform_strides) grouped strided convs, channels x stride up to max.
+    """
+
+    stft_fft_sizes: list[int] = field(default_factory=lambda: [512, 1024, 2048])
+    stft_hop_divisor: int = 4
+    stft_channels: int = 32
+    stft_dilations: list[int] = field(default_factory=lambda: [1, 2, 4])
+    waveform_scales: int = 3  # 0 switches the waveform discriminator off
+    waveform_channels: int = 16
+    waveform_max_channels: int = 1024
+    waveform_strides: list[int] = field(default_factory=lambda: [4, 4, 4, 4])
+    waveform_groups_divisor: int = 4  # groups = input channels // this (MelGAN)
+
+    def __post_init__(self) -> None:
+        for i, n in enumerate(self.stft_fft_sizes):
+            if n < 16 or n % self.stft_hop_divisor:
+                raise RecipeError(
+                    f"discriminators.stft_fft_sizes[{i}]: {n} must be >= 16 and divisible by "
+                    f"stft_hop_divisor={self.stft_hop_divisor}"
+                )
+        for name in ("stft_hop_divisor", "stft_channels", "waveform_channels", "waveform_max_channels",
+                     "waveform_groups_divisor"):
+            _check_positive(f"discriminators.{name}", getattr(self, name))
+        if self.waveform_scales < 0:
+            raise RecipeError(f"discriminators.waveform_scales: must be >= 0, got {self.waveform_scales}")
+        if not self.stft_fft_sizes and self.waveform_scales == 0:
+            raise RecipeError("discriminators: both stft_fft_sizes and waveform_scales are off; keep at least one")
+
+
+@dataclass
+class LossConfig:
+    """Loss terms and weights (bwe.losses). Defaults follow SoundStream: adversarial 1, feature matching 100,
+    reconstruction 1 (feature matching is a mean over layers x discriminators, as in SoundStream)."""
+
+    adversarial: str = "hinge"  # hinge | lsgan
+    adversarial_weight: float = 1.0
+    feature_matching_weight: float = 100.0
+    reconstruction_weight: float = 1.0  # multi-resolution STFT: spectral convergence + log magnitude
+    stft_fft_sizes: list[int] = field(default_factory=lambda: [256, 512, 1024, 2048])
+    stft_hop_divisor: int = 4
+    mel_weight: float = 0.0  # optional L1 log-mel loss over the same FFT sizes; 0 = off
+    mel_bands: int = 80
+
+    def __post_init__(self) -> None:
+        _check_choice("losses.adversarial", self.adversarial, ("hinge", "lsgan"))
+        for name in ("adversarial_weight", "feature_matching_weight", "reconstruction_weight", "mel_weight"):
+            if getattr(self, name) < 0:
+                raise RecipeError(f"losses.{name}: must be >= 0, got {getattr(self, name)!r}")
+        if not self.stft_fft_sizes:
+            raise RecipeError("losses.stft_fft_sizes: needs at least one FFT size")
+        for i, n in enumerate(self.stft_fft_sizes):
+            if n < 16 or n % self.stft_hop_divisor:
+                raise RecipeError(
+                    f"losses.stft_fft_sizes[{i}]: {n} must be >= 16 and divisible by "
+                    f"stft_hop_divisor={self.stft_hop_divisor}"
+                )
+        _check_positive("losses.mel_bands", self.mel_bands)
+
+
+@dataclass
+class OptimConfig:
+    """Adam for both networks (MelGAN: lr 1e-4, betas 0.5/0.9)."""
+
+    generator_lr: float = 1e-4
+    discriminator_lr: float = 1e-4
+    beta_1: float = 0.5
+    beta_2: float = 0.9
+    grad_clip_norm: float = 10.0  # global-norm clip of each network's gradients; 0 = off
+    lr_schedule: str = "constant"  # constant | cosine (decays to lr * lr_min_ratio at train.steps)
+    lr_min_ratio: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check_positive("optim.generator_lr", self.generator_lr)
+        _check_positive("optim.discriminator_lr", self.discriminator_lr)
+        for name in ("beta_1", "beta_2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise RecipeError(f"optim.{name}: must be in [0, 1), got {getattr(self, name)!r}")
+        if self.grad_clip_norm < 0:
+            raise RecipeError(f"optim.grad_clip_norm: must be >= 0 (0 = off), got {self.grad_clip_norm!r}")
+        _check_choice("optim.lr_schedule", self.lr_schedule, ("constant", "cosine"))
+        if not 0 <= self.lr_min_ratio <= 1:
+            raise RecipeError(f"optim.lr_min_ratio: must be in [0, 1], got {self.lr_min_ratio!r}")
+
+
+@dataclass
+class TrainConfig:
+    """The training loop (bwe.train). Step counts are generator steps; ``steps`` is the total, so a
+    resumed run continues up to it."""
+
+    steps: int = 200_000
+    batch_size: int = 16  # global batch, split over replicas
+    seed: int = 0
+    warmup_steps: int = 0  # generator trained on reconstruction only; discriminators start after
+    log_every: int = 100
+    valid_every: int = 2000
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3  # latest checkpoints kept in RUN/checkpoints
+    keep_periodic_every: int = 0  # also keep every N-th step forever in RUN/checkpoints/periodic; 0 = off
+    audio_every: int = 0  # TensorBoard audio/spectrogram examples; 0 = at every validation
+    valid_max_files: int = 32
+    valid_max_seconds: float = 10.0  # longer validation files are cut
+    audio_examples: int = 2
+    nan_policy: str = "skip"  # skip (count the step, apply nothing) | stop (exit, checkpoints untouched)
+    max_consecutive_nonfinite: int = 20  # with nan_policy=skip, stop after this many in a row
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "log_every", "valid_every", "checkpoint_every", "keep_checkpoints",
+                     "valid_max_files", "max_consecutive_nonfinite"):
+            _check_positive(f"train.{name}", getattr(self, name))
+        for name in ("warmup_steps", "keep_periodic_every", "audio_every", "audio_examples"):
+            if getattr(self, name) < 0:
+                raise RecipeError(f"train.{name}: must be >= 0, got {getattr(self, name)!r}")
+        _check_positive("train.valid_max_seconds", self.valid_max_seconds)
+        _check_choice("train.nan_policy", self.nan_policy, ("skip", "stop"))
+
+
 @dataclass
 class Recipe:
     model: ModelConfig = field(default_factory=ModelConfig)
+    discriminators: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    losses: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
 
 
