@@ -149,6 +149,61 @@ class OptimConfig:
 
 
 @dataclass
+class DataConfig:
+    """Training data (bwe.data): where the audio is, how examples are cut, levelled and degraded.
+
+    ``kind`` folder: ``train_dir``/``valid_dir`` are folders of audio files (searched recursively).
+    ``kind`` librispeech/vctk: ``train_dir`` is the corpus root given to ``python -m bwe.data.prepare``
+    and the subsets pick the files (librispeech: subset names, default train-clean-100 / dev-clean;
+    vctk: ``train`` = all but the 8 held-out test speakers, ``test`` = those 8, or speaker IDs);
+    ``valid_dir`` defaults to ``train_dir`` for them. Paths are checked by :meth:`validate`, which the
+    trainer calls: a recipe read elsewhere (export, a copied run directory) does not need the data.
+    """
+
+    kind: str = "folder"  # folder | librispeech | vctk
+    train_dir: str = ""
+    valid_dir: str | None = None  # folder kind without it: no validation set
+    train_subsets: list[str] = field(default_factory=list)
+    valid_subsets: list[str] = field(default_factory=list)
+    vctk_mic: str = "mic1"  # VCTK 0.92 microphone: mic1 | mic2
+    segment_samples: int = 8192  # wideband (16 kHz) samples per training example; multiple of 256
+    min_seconds: float = 0.5  # shorter files are skipped (and counted)
+    loudness_lufs: float = -26.0  # each file is levelled to this integrated loudness (BS.1770) once
+    companding_probability: float = 0.5  # chance that a narrowband example goes through mu-law or A-law
+    gain_db_range: list[float] = field(default_factory=lambda: [-6.0, 6.0])  # random level change per example
+    num_parallel_calls: int = 0  # example-making workers; 0 = tf.data AUTOTUNE
+    cache: bool = True  # decode every file to 16 kHz once and keep it in memory (7 h = 1.6 GB)
+
+    def __post_init__(self) -> None:
+        _check_choice("data.kind", self.kind, ("folder", "librispeech", "vctk"))
+        _check_choice("data.vctk_mic", self.vctk_mic, ("mic1", "mic2"))
+        if self.segment_samples <= 0 or self.segment_samples % 256:
+            raise RecipeError(
+                f"data.segment_samples: {self.segment_samples} must be a positive multiple of 256 "
+                "(one 16 ms output frame)"
+            )
+        if self.min_seconds < 0:
+            raise RecipeError(f"data.min_seconds: must be >= 0, got {self.min_seconds!r}")
+        if not -70.0 <= self.loudness_lufs <= 0.0:
+            raise RecipeError(f"data.loudness_lufs: must be in [-70, 0] LUFS, got {self.loudness_lufs!r}")
+        if not 0.0 <= self.companding_probability <= 1.0:
+            raise RecipeError(f"data.companding_probability: must be in [0, 1], got {self.companding_probability!r}")
+        if len(self.gain_db_range) != 2 or self.gain_db_range[0] > self.gain_db_range[1]:
+            raise RecipeError(f"data.gain_db_range: expected [low, high] with low <= high, got {self.gain_db_range!r}")
+        if self.num_parallel_calls < 0:
+            raise RecipeError(f"data.num_parallel_calls: must be >= 0 (0 = AUTOTUNE), got {self.num_parallel_calls!r}")
+
+    def validate(self) -> None:
+        """Check that the data folders exist; raises RecipeError naming the key."""
+        if not self.train_dir:
+            raise RecipeError("data.train_dir: not set; give the folder (or corpus root) of the training audio")
+        if not os.path.isdir(self.train_dir):
+            raise RecipeError(f"data.train_dir: {self.train_dir} is not a directory")
+        if self.valid_dir is not None and not os.path.isdir(self.valid_dir):
+            raise RecipeError(f"data.valid_dir: {self.valid_dir} is not a directory")
+
+
+@dataclass
 class TrainConfig:
     """The training loop (bwe.train). Step counts are generator steps; ``steps`` is the total, so a
     resumed run continues up to it."""
@@ -186,6 +241,7 @@ class Recipe:
     discriminators: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     losses: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
 
