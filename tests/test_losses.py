@@ -1,0 +1,157 @@
+"""Golden tests: every loss in bwe.losses against an independent NumPy implementation."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bwe import losses
+from signals import speech_like
+
+tf.config.experimental.enable_op_determinism()
+
+
+def _fake_outputs(rng, n_disc=3, n_maps=(2, 3, 1), offset=0.0):
+    """Discriminator-shaped outputs with different shapes per sub-discriminator and per map."""
+    outputs = []
+    for k in range(n_disc):
+        logits = rng.normal(offset, 1.0, size=(2, 5 + k, 1)).astype(np.float32)
+        maps = [rng.normal(size=(2, 7 + j, 3 + k)).astype(np.float32) for j in range(n_maps[k])]
+        outputs.append((logits, maps))
+    return outputs
+
+
+def _to_tf(outputs):
+    return [(tf.constant(l), [tf.constant(m) for m in maps]) for l, maps in outputs]
+
+
+def _np_stft_magnitude(x, fft_size, hop):
+    """Reference STFT: frames from sample 0 (no padding), periodic Hann, rfft."""
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(fft_size) / fft_size)
+    n_frames = 1 + (len(x) - fft_size) // hop
+    frames = np.stack([x[i * hop: i * hop + fft_size] for i in range(n_frames)]) * window
+    power = np.abs(np.fft.rfft(frames.astype(np.float64), axis=-1)) ** 2
+    return np.sqrt(np.maximum(power, losses.MAGNITUDE_FLOOR))
+
+
+@pytest.mark.parametrize("kind", ["hinge", "lsgan"])
+def test_adversarial_losses_match_numpy(kind):
+    rng = np.random.default_rng(0)
+    real, fake = _fake_outputs(rng, offset=0.5), _fake_outputs(rng, offset=-0.3)
+    if kind == "hinge":
+        d_ref = np.mean([np.mean(np.maximum(0, 1 - r)) + np.mean(np.maximum(0, 1 + f))
+                         for (r, _), (f, _) in zip(real, fake)])
+        g_ref = np.mean([np.mean(np.maximum(0, 1 - f)) for f, _ in fake])
+    else:
+        d_ref = np.mean([np.mean((r - 1) ** 2) + np.mean(f ** 2) for (r, _), (f, _) in zip(real, fake)])
+        g_ref = np.mean([np.mean((f - 1) ** 2) for f, _ in fake])
+    d = losses.discriminator_adversarial_loss(_to_tf(real), _to_tf(fake), kind)
+    g = losses.generator_adversarial_loss(_to_tf(fake), kind)
+    np.testing.assert_allclose(d.numpy(), d_ref, rtol=1e-5)
+    np.testing.assert_allclose(g.numpy(), g_ref, rtol=1e-5)
+
+
+def test_hinge_is_zero_for_a_confident_discriminator_and_lsgan_is_not():
+    real = [(tf.fill([1, 4, 1], 2.0), [])]
+    fake = [(tf.fill([1, 4, 1], -2.0), [])]
+    assert losses.discriminator_adversarial_loss(real, fake, "hinge").numpy() == 0.0
+    np.testing.assert_allclose(losses.discriminator_adversarial_loss(real, fake, "lsgan").numpy(), 1.0 + 4.0)
+
+
+def test_feature_matching_matches_numpy_and_normalises_by_layers_times_discriminators():
+    rng = np.random.default_rng(1)
+    real, fake = _fake_outputs(rng), _fake_outputs(rng)
+    diffs = [np.mean(np.abs(r - f)) for (_, rm), (_, fm) in zip(real, fake) for r, f in zip(rm, fm)]
+    assert len(diffs) == 6
+    got = losses.feature_matching_loss(_to_tf(real), _to_tf(fake))
+    np.testing.assert_allclose(got.numpy(), np.sum(diffs) / 6, rtol=1e-5)
+
+
+def test_feature_matching_does_not_push_gradients_into_the_real_maps():
+    real = tf.Variable(tf.ones([1, 4, 2]))
+    fake = tf.Variable(tf.zeros([1, 4, 2]))
+    with tf.GradientTape() as tape:
+        loss = losses.feature_matching_loss([(tf.zeros([1, 1, 1]), [real])], [(tf.zeros([1, 1, 1]), [fake])])
+    grad_real, grad_fake = tape.gradient(loss, [real, fake])
+    assert grad_real is None
+    np.testing.assert_allclose(grad_fake.numpy(), -np.ones([1, 4, 2]) / 8)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (tf.zeros([1, 3, 1]), "expected a non-empty list"),
+    ([], "expected a non-empty list"),
+    ([tf.zeros([1, 3, 1])], r"\[0\]: expected a \(logits, feature_maps\) pair"),
+    ([(tf.zeros([1, 3, 1]), [tf.zeros([1, 2])], 3)], "of length 3"),
+    ([(np.zeros([1, 3, 1]), [])], "logits must be a tensor"),
+    ([(tf.zeros([1, 3, 1]), tf.zeros([1, 2]))], "feature_maps must be a list of tensors"),
+])
+def test_losses_reject_outputs_that_break_the_contract(bad, message):
+    with pytest.raises(losses.DiscriminatorOutputError, match=message):
+        losses.generator_adversarial_loss(bad)
+    with pytest.raises(losses.DiscriminatorOutputError, match=message):
+        losses.feature_matching_loss(bad, bad)
+
+
+def test_losses_reject_mismatched_real_and_fake_outputs():
+    one = [(tf.zeros([1, 3, 1]), [tf.zeros([1, 2, 2])])]
+    two = one + one
+    with pytest.raises(losses.DiscriminatorOutputError, match="1 real vs 2 fake"):
+        losses.discriminator_adversarial_loss(one, two)
+    with pytest.raises(losses.DiscriminatorOutputError, match="1 real vs 2 fake feature maps"):
+        losses.feature_matching_loss(one, [(tf.zeros([1, 3, 1]), [tf.zeros([1, 2, 2])] * 2)])
+    with pytest.raises(ValueError, match="not one of hinge, lsgan"):
+        losses.generator_adversarial_loss(one, "wasserstein")
+
+
+def test_stft_magnitude_matches_numpy():
+    x = speech_like(0.3, seed=3)
+    got = losses.stft_magnitude(tf.constant(x[None, :, None]), 512, 128).numpy()[0]
+    np.testing.assert_allclose(got, _np_stft_magnitude(x, 512, 128), rtol=1e-3, atol=1e-4)
+
+
+def test_multi_resolution_stft_loss_matches_numpy():
+    ref = np.stack([speech_like(0.4, seed=s) for s in (4, 5)])
+    est = ref + 0.05 * np.random.default_rng(6).normal(size=ref.shape).astype(np.float32)
+    ffts = [256, 512, 1024]
+    sc_ref, lm_ref = [], []
+    for n in ffts:
+        r = np.stack([_np_stft_magnitude(x, n, n // 4) for x in ref])
+        e = np.stack([_np_stft_magnitude(x, n, n // 4) for x in est])
+        sc_ref.append(np.linalg.norm(r - e) / np.linalg.norm(r))
+        lm_ref.append(np.mean(np.abs(np.log(r) - np.log(e))))
+    sc, lm = losses.multi_resolution_stft_loss(tf.constant(ref[..., None]), tf.constant(est[..., None]), ffts, 4)
+    np.testing.assert_allclose(sc.numpy(), np.mean(sc_ref), rtol=1e-3)
+    np.testing.assert_allclose(lm.numpy(), np.mean(lm_ref), rtol=1e-3)
+
+
+def test_reconstruction_losses_vanish_on_identity_and_have_finite_gradients_on_silence():
+    x = tf.constant(speech_like(0.3, seed=7)[None, :, None])
+    sc, lm = losses.multi_resolution_stft_loss(x, x, [256, 512])
+    assert sc.numpy() == 0.0 and lm.numpy() == 0.0
+    assert losses.mel_loss(x, x, [512]).numpy() == 0.0
+    estimate = tf.Variable(tf.zeros_like(x))
+    with tf.GradientTape() as tape:
+        sc, lm = losses.multi_resolution_stft_loss(x, estimate, [256])
+        total = sc + lm + losses.mel_loss(x, estimate, [256])
+    grad = tape.gradient(total, estimate)
+    assert np.isfinite(total.numpy()) and np.all(np.isfinite(grad.numpy()))
+
+
+def test_mel_loss_matches_numpy():
+    ref = speech_like(0.4, seed=8)
+    est = 0.5 * ref + 0.01 * np.random.default_rng(9).normal(size=ref.shape).astype(np.float32)
+    terms = []
+    for n in (512, 1024):
+        # The filterbank is TF's; what is checked is the framing, magnitude, log floor and averaging.
+        w = tf.signal.linear_to_mel_weight_matrix(40, n // 2 + 1, 16000, 0.0, 8000.0).numpy().astype(np.float64)
+        r = np.maximum(_np_stft_magnitude(ref, n, n // 4) @ w, 1e-5)
+        e = np.maximum(_np_stft_magnitude(est, n, n // 4) @ w, 1e-5)
+        terms.append(np.mean(np.abs(np.log(r) - np.log(e))))
+    got = losses.mel_loss(tf.constant(ref[None, :, None]), tf.constant(est[None, :, None]), [512, 1024], 4, 40)
+    np.testing.assert_allclose(got.numpy(), np.mean(terms), rtol=1e-3)
+
+
+def test_reconstruction_losses_reject_mismatched_shapes():
+    with pytest.raises(ValueError, match="differ in shape"):
+        losses.multi_resolution_stft_loss(tf.zeros([1, 1000, 1]), tf.zeros([1, 900, 1]), [256])
+    with pytest.raises(ValueError, match=r"\[batch, time, 1\]"):
+        losses.mel_loss(tf.zeros([1, 1000]), tf.zeros([1, 1000]), [256])
