@@ -1,0 +1,834 @@
+"""MUSHRA listening test after ITU-R BS.1534-3, run in the browser with webMUSHRA.
+
+Two steps, one subcommand each:
+
+    python eval/listening_test.py prepare --model sinc --model folding --model EXPORT_DIR \\
+        --data WIDEBAND_DIR --out TEST_DIR [--trials 10] [--seed 0] [--target-lufs -23]
+    python eval/listening_test.py analyze RESULTS_CSV --key TEST_DIR/key.json --out REPORT_DIR
+
+``prepare`` picks ``--trials`` clips from the 16 kHz references in ``--data`` (seeded), cuts each
+to 4-10 s at pauses, makes every condition of the trial, loudness-matches them and writes the
+webMUSHRA configuration. Per trial the assessor hears:
+
+- the reference (the real 16 kHz clip) and, blinded among the conditions, the *hidden reference*
+  (webMUSHRA adds it by itself and records it as ``reference``);
+- the *narrowband anchor* (``anchor_narrowband``): the systems' input, i.e. the clip through the
+  fixed evaluation degradation (:func:`bwe.data.degrade.evaluation_degradation`), played at 16 kHz
+  via :func:`bwe.baselines.sinc` -- the low-range anchor of this test;
+- the BS.1534-3 *3.5 kHz low-pass anchor* (``anchor_lp35``): the reference low-passed at 3.5 kHz
+  (mid-range anchor here, since the narrowband input sits below it in quality);
+- every ``--model``: ``sinc``, ``folding`` (bwe.baselines) or an exported model folder
+  (bwe.runtime.ExportedModel), each given the same 8 kHz input.
+
+The blinded names C1..Cn are assigned per trial at random (seeded); the key that maps them back is
+``TEST_DIR/key.json``, written outside the folder served to the assessors.
+
+``analyze`` reads webMUSHRA's ``results/<testId>/mushra.csv``. Columns used: ``trial_id``,
+``rating_stimulus`` (C1..Cn or ``reference``), ``rating_score`` (0-100), ``session_test_id`` (checked
+against the key) and an assessor column: ``session_uuid`` (written by webMUSHRA >= 1.4.3; one
+session = one assessor) or, with ``--assessor-column``, any questionnaire column such as the
+``assessor`` field of the finish page that ``prepare`` writes. It applies BS.1534-3 post-screening,
+then reports per condition the mean and 95 % confidence interval (Student t), box plots, and
+paired Wilcoxon signed-rank tests between the systems (Holm-corrected).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyloudnorm
+import scipy.signal
+import scipy.stats
+import yaml
+
+_EVAL_DIR = os.path.dirname(os.path.abspath(__file__))
+if __package__ in (None, ""):
+    # Run as a script from a checkout: make the bwe package importable without an install.
+    sys.path.insert(1, os.path.dirname(_EVAL_DIR))
+if _EVAL_DIR not in sys.path:
+    # eval/ is a folder of scripts, not a package: plots.py is found beside this file.
+    sys.path.insert(1, _EVAL_DIR)
+
+from bwe.data.audio import AudioError, list_audio_files, load_audio, save_audio  # noqa: E402
+
+RATE = 16000
+HIDDEN_REFERENCE = "hidden_reference"
+NARROWBAND_ANCHOR = "anchor_narrowband"
+LOWPASS_ANCHOR = "anchor_lp35"
+ANCHORS = (NARROWBAND_ANCHOR, LOWPASS_ANCHOR)
+# webMUSHRA records the hidden reference under this stimulus name.
+WEBMUSHRA_REFERENCE = "reference"
+# webMUSHRA's strict mode rejects pages with more conditions (hidden reference included) or
+# stimuli longer than 12 s.
+MAX_CONDITIONS = 12
+MIN_SECONDS = 4.0
+MAX_SECONDS = 10.0
+LOWPASS_CUTOFF_HZ = 3500.0
+FADE_SECONDS = 0.02
+# Sample-peak ceiling after loudness matching: -1 dBFS leaves room for the 16-bit rounding and
+# for the inter-sample peaks of a browser's resampler to the sound card's rate.
+PEAK_CEILING = 10.0 ** (-1.0 / 20.0)
+# BS.1534-3 post-screening: an assessor who rates the hidden reference below 90 in more than 15 %
+# of the trials is excluded.
+SCREEN_SCORE = 90.0
+SCREEN_FRACTION = 0.15
+KEY_FORMAT = "bwe-mushra-key/1"
+
+
+class ListeningTestError(ValueError):
+    """Bad input to prepare/analyze; the message names the file, column or option."""
+
+
+# --------------------------------------------------------------------------------------------
+# Signal processing for the stimuli
+# --------------------------------------------------------------------------------------------
+
+
+def lowpass_anchor(x: np.ndarray, rate: int = RATE, cutoff_hz: float = LOWPASS_CUTOFF_HZ) -> np.ndarray:
+    """The BS.1534-3 low-pass anchor: ``x`` (float [time]) low-passed at ``cutoff_hz``, same length.
+
+    A linear-phase FIR (1023 taps, Kaiser window designed for 80 dB stop-band attenuation and a
+    200 Hz transition centred on the cut-off), applied without delay, so the anchor stays
+    sample-aligned with the reference and the other conditions.
+    """
+    numtaps = 1023
+    beta = scipy.signal.kaiser_beta(80.0)
+    taps = scipy.signal.firwin(numtaps, cutoff_hz, window=("kaiser", beta), fs=rate)
+    y = scipy.signal.oaconvolve(np.asarray(x, dtype=np.float64), taps, mode="same")
+    return y.astype(np.float32)
+
+
+def frame_energy_db(x: np.ndarray, rate: int, frame_s: float = 0.02, hop_s: float = 0.01) -> tuple[np.ndarray, int]:
+    """Energy in dB of frames of ``frame_s`` every ``hop_s``: ([frames], hop in samples)."""
+    frame = max(1, int(round(frame_s * rate)))
+    hop = max(1, int(round(hop_s * rate)))
+    x = np.asarray(x, dtype=np.float64)
+    if len(x) < frame:
+        return np.array([10.0 * np.log10(np.mean(x**2) + 1e-12)]), hop
+    starts = np.arange(0, len(x) - frame + 1, hop)
+    power = np.array([np.mean(x[s : s + frame] ** 2) for s in starts])
+    return 10.0 * np.log10(power + 1e-12), hop
+
+
+def pause_centres(x: np.ndarray, rate: int, min_pause_s: float = 0.15, below_active_db: float = 30.0) -> list[int]:
+    """Sample positions of the middles of pauses: runs of frames quieter than the active level - 30 dB.
+
+    The active level is the 95th percentile of the frame energies, so a few loud peaks or a long
+    silence do not move it much. Runs shorter than ``min_pause_s`` (stop closures, short gaps
+    between words) are not pauses between phrases and are ignored.
+    """
+    energy, hop = frame_energy_db(x, rate)
+    quiet = energy < np.percentile(energy, 95) - below_active_db
+    centres = []
+    run_start = None
+    for i, q in enumerate(np.append(quiet, False)):
+        if q and run_start is None:
+            run_start = i
+        elif not q and run_start is not None:
+            if (i - run_start) * hop >= min_pause_s * rate:
+                centres.append(int(((run_start + i) / 2.0) * hop + 0.01 * rate))
+            run_start = None
+    return centres
+
+
+def choose_excerpt(
+    x: np.ndarray, rate: int = RATE, min_s: float = MIN_SECONDS, max_s: float = MAX_SECONDS
+) -> tuple[int, int, bool]:
+    """Pick the span of ``x`` to play: ``(start, stop, at_pauses)`` in samples.
+
+    Candidate boundaries are the file's ends and the centres of its pauses. The longest span
+    between two boundaries that lasts ``min_s``..``max_s`` wins (the earliest on a tie), and
+    ``at_pauses`` is True. Without one (continuous speech), the excerpt starts at the first
+    boundary that leaves room and ends at the quietest 10 ms between ``min_s`` and ``max_s`` later,
+    and ``at_pauses`` is False.
+
+    Raises:
+        ListeningTestError: ``x`` is shorter than ``min_s``.
+    """
+    n = len(x)
+    lo, hi = int(round(min_s * rate)), int(round(max_s * rate))
+    if n < lo:
+        raise ListeningTestError(f"clip of {n / rate:.2f} s is shorter than {min_s} s")
+    bounds = sorted(set([0, n] + [c for c in pause_centres(x, rate) if 0 < c < n]))
+    best = None
+    for i, a in enumerate(bounds):
+        for b in bounds[i + 1 :]:
+            if lo <= b - a <= hi and (best is None or b - a > best[1] - best[0]):
+                best = (a, b)
+    if best is not None:
+        return best[0], best[1], True
+    start = max(b for b in bounds if b <= n - lo)
+    energy, hop = frame_energy_db(x[start : start + hi], rate)
+    first, last = int(math.ceil(lo / hop)), min(len(energy) - 1, hi // hop)
+    quietest = first + int(np.argmin(energy[first : last + 1])) if last >= first else first
+    return start, min(n, start + quietest * hop), False
+
+
+def fade(x: np.ndarray, rate: int = RATE, seconds: float = FADE_SECONDS) -> np.ndarray:
+    """Raised-cosine fade-in and fade-out, so a cut never starts or stops with a click."""
+    n = min(int(round(seconds * rate)), len(x) // 2)
+    env = np.ones(len(x))
+    if n > 0:
+        ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(n) + 0.5) / n)
+        env[:n] = ramp
+        env[len(x) - n :] = ramp[::-1]
+    return (np.asarray(x, dtype=np.float64) * env).astype(np.float32)
+
+
+def loudness_match(
+    stimuli: dict[str, np.ndarray], rate: int = RATE, target_lufs: float = -23.0, ceiling: float = PEAK_CEILING
+) -> tuple[dict[str, np.ndarray], float, dict[str, float]]:
+    """Scale every stimulus to the same integrated loudness (ITU-R BS.1770 via pyloudnorm).
+
+    The common level is ``target_lufs``, lowered for the whole trial if that would push any
+    stimulus's sample peak above ``ceiling``: equal loudness matters more than the absolute level,
+    and clipping would add a distortion of its own.
+
+    Returns:
+        ``(scaled stimuli, the level used in LUFS, gain applied to each stimulus in dB)``.
+
+    Raises:
+        ListeningTestError: a stimulus is too quiet for a loudness measurement (silence).
+    """
+    meter = pyloudnorm.Meter(rate)
+    loudness = {}
+    for name, x in stimuli.items():
+        value = meter.integrated_loudness(np.asarray(x, dtype=np.float64))
+        if not np.isfinite(value):
+            raise ListeningTestError(f"stimulus {name!r} is silent: its loudness cannot be measured")
+        loudness[name] = value
+    level = float(target_lufs)
+    for name, x in stimuli.items():
+        peak = float(np.max(np.abs(x)))
+        if peak > 0:
+            level = min(level, loudness[name] + 20.0 * np.log10(ceiling / peak))
+    gains = {name: level - loudness[name] for name in stimuli}
+    scaled = {
+        name: (np.asarray(x, dtype=np.float64) * 10.0 ** (gains[name] / 20.0)).astype(np.float32)
+        for name, x in stimuli.items()
+    }
+    return scaled, level, gains
+
+
+# --------------------------------------------------------------------------------------------
+# Systems under test
+# --------------------------------------------------------------------------------------------
+
+System = Callable[[np.ndarray], np.ndarray]
+
+
+def resolve_system(spec: str) -> tuple[str, System]:
+    """``--model`` value -> ``(condition name, callable 8 kHz [n] -> 16 kHz [2n])``.
+
+    ``sinc`` / ``folding`` are the baselines; anything else must be an exported model folder,
+    named after the folder. ``NAME=SPEC`` sets the name explicitly (two exports of one run).
+    """
+    from bwe.baselines import BASELINES
+
+    name, _, target = spec.partition("=") if "=" in spec else ("", "", spec)
+    if target in BASELINES and not os.path.isdir(target):
+        return name or target, BASELINES[target]
+    if os.path.isdir(target):
+        from bwe.runtime import ExportedModel  # lazy: loads LiteRT only when a model is asked for
+
+        return name or os.path.basename(os.path.normpath(target)), ExportedModel(target)
+    raise ListeningTestError(
+        f"--model {spec!r}: neither a baseline ({', '.join(sorted(BASELINES))}) nor an exported model folder"
+    )
+
+
+def _fit_length(y: np.ndarray, n: int) -> np.ndarray:
+    y = np.asarray(y, dtype=np.float32).reshape(-1)
+    return y[:n] if len(y) >= n else np.pad(y, (0, n - len(y)))
+
+
+def make_conditions(reference: np.ndarray, systems: Sequence[tuple[str, System]]) -> dict[str, np.ndarray]:
+    """All conditions of one trial, sample-aligned with and as long as ``reference`` (16 kHz [n]).
+
+    The systems and the narrowband anchor all start from the same 8 kHz signal, the reference
+    through the fixed evaluation degradation.
+    """
+    from bwe.baselines import sinc
+    from bwe.data.degrade import evaluation_degradation
+
+    n = len(reference)
+    narrowband = evaluation_degradation(reference)
+    conditions = {
+        HIDDEN_REFERENCE: np.asarray(reference, dtype=np.float32),
+        NARROWBAND_ANCHOR: _fit_length(sinc(narrowband), n),
+        LOWPASS_ANCHOR: lowpass_anchor(reference),
+    }
+    for name, system in systems:
+        conditions[name] = _fit_length(system(narrowband), n)
+    return conditions
+
+
+# --------------------------------------------------------------------------------------------
+# prepare
+# --------------------------------------------------------------------------------------------
+
+START_PAGE = (
+    "<p>In each trial you hear a <b>reference</b> recording and several versions of it, labelled "
+    "C1, C2, ... in random order. One of them is the reference itself, hidden among the others.</p>"
+    "<p>Rate the <b>basic audio quality</b> of each version against the reference on the 0-100 scale: "
+    "any audible difference from the reference counts as an impairment. Give the hidden reference "
+    "100. Listen as often as you like and use the loop to compare short passages.</p>"
+    "<p>Use headphones in a quiet room. Set a comfortable volume on the next page and keep it.</p>"
+)
+TRIAL_PAGE = "Rate the basic audio quality of every condition against the reference (100 = no audible difference)."
+
+
+def _atomic_write_text(path: str, text: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _clip_candidates(data_dir: str, rng: np.random.Generator) -> list[str]:
+    files = list_audio_files(data_dir)
+    if not files:
+        raise ListeningTestError(f"--data {data_dir}: no audio files found")
+    order = rng.permutation(len(files))
+    return [files[i] for i in order]
+
+
+def prepare(
+    models: Sequence[str],
+    data_dir: str,
+    out_dir: str,
+    trials: int = 10,
+    seed: int = 0,
+    target_lufs: float = -23.0,
+    test_id: str = "bwe_mushra",
+    shuffle_per_assessor: bool = True,
+    progress: bool = False,
+) -> dict:
+    """Build the test in ``out_dir`` (which must not exist yet); returns the key (also in key.json).
+
+    Layout: ``out_dir/configs/<test_id>.yaml`` and ``out_dir/configs/resources/audio/<test_id>/
+    trial_XX/{reference,C1..Cn}.wav`` -- copy ``out_dir/configs`` into webMUSHRA's ``configs/`` --
+    and ``out_dir/key.json`` (keep it away from the assessors). Everything is written to a
+    temporary folder first and renamed into place, so a failed run leaves nothing behind.
+    """
+    if not models:
+        raise ListeningTestError("give at least one --model (sinc, folding or an exported model folder)")
+    if trials < 1:
+        raise ListeningTestError(f"--trials must be at least 1, got {trials}")
+    if not test_id.replace("_", "").replace("-", "").isalnum():
+        raise ListeningTestError(f"--test-id {test_id!r}: use letters, digits, '_' and '-' only")
+    if os.path.exists(out_dir):
+        raise ListeningTestError(f"--out {out_dir}: already exists; choose a new folder (nothing was written)")
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    if not os.path.isdir(parent):
+        raise ListeningTestError(f"--out {out_dir}: parent folder {parent} does not exist")
+
+    systems = [resolve_system(spec) for spec in models]
+    names = [name for name, _ in systems]
+    reserved = {HIDDEN_REFERENCE, *ANCHORS}
+    for name in names:
+        if name in reserved or names.count(name) > 1:
+            raise ListeningTestError(f"--model name {name!r} is reserved or used twice; name it with NAME=SPEC")
+    n_conditions = len(reserved) + len(systems)
+    if n_conditions > MAX_CONDITIONS:
+        raise ListeningTestError(
+            f"{n_conditions} conditions per trial (hidden reference, 2 anchors, {len(systems)} models); "
+            f"MUSHRA (and webMUSHRA) allow at most {MAX_CONDITIONS}"
+        )
+    if "sinc" in names:
+        warnings.warn(
+            f"'sinc' as a model is the same signal as the narrowband anchor {NARROWBAND_ANCHOR!r}; "
+            "both are kept (a consistency check of the assessors)",
+            stacklevel=2,
+        )
+
+    rng = np.random.default_rng(seed)
+    candidates = _clip_candidates(data_dir, rng)
+    work = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(os.path.abspath(out_dir))}.")
+    try:
+        audio_rel = f"configs/resources/audio/{test_id}"
+        os.makedirs(os.path.join(work, audio_rel))
+        key_trials: dict[str, dict] = {}
+        pages = []
+        skipped = []
+        try:
+            from tqdm import tqdm
+
+            bar = tqdm(total=trials, desc="trials", unit="trial", disable=not progress)
+        except ImportError:  # tqdm is a dependency of bwe; this only guards a stripped install
+            bar = None
+        for path in candidates:
+            if len(key_trials) == trials:
+                break
+            x, _ = load_audio(path, target_rate=RATE)
+            try:
+                start, stop, at_pauses = choose_excerpt(x)
+            except ListeningTestError as e:
+                skipped.append(f"{path}: {e}")
+                continue
+            trial_id = f"trial_{len(key_trials) + 1:02d}"
+            # The systems see one second of context on each side of the excerpt (streaming models
+            # warm up, filters settle); the cut is made afterwards, identically for all conditions.
+            margin = RATE
+            lo, hi = max(0, start - margin), min(len(x), stop + margin)
+            if (hi - lo) % 2:  # an even length keeps the 16 kHz and 8 kHz sample counts exact
+                if lo > 0:
+                    lo -= 1
+                elif hi > stop:
+                    hi -= 1
+            conditions = make_conditions(x[lo:hi], systems)
+            cut = {name: fade(y[start - lo : stop - lo]) for name, y in conditions.items()}
+            try:
+                matched, level, gains = loudness_match(cut, RATE, target_lufs)
+            except ListeningTestError as e:
+                raise ListeningTestError(f"{path}: {e}") from None
+            blinded = list(conditions)
+            order = rng.permutation(len(blinded))
+            stimulus_names = {}
+            trial_rel = f"{audio_rel}/{trial_id}"
+            os.makedirs(os.path.join(work, trial_rel))
+            save_audio(os.path.join(work, trial_rel, "reference.wav"), matched[HIDDEN_REFERENCE], RATE)
+            stimuli_config = {}
+            for label_index, cond_index in enumerate(order, start=1):
+                condition = blinded[cond_index]
+                if condition == HIDDEN_REFERENCE:
+                    # webMUSHRA adds the reference file as the hidden reference itself.
+                    continue
+                label = f"C{len(stimuli_config) + 1}"
+                save_audio(os.path.join(work, trial_rel, f"{label}.wav"), matched[condition], RATE)
+                stimuli_config[label] = f"{trial_rel}/{label}.wav"
+                stimulus_names[label] = condition
+            stimulus_names[WEBMUSHRA_REFERENCE] = HIDDEN_REFERENCE
+            pages.append(
+                {
+                    "type": "mushra",
+                    "id": trial_id,
+                    "name": f"Trial {len(key_trials) + 1} of {trials}",
+                    "content": TRIAL_PAGE,
+                    "showWaveform": True,
+                    "enableLooping": True,
+                    "reference": f"{trial_rel}/reference.wav",
+                    "createAnchor35": False,
+                    "createAnchor70": False,
+                    "randomize": True,
+                    "showConditionNames": False,
+                    "stimuli": stimuli_config,
+                }
+            )
+            key_trials[trial_id] = {
+                "source": os.path.relpath(path, data_dir) if os.path.isdir(data_dir) else os.path.basename(path),
+                "start_s": round(start / RATE, 4),
+                "stop_s": round(stop / RATE, 4),
+                "cut_at_pauses": bool(at_pauses),
+                "loudness_lufs": round(level, 3),
+                "gain_db": {name: round(float(g), 3) for name, g in gains.items()},
+                "stimuli": stimulus_names,
+            }
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        if len(key_trials) < trials:
+            detail = f"; skipped: {'; '.join(skipped[:5])}" if skipped else ""
+            raise ListeningTestError(
+                f"--data {data_dir}: only {len(key_trials)} of the {trials} requested trials could be made "
+                f"from {len(candidates)} files (each needs at least {MIN_SECONDS:g} s){detail}"
+            )
+
+        first_reference = pages[0]["reference"]
+        trial_pages: list = (["random"] + pages) if shuffle_per_assessor else pages
+        config = {
+            "testname": "Speech bandwidth extension (MUSHRA)",
+            "testId": test_id,
+            "bufferSize": 2048,
+            "stopOnErrors": True,
+            "showButtonPreviousPage": False,
+            "remoteService": "service/write.php",
+            "pages": [
+                {"type": "generic", "id": "instructions", "name": "Instructions", "content": START_PAGE},
+                {
+                    "type": "volume",
+                    "id": "volume",
+                    "name": "Volume",
+                    "content": "Play the example and set a comfortable listening level. Keep it for the whole test.",
+                    "stimulus": first_reference,
+                    "defaultVolume": 0.5,
+                },
+                trial_pages,
+                {
+                    "type": "finish",
+                    "name": "Thank you",
+                    "content": "Thank you for taking part. Press Send to store your ratings.",
+                    "showResults": False,
+                    "writeResults": True,
+                    "questionnaire": [{"type": "text", "label": "Assessor code", "name": "assessor"}],
+                },
+            ],
+        }
+        _atomic_write_text(
+            os.path.join(work, "configs", f"{test_id}.yaml"),
+            "# webMUSHRA configuration written by bwe eval/listening_test.py prepare; see eval/README.md\n"
+            + yaml.safe_dump(config, sort_keys=False, allow_unicode=True, width=1000),
+        )
+        key = {
+            "format": KEY_FORMAT,
+            "test_id": test_id,
+            "seed": seed,
+            "rate": RATE,
+            "target_lufs": target_lufs,
+            "systems": names,
+            "models": list(models),
+            "anchors": list(ANCHORS),
+            "trials": key_trials,
+        }
+        _atomic_write_text(os.path.join(work, "key.json"), json.dumps(key, indent=2) + "\n")
+        os.rename(work, out_dir)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return key
+
+
+# --------------------------------------------------------------------------------------------
+# analyze
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rating:
+    assessor: str
+    trial: str
+    condition: str
+    score: float
+
+
+def read_results(
+    results_csv: str, key: dict | None = None, assessor_column: str | None = None
+) -> list[Rating]:
+    """webMUSHRA's mushra.csv -> ratings with the blinded names mapped back to conditions.
+
+    Without a key the stimulus names are taken as condition names (``reference`` -> the hidden
+    reference), for tests whose configuration did not blind them.
+
+    Raises:
+        ListeningTestError: missing columns, a score outside 0-100, an unknown trial or stimulus,
+            a test id other than the key's, or one assessor rating one stimulus twice.
+    """
+    try:
+        with open(results_csv, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except FileNotFoundError:
+        raise ListeningTestError(f"{results_csv}: no such file") from None
+    if not rows:
+        raise ListeningTestError(f"{results_csv}: no ratings (empty or header only)")
+    columns = list(rows[0])
+    if assessor_column is None:
+        assessor_column = "session_uuid" if "session_uuid" in columns else None
+    required = ["trial_id", "rating_stimulus", "rating_score"]
+    if assessor_column is None:
+        raise ListeningTestError(
+            f"{results_csv}: no session_uuid column to tell assessors apart (older webMUSHRA); "
+            f"name one with --assessor-column (columns: {', '.join(columns)})"
+        )
+    missing = [c for c in required + [assessor_column] if c not in columns]
+    if missing:
+        raise ListeningTestError(f"{results_csv}: missing column(s) {', '.join(missing)} (columns: {', '.join(columns)})")
+    ratings = []
+    seen = set()
+    for line, row in enumerate(rows, start=2):
+        where = f"{results_csv}:{line}"
+        if key is not None and row.get("session_test_id") not in (None, "", key["test_id"]):
+            raise ListeningTestError(f"{where}: session_test_id {row['session_test_id']!r} is not the key's {key['test_id']!r}")
+        trial, stimulus = row["trial_id"], row["rating_stimulus"]
+        try:
+            score = float(row["rating_score"])
+        except ValueError:
+            raise ListeningTestError(f"{where}: rating_score {row['rating_score']!r} is not a number") from None
+        if not 0.0 <= score <= 100.0:
+            raise ListeningTestError(f"{where}: rating_score {score} outside 0-100")
+        if key is None:
+            condition = HIDDEN_REFERENCE if stimulus == WEBMUSHRA_REFERENCE else stimulus
+        else:
+            if trial not in key["trials"]:
+                raise ListeningTestError(f"{where}: trial_id {trial!r} is not in the key")
+            names = key["trials"][trial]["stimuli"]
+            if stimulus not in names:
+                raise ListeningTestError(f"{where}: stimulus {stimulus!r} is not in the key's trial {trial}")
+            condition = names[stimulus]
+        assessor = row[assessor_column]
+        if (assessor, trial, condition) in seen:
+            raise ListeningTestError(f"{where}: assessor {assessor!r} rated {stimulus} of {trial} twice")
+        seen.add((assessor, trial, condition))
+        ratings.append(Rating(assessor, trial, condition, score))
+    return ratings
+
+
+def post_screen(ratings: Sequence[Rating]) -> tuple[list[str], dict[str, dict]]:
+    """BS.1534-3 post-screening by the hidden reference.
+
+    An assessor is excluded if they rated the hidden reference below 90 in more than 15 % of the
+    trials they rated; exactly 15 % is kept (the comparison is done in integers, so 3 of 20 is 15 %).
+
+    Returns:
+        ``(kept assessors, per assessor {"trials", "reference_below_90", "fraction", "excluded"})``.
+    """
+    trials: dict[str, set] = {}
+    below: dict[str, int] = {}
+    for r in ratings:
+        trials.setdefault(r.assessor, set()).add(r.trial)
+        below.setdefault(r.assessor, 0)
+        if r.condition == HIDDEN_REFERENCE and r.score < SCREEN_SCORE:
+            below[r.assessor] += 1
+    table = {}
+    for assessor in sorted(trials):
+        n, k = len(trials[assessor]), below[assessor]
+        table[assessor] = {
+            "trials": n,
+            "reference_below_90": k,
+            "fraction": k / n,
+            "excluded": 100 * k > round(100 * SCREEN_FRACTION) * n,
+        }
+    kept = [a for a, row in table.items() if not row["excluded"]]
+    return kept, table
+
+
+def mean_ci95(scores: Sequence[float]) -> tuple[float, float, float]:
+    """``(mean, lower, upper)`` of the 95 % confidence interval of the mean, Student t with n-1 dof.
+
+    One score gives an interval of NaNs (no spread to estimate).
+    """
+    x = np.asarray(scores, dtype=np.float64)
+    mean = float(x.mean())
+    if len(x) < 2:
+        return mean, float("nan"), float("nan")
+    half = float(scipy.stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
+    return mean, mean - half, mean + half
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1); NaNs stay NaN."""
+    p = np.asarray(p_values, dtype=np.float64)
+    finite = np.flatnonzero(np.isfinite(p))
+    adjusted = np.full(len(p), np.nan)
+    order = finite[np.argsort(p[finite], kind="stable")]
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted.tolist()
+
+
+def paired_tests(ratings: Sequence[Rating], systems: Sequence[str]) -> list[dict]:
+    """Two-sided Wilcoxon signed-rank tests between every pair of systems.
+
+    Pairs are the two systems' scores from the same assessor in the same trial. Zero differences
+    are dropped (``zero_method="wilcox"``); a pair whose differences are all zero gets p = NaN.
+    """
+    by_item: dict[tuple[str, str], dict[str, float]] = {}
+    for r in ratings:
+        by_item.setdefault((r.assessor, r.trial), {})[r.condition] = r.score
+    tests = []
+    for a, b in itertools.combinations(systems, 2):
+        pairs = [(v[a], v[b]) for v in by_item.values() if a in v and b in v]
+        x = np.array([p[0] for p in pairs])
+        y = np.array([p[1] for p in pairs])
+        if len(pairs) == 0 or np.all(x == y):
+            stat, p = float("nan"), float("nan")
+        else:
+            res = scipy.stats.wilcoxon(x, y, zero_method="wilcox", alternative="two-sided")
+            stat, p = float(res.statistic), float(res.pvalue)
+        diff = float(np.median(x - y)) if len(pairs) else float("nan")
+        tests.append({"a": a, "b": b, "n": len(pairs), "median_difference": diff, "statistic": stat, "p": p})
+    for test, adjusted in zip(tests, holm([t["p"] for t in tests])):
+        test["p_holm"] = adjusted
+    return tests
+
+
+def _fmt(v: float, digits: int = 1) -> str:
+    return "n/a" if v is None or not np.isfinite(v) else f"{v:.{digits}f}"
+
+
+def _fmt_p(p: float) -> str:
+    if p is None or not np.isfinite(p):
+        return "n/a"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def analyze(results_csv: str, out_dir: str, key_path: str | None = None, assessor_column: str | None = None) -> dict:
+    """Screen, summarise and test the ratings; writes report.md, summary.json, ratings.png in ``out_dir``."""
+    from plots import boxplot
+
+    key = None
+    if key_path is not None:
+        try:
+            with open(key_path, encoding="utf-8") as f:
+                key = json.load(f)
+        except FileNotFoundError:
+            raise ListeningTestError(f"--key {key_path}: no such file") from None
+        except json.JSONDecodeError as e:
+            raise ListeningTestError(f"--key {key_path}: not valid JSON ({e})") from None
+        if not isinstance(key, dict) or key.get("format") != KEY_FORMAT:
+            raise ListeningTestError(f"--key {key_path}: not a key written by listening_test.py prepare")
+    ratings = read_results(results_csv, key, assessor_column)
+    kept, screening = post_screen(ratings)
+    if not kept:
+        raise ListeningTestError(f"{results_csv}: every assessor failed post-screening; no results to report")
+    kept_set = set(kept)
+    used = [r for r in ratings if r.assessor in kept_set]
+
+    present = {r.condition for r in used}
+    if key is not None:
+        systems = [s for s in key["systems"] if s in present]
+    else:
+        systems = sorted(c for c in present if c != HIDDEN_REFERENCE and c not in ANCHORS)
+    order = [HIDDEN_REFERENCE] + systems + [a for a in ANCHORS if a in present]
+    order += sorted(present - set(order))
+    stats = {}
+    for condition in order:
+        scores = [r.score for r in used if r.condition == condition]
+        mean, lo, hi = mean_ci95(scores)
+        stats[condition] = {"n": len(scores), "mean": mean, "ci95_low": lo, "ci95_high": hi, "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else float("nan")}
+    tests = paired_tests(used, systems)
+
+    os.makedirs(out_dir, exist_ok=True)
+    boxplot(
+        {c: [r.score for r in used if r.condition == c] for c in order},
+        os.path.join(out_dir, "ratings.png"),
+        ylabel="MUSHRA score",
+        title=f"{len(kept)} assessors, {len({r.trial for r in used})} trials",
+        ylim=(0, 100),
+    )
+    summary = {
+        "results": os.path.abspath(results_csv),
+        "key": os.path.abspath(key_path) if key_path else None,
+        "assessors": len(screening),
+        "kept": kept,
+        "excluded": [a for a, row in screening.items() if row["excluded"]],
+        "screening": screening,
+        "conditions": stats,
+        "wilcoxon": tests,
+    }
+    _atomic_write_text(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=2, allow_nan=True) + "\n")
+
+    lines = [
+        "# MUSHRA listening test",
+        "",
+        f"Ratings: `{results_csv}`. Assessors: {len(screening)}, kept after post-screening: {len(kept)}.",
+        "",
+        "## Post-screening (ITU-R BS.1534-3)",
+        "",
+        "An assessor is excluded who rated the hidden reference below 90 in more than 15 % of the trials.",
+        "",
+        "| assessor | trials | hidden ref. < 90 | fraction | excluded |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for assessor, row in screening.items():
+        lines.append(
+            f"| {assessor} | {row['trials']} | {row['reference_below_90']} | {100 * row['fraction']:.0f} % | "
+            f"{'**yes**' if row['excluded'] else 'no'} |"
+        )
+    lines += [
+        "",
+        "## Scores (kept assessors)",
+        "",
+        "Mean and 95 % confidence interval of the mean (Student t, n - 1 degrees of freedom) over all "
+        "ratings of a condition (assessors x trials).",
+        "",
+        "| condition | n | mean | 95 % CI |",
+        "|---|---:|---:|---|",
+    ]
+    for condition, s in stats.items():
+        lines.append(f"| {condition} | {s['n']} | {_fmt(s['mean'])} | [{_fmt(s['ci95_low'])}, {_fmt(s['ci95_high'])}] |")
+    lines += ["", "![MUSHRA scores per condition](ratings.png)", ""]
+    if tests:
+        lines += [
+            "## Paired comparisons between systems",
+            "",
+            "Two-sided Wilcoxon signed-rank tests on the scores of the same assessor and trial; "
+            "p-values Holm-corrected over all pairs.",
+            "",
+            "| A | B | pairs | median A - B | W | p | p (Holm) |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
+        for t in tests:
+            lines.append(
+                f"| {t['a']} | {t['b']} | {t['n']} | {_fmt(t['median_difference'])} | {_fmt(t['statistic'])} | "
+                f"{_fmt_p(t['p'])} | {_fmt_p(t['p_holm'])} |"
+            )
+        lines.append("")
+    _atomic_write_text(os.path.join(out_dir, "report.md"), "\n".join(lines))
+    return summary
+
+
+# --------------------------------------------------------------------------------------------
+# command line
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="MUSHRA (ITU-R BS.1534-3) listening test for webMUSHRA.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("prepare", help="build the stimuli, the webMUSHRA config and the key")
+    p.add_argument("--model", action="append", required=True, help="sinc, folding, an exported model folder, or NAME=SPEC; repeat")
+    p.add_argument("--data", required=True, help="folder of real 16 kHz speech (the references)")
+    p.add_argument("--out", required=True, help="new folder for configs/ and key.json")
+    p.add_argument("--trials", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--target-lufs", type=float, default=-23.0)
+    p.add_argument("--test-id", default="bwe_mushra", help="webMUSHRA testId: names the config and the results folder")
+    p.add_argument("--fixed-order", action="store_true", help="same trial order for every assessor (default: webMUSHRA shuffles per session)")
+    a = sub.add_parser("analyze", help="post-screen the ratings and write report.md")
+    a.add_argument("results", help="webMUSHRA's results/<testId>/mushra.csv")
+    a.add_argument("--out", required=True, help="folder for report.md, summary.json, ratings.png")
+    a.add_argument("--key", help="key.json written by prepare (maps C1..Cn back to conditions)")
+    a.add_argument("--assessor-column", help="column that identifies an assessor (default: session_uuid)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "prepare":
+            key = prepare(
+                args.model,
+                args.data,
+                args.out,
+                trials=args.trials,
+                seed=args.seed,
+                target_lufs=args.target_lufs,
+                test_id=args.test_id,
+                shuffle_per_assessor=not args.fixed_order,
+                progress=True,
+            )
+            print(
+                f"{len(key['trials'])} trials x {len(key['systems']) + 3} conditions in {args.out}; "
+                f"copy {os.path.join(args.out, 'configs')}/* into webMUSHRA's configs/ and open "
+                f"?config={args.test_id}.yaml (keep {os.path.join(args.out, 'key.json')} private)"
+            )
+        else:
+            summary = analyze(args.results, args.out, args.key, args.assessor_column)
+            print(
+                f"{len(summary['kept'])} of {summary['assessors']} assessors kept; "
+                f"report in {os.path.join(args.out, 'report.md')}"
+            )
+    except (ListeningTestError, AudioError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
