@@ -1,0 +1,162 @@
+"""bwe.metrics against independent implementations and analytic values."""
+
+import numpy as np
+import pytest
+
+from bwe.metrics import align, estimate_delay, lsd, lsd_all, pesq_wb
+from signals import speech_like
+
+
+@pytest.fixture(scope="module")
+def speech():
+    return speech_like(3.0, 16000, seed=21).astype(np.float64)
+
+
+def reference_lsd(ref, est, sample_rate=16000, lo=None, hi=None):
+    """The definition written out with an explicit frame loop and np.fft.rfft, sharing no code."""
+    n_fft, hop = 2048, 512
+    n = min(len(ref), len(est))
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)  # periodic Hann
+
+    def log_power(x):
+        x = np.asarray(x[:n], dtype=np.float64)
+        # torch.stft(center=True, pad_mode="reflect"): mirror without repeating the edge sample.
+        padded = np.concatenate([x[1 : n_fft // 2 + 1][::-1], x, x[-n_fft // 2 - 1 : -1][::-1]])
+        rows = []
+        for start in range(0, len(padded) - n_fft + 1, hop):
+            spectrum = np.fft.rfft(padded[start : start + n_fft] * window)
+            rows.append(np.log10(np.maximum(spectrum.real**2 + spectrum.imag**2, 1e-8)))
+        return np.array(rows)
+
+    a, b = log_power(ref), log_power(est)
+    assert a.shape[0] == 1 + n // hop
+    if lo is not None:
+        k = np.arange(n_fft // 2 + 1)
+        keep = (k * sample_rate / n_fft >= lo) & ((k * sample_rate / n_fft < hi) | (k == n_fft // 2) & (hi >= sample_rate / 2))
+        a, b = a[:, keep], b[:, keep]
+    per_frame = []
+    for fa, fb in zip(a, b):
+        per_frame.append(np.sqrt(np.sum((fa - fb) ** 2) / len(fa)))
+    return sum(per_frame) / len(per_frame)
+
+
+def test_lsd_matches_independent_loop_implementation(speech):
+    rng = np.random.default_rng(0)
+    est = speech * 0.7 + 0.01 * rng.standard_normal(speech.shape)
+    for length in (len(speech), 1025, 5000, 16001):
+        expected = reference_lsd(speech[:length], est[:length])
+        assert lsd(speech[:length], est[:length]) == pytest.approx(expected, rel=1e-10)
+    assert lsd(speech, est, band=(0, 4000)) == pytest.approx(reference_lsd(speech, est, lo=0, hi=4000), rel=1e-10)
+    assert lsd(speech, est, band=(4000, 8000)) == pytest.approx(reference_lsd(speech, est, lo=4000, hi=8000), rel=1e-10)
+    assert lsd(speech, est, band=(1000, 2000)) == pytest.approx(reference_lsd(speech, est, lo=1000, hi=2000), rel=1e-10)
+
+
+def test_lsd_matches_librosa_stft_with_torch_defaults(speech):
+    librosa = pytest.importorskip("librosa")
+    est = np.roll(speech, 3) * 0.5
+    spec = [
+        np.abs(librosa.stft(x, n_fft=2048, hop_length=512, window="hann", center=True, pad_mode="reflect")) ** 2
+        for x in (speech, est)
+    ]
+    logs = [np.log10(np.maximum(s, 1e-8)) for s in spec]  # [freq, frames]
+    expected = np.mean(np.sqrt(np.mean((logs[0] - logs[1]) ** 2, axis=0)))
+    assert lsd(speech, est) == pytest.approx(expected, rel=1e-6)
+
+
+def test_lsd_analytic_values():
+    rng = np.random.default_rng(1)
+    noise = 0.1 * rng.standard_normal(8000)
+    assert lsd(noise, noise) == 0.0
+    # Scaling by a multiplies every bin's power by a^2: the log-power difference is 2 log10(a) everywhere.
+    assert lsd(noise, 0.1 * noise) == pytest.approx(2.0, rel=1e-9)
+    assert lsd(noise, 3.0 * noise, band=(4000, 8000)) == pytest.approx(2 * np.log10(3.0), rel=1e-9)
+    # A silent estimate sits on the 1e-8 power floor.
+    expected = reference_lsd(noise, np.zeros_like(noise))
+    assert lsd(noise, np.zeros_like(noise)) == pytest.approx(expected, rel=1e-10)
+    assert expected > 8
+
+
+def test_lsd_bands_split_all_bins(speech):
+    rng = np.random.default_rng(2)
+    est = speech + 0.001 * rng.standard_normal(speech.shape)
+    d = lsd_all(speech, est)
+    assert set(d) == {"lsd", "lsd_lf", "lsd_hf"}
+    assert d["lsd_lf"] == lsd(speech, est, band=(0, 4000))
+    assert d["lsd_hf"] == lsd(speech, est, band=(4000, 8000))
+    # The Nyquist bin belongs to a band reaching Nyquist: (0, 8000) is the full band, (0, 7999) is not.
+    assert lsd(speech, est, band=(0, 8000)) == pytest.approx(d["lsd"], rel=1e-12)
+    assert lsd(speech, est, band=(0, 7999)) != d["lsd"]
+
+
+def test_lsd_low_band_error_only_shows_in_lsd_lf(speech):
+    import scipy.signal
+
+    # Remove 4-8 kHz: LSD-HF large, LSD-LF small; remove 0-4 kHz: the opposite.
+    low = scipy.signal.sosfiltfilt(scipy.signal.butter(12, 3900, fs=16000, output="sos"), speech)
+    high = scipy.signal.sosfiltfilt(scipy.signal.butter(12, 4100, "highpass", fs=16000, output="sos"), speech)
+    d_low, d_high = lsd_all(speech, low), lsd_all(speech, high)
+    assert d_low["lsd_hf"] > 2 and d_low["lsd_lf"] < 0.5 * d_low["lsd_hf"]
+    assert d_high["lsd_lf"] > 2 and d_high["lsd_hf"] < 0.5 * d_high["lsd_lf"]
+
+
+def test_lsd_trims_to_equal_length(speech):
+    assert lsd(speech, speech[:-700]) == lsd(speech[:-700], speech[:-700]) == 0.0
+
+
+@pytest.mark.parametrize(
+    "ref, est, match",
+    [
+        (np.zeros(2000), np.zeros((2000, 1)), "estimate: expected a non-empty 1-D"),
+        (np.zeros(0), np.zeros(2000), "reference: expected a non-empty 1-D"),
+        (np.full(2000, np.nan), np.zeros(2000), "reference: contains NaN"),
+        (np.zeros(2000), np.full(2000, np.inf), "estimate: contains NaN or Inf"),
+        (np.zeros(1024), np.zeros(1024), "too short"),
+    ],
+)
+def test_lsd_bad_input(ref, est, match):
+    with pytest.raises(ValueError, match=match):
+        lsd(ref, est)
+
+
+def test_lsd_bad_band(speech):
+    with pytest.raises(ValueError, match="lo < hi"):
+        lsd(speech, speech, band=(4000, 4000))
+    with pytest.raises(ValueError, match="no STFT bin"):
+        lsd(speech, speech, band=(4001, 4003))
+
+
+def test_pesq_identical_noisy_and_unscorable(speech):
+    pytest.importorskip("pesq")
+    assert pesq_wb(speech, speech) == pytest.approx(4.64, abs=0.01)
+    rng = np.random.default_rng(3)
+    mild = pesq_wb(speech, speech + 0.003 * rng.standard_normal(speech.shape))
+    strong = pesq_wb(speech, speech + 0.03 * rng.standard_normal(speech.shape))
+    assert 1.0 < strong < mild < 4.5
+    with pytest.warns(UserWarning, match="all zeros"):
+        assert pesq_wb(np.zeros(48000), np.zeros(48000)) is None
+    with pytest.warns(UserWarning, match="BufferTooShortError"):
+        assert pesq_wb(speech[:1000], speech[:1000]) is None
+    with pytest.raises(ValueError, match="estimate: contains NaN"):
+        pesq_wb(speech, np.full_like(speech, np.nan))
+
+
+@pytest.mark.parametrize("shift", [0, 1, 17, -5, -160, 300])
+def test_estimate_delay_and_align_recover_shift(speech, shift):
+    # estimate[n] = reference[n - shift], with a little noise and a gain change.
+    rng = np.random.default_rng(4)
+    padded = np.concatenate([np.zeros(400), speech, np.zeros(400)])
+    ref = padded[400:-400]
+    est = 0.5 * padded[400 - shift : len(padded) - 400 - shift] + 0.005 * rng.standard_normal(len(ref))
+    assert estimate_delay(ref, est, max_delay=320) == shift
+    a, b = align(ref, est, max_delay=320)
+    assert len(a) == len(b) == len(ref) - abs(shift)
+    assert np.corrcoef(a, b)[0, 1] > 0.99
+
+
+def test_estimate_delay_respects_max_delay(speech):
+    est = np.concatenate([np.zeros(50), speech[:-50]])
+    assert estimate_delay(speech, est, max_delay=50) == 50
+    assert abs(estimate_delay(speech, est, max_delay=10)) <= 10
+    assert estimate_delay(speech, np.zeros_like(speech), max_delay=10) == 0
+    with pytest.raises(ValueError, match="max_delay"):
+        estimate_delay(speech, speech, max_delay=-1)
