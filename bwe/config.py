@@ -38,8 +38,11 @@ class ModelConfig:
     dilations: list[int] = field(default_factory=lambda: [1, 3, 9])
     last_kernel_size: int = 7
     skip_connections: bool = True
-    weight_norm: bool = True
-    upsampler_taps: int = 32  # fixed windowed-sinc 8 -> 16 kHz interpolator inside the model
+    weight_norm: bool = True  # training-time only; folded into plain kernels for inference/export
+    pad_mode: str = "constant"  # 'constant' (zeros) or 'reflect'; reflect is offline-only (causal: false)
+    # Fixed windowed-sinc 8 -> 16 kHz interpolator inside the model; odd, so that its group delay
+    # ((taps - 1) / 2 samples at 16 kHz) is a whole number of samples.
+    upsampler_taps: int = 33
 
 
 @dataclass

@@ -1,0 +1,446 @@
+"""Streaming-aware 1-D convolutions: causal and centred, direct and transposed, with weight norm.
+
+Shapes are channels-last: inputs ``[batch, time, channels_in]``, outputs ``[batch, time', filters]``.
+
+All padding and state arithmetic lives in the four functions at the top of this module, so the
+offline and streaming code paths cannot disagree about it:
+
+* a convolution sees ``k_eff = (kernel_size - 1) * dilation + 1`` input samples per output;
+* a causal convolution with stride ``s`` pads ``k_eff - s`` zeros on the left offline, and in
+  streaming keeps the last ``k_eff - s`` input samples of the previous frame as its state. With a
+  frame length divisible by ``s`` every frame starts on an output boundary, so the frame-by-frame
+  output is the offline output cut into pieces (``k_eff < s`` means the first ``s - k_eff`` samples
+  of each stride are never read: they are cropped instead, and there is no state);
+* a causal transposed convolution emits exactly ``T * s`` samples per ``T`` inputs; the
+  ``k - s`` samples that spill past the frame (the overlap tail, before the bias is added) are the
+  state, added onto the start of the next frame's output.
+
+Weight normalisation (``kernel = g * v / ||v||``, one ``g`` per output channel) is a training-time
+reparametrisation. ``plain_weights()`` returns the folded kernel, which is what the inference and
+streaming models hold (see ``bwe.streaming``), so exported graphs contain no normalisation ops.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import keras
+import tensorflow as tf
+
+from bwe.layers.modes import Modes
+
+
+def effective_kernel_size(kernel_size: int, dilation: int = 1) -> int:
+    """Input samples one output of a (dilated) convolution depends on."""
+    return (kernel_size - 1) * dilation + 1
+
+
+def causal_conv_state_length(kernel_size: int, stride: int = 1, dilation: int = 1) -> int:
+    """Past input samples a causal conv keeps between frames (negative: samples it crops)."""
+    return effective_kernel_size(kernel_size, dilation) - stride
+
+
+def transpose_tail_length(kernel_size: int, stride: int) -> int:
+    """Output samples a transposed conv spills into the next frame (0 when kernel <= stride)."""
+    return max(kernel_size - stride, 0)
+
+
+def centered_padding(total: int) -> tuple[int, int]:
+    """Split ``total`` padding (negative: cropping) into (left, right), the extra sample on the left."""
+    right = total // 2
+    return total - right, right
+
+
+def _pad_or_crop_time(x: tf.Tensor, left: int, right: int, pad_mode: str = "constant") -> tf.Tensor:
+    """Pad (positive) or crop (negative) the time axis of ``[batch, time, channels]`` at both ends."""
+    if left < 0:
+        x = x[:, -left:]
+        left = 0
+    if right < 0:
+        x = x[:, : tf.shape(x)[1] + right]
+        right = 0
+    if left or right:
+        x = tf.pad(x, [[0, 0], [left, right], [0, 0]], mode=pad_mode.upper())
+    return x
+
+
+def _check_positive(name: str, **values: int) -> None:
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name}: {key} must be a positive integer, got {value!r}")
+
+
+class _StreamingConvBase(keras.layers.Layer):
+    """Shared weight handling (plain or weight-normalised kernel) and mode bookkeeping."""
+
+    causal = True
+    transposed = False
+
+    def __init__(
+        self,
+        filters: int,
+        kernel_size: int,
+        strides: int = 1,
+        dilation_rate: int = 1,
+        use_bias: bool = True,
+        weight_norm: bool = False,
+        pad_mode: str = "constant",
+        mode: Modes | str = Modes.TRAINING,
+        state_batch_size: int = 1,
+        kernel_initializer="glorot_uniform",
+        padding: str | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        kind = type(self).__name__
+        _check_positive(f"{kind} '{self.name}'", filters=filters, kernel_size=kernel_size, strides=strides,
+                        dilation_rate=dilation_rate, state_batch_size=state_batch_size)
+        self.filters = int(filters)
+        self.kernel_size = int(kernel_size)
+        self.strides = int(strides)
+        self.dilation_rate = int(dilation_rate)
+        self.use_bias = bool(use_bias)
+        self.weight_norm = bool(weight_norm)
+        self.pad_mode = pad_mode
+        self.mode = Modes.parse(mode)
+        self.state_batch_size = int(state_batch_size)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        if self.transposed and self.dilation_rate != 1:
+            raise ValueError(f"{kind} '{self.name}': dilation is not supported in a transposed conv")
+        if pad_mode not in ("constant", "reflect"):
+            raise ValueError(f"{kind} '{self.name}': pad_mode must be 'constant' or 'reflect', got {pad_mode!r}")
+        if self.causal:
+            if padding not in (None, "causal"):
+                raise ValueError(
+                    f"{kind} '{self.name}': padding={padding!r} cannot be used in a causal layer: it would read "
+                    "samples after the current one. The layer pads causally by itself; use the centred "
+                    "variant for an offline-only model.")
+            if pad_mode != "constant":
+                raise ValueError(
+                    f"{kind} '{self.name}': pad_mode={pad_mode!r} cannot be used in a causal layer: reflect "
+                    "padding mirrors samples from the future of the signal's start and has no streaming "
+                    "equivalent. Causal layers pad with zeros, which is what a stream starting from silence sees.")
+        else:
+            if padding not in (None, "same", "centered"):
+                raise ValueError(f"{kind} '{self.name}': padding={padding!r}; centred layers pad 'same' by themselves")
+            if self.mode.is_streaming:
+                raise ValueError(
+                    f"{kind} '{self.name}': a centred (non-causal) layer cannot stream: each output depends on "
+                    f"{self._lookahead()} future input samples, which a frame-by-frame stream does not have yet. "
+                    "Build the model with causal=True to stream it.")
+        if self.weight_norm and self.mode.is_streaming:
+            raise ValueError(
+                f"{kind} '{self.name}': weight normalisation is a training-time reparametrisation; streaming "
+                "models hold the folded kernel (convert with bwe.streaming.to_streaming).")
+        self.state = None
+
+    # ---- geometry -------------------------------------------------------------------------
+    def _lookahead(self) -> int:
+        return 0
+
+    @property
+    def state_length(self) -> int:
+        """Time steps of state carried between frames in the streaming modes (0: stateless)."""
+        return 0
+
+    @property
+    def state_shape(self) -> tuple[int, int] | None:
+        """Per-example state shape ``(time, channels)`` or None for a stateless layer (once built)."""
+        return self.state_shape_for(self.in_channels)
+
+    def state_shape_for(self, in_channels: int) -> tuple[int, int] | None:
+        """Per-example state shape for an input with ``in_channels`` channels (None: stateless)."""
+        if not self.state_length:
+            return None
+        return (self.state_length, self.filters if self.transposed else int(in_channels))
+
+    def output_length(self, input_length: int) -> int:
+        raise NotImplementedError
+
+    def macs(self, input_length: int) -> int:
+        """Multiply-accumulates per example for ``input_length`` input samples (bias adds not counted)."""
+        raise NotImplementedError
+
+    # ---- weights ---------------------------------------------------------------------------
+    def _kernel_shape(self, in_channels: int) -> tuple[int, int, int]:
+        raise NotImplementedError
+
+    def _norm_axes(self) -> tuple[int, int]:
+        raise NotImplementedError
+
+    def _check_input_shape(self, shape) -> int:
+        if len(shape) != 3:
+            raise ValueError(f"{type(self).__name__} '{self.name}': expected [batch, time, channels], got {shape}")
+        if shape[-1] is None:
+            raise ValueError(f"{type(self).__name__} '{self.name}': the channel axis must be known")
+        if self.mode.is_streaming:
+            frame = shape[1]
+            if frame is None:
+                raise ValueError(
+                    f"{type(self).__name__} '{self.name}': streaming needs a fixed frame length, but the time axis "
+                    "is dynamic. Build the streaming model on a fixed one-frame input, e.g. "
+                    "keras.Input(batch_shape=(1, 128, 1)).")
+            if not self.transposed and frame % self.strides:
+                raise ValueError(
+                    f"{type(self).__name__} '{self.name}': frame length {frame} is not divisible by the stride "
+                    f"{self.strides}; each frame must start on an output boundary for streaming to equal offline.")
+            if shape[0] is not None and shape[0] != self.state_batch_size:
+                raise ValueError(
+                    f"{type(self).__name__} '{self.name}': batch {shape[0]} differs from state_batch_size "
+                    f"{self.state_batch_size}")
+        return int(shape[-1])
+
+    def build(self, input_shape):
+        if self.mode is Modes.STREAM_EXTERNAL_STATE_INFERENCE and self.state_length:
+            if not (isinstance(input_shape, (list, tuple)) and len(input_shape) == 2
+                    and isinstance(input_shape[0], (list, tuple))):
+                raise ValueError(
+                    f"{type(self).__name__} '{self.name}': in external-state mode call the layer on "
+                    "[inputs, state] and it returns [outputs, new_state]")
+            input_shape = input_shape[0]
+        in_channels = self._check_input_shape(tuple(input_shape))
+        self.in_channels = in_channels
+        shape = self._kernel_shape(in_channels)
+        if self.weight_norm:
+            initial = np.asarray(self.kernel_initializer(shape), dtype=np.float32)
+            norm = np.sqrt(np.sum(initial**2, axis=self._norm_axes()))
+            self.kernel_v = self.add_weight(name="kernel_v", shape=shape, initializer=lambda s, dtype=None: initial)
+            self.kernel_g = self.add_weight(name="kernel_g", shape=(self.filters,),
+                                            initializer=lambda s, dtype=None: norm)
+        else:
+            self.kernel = self.add_weight(name="kernel", shape=shape, initializer=self.kernel_initializer)
+        if self.use_bias:
+            self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
+        if self.mode is Modes.STREAM_INTERNAL_STATE_INFERENCE and self.state_length:
+            self.state = self.add_weight(name="state", shape=(self.state_batch_size,) + self.state_shape,
+                                         initializer="zeros", trainable=False)
+
+    def effective_kernel(self) -> tf.Tensor:
+        if not self.weight_norm:
+            return self.kernel
+        axes = list(self._norm_axes())
+        norm = tf.sqrt(tf.reduce_sum(tf.square(self.kernel_v), axis=axes, keepdims=True))
+        g = tf.reshape(self.kernel_g, [1, -1, 1] if self.transposed else [1, 1, -1])
+        return g * self.kernel_v / norm
+
+    def plain_weights(self) -> dict[str, np.ndarray]:
+        """The layer's weights with weight normalisation folded in: ``{'kernel', ['bias']}``."""
+        weights = {"kernel": np.asarray(self.effective_kernel())}
+        if self.use_bias:
+            weights["bias"] = np.asarray(self.bias)
+        return weights
+
+    def set_plain_weights(self, weights: dict[str, np.ndarray]) -> None:
+        """Load ``plain_weights()`` output (from any mode of the same layer) into this layer."""
+        kernel = np.asarray(weights["kernel"], dtype=np.float32)
+        if self.weight_norm:
+            expected = tuple(self.kernel_v.shape)
+        else:
+            expected = tuple(self.kernel.shape)
+        if kernel.shape != expected:
+            raise ValueError(f"{self.name}: kernel shape {kernel.shape} does not match {expected}")
+        if self.weight_norm:
+            norm = np.sqrt(np.sum(kernel**2, axis=self._norm_axes()))
+            self.kernel_v.assign(kernel)
+            self.kernel_g.assign(norm.astype(np.float32))
+        else:
+            self.kernel.assign(kernel)
+        if self.use_bias != ("bias" in weights):
+            raise ValueError(f"{self.name}: bias presence differs between source and destination")
+        if self.use_bias:
+            self.bias.assign(np.asarray(weights["bias"], dtype=np.float32))
+
+    def reset_states(self) -> None:
+        """Zero the internal state (start of a new utterance)."""
+        if self.state is not None:
+            self.state.assign(tf.zeros_like(self.state))
+
+    # ---- call ------------------------------------------------------------------------------
+    def _add_bias(self, y: tf.Tensor) -> tf.Tensor:
+        return tf.nn.bias_add(y, self.bias) if self.use_bias else y
+
+    def call(self, inputs):
+        if self.mode is Modes.STREAM_EXTERNAL_STATE_INFERENCE and self.state_length:
+            x, state = inputs
+            y, new_state = self._stream_step(x, state)
+            return [y, new_state]
+        if self.mode is Modes.STREAM_INTERNAL_STATE_INFERENCE and self.state_length:
+            y, new_state = self._stream_step(inputs, self.state)
+            # The update must run even though only y is consumed downstream.
+            with tf.control_dependencies([self.state.assign(new_state)]):
+                return tf.identity(y)
+        if self.mode.is_streaming:
+            return self._stream_step(inputs, None)[0]
+        return self._offline(inputs)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            filters=self.filters,
+            kernel_size=self.kernel_size,
+            strides=self.strides,
+            dilation_rate=self.dilation_rate,
+            use_bias=self.use_bias,
+            weight_norm=self.weight_norm,
+            pad_mode=self.pad_mode,
+            mode=self.mode.value,
+            state_batch_size=self.state_batch_size,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+        )
+        return config
+
+
+class _Conv1DMixin:
+    """Direct convolution: kernel ``[kernel_size, channels_in, filters]``."""
+
+    def _kernel_shape(self, in_channels):
+        return (self.kernel_size, in_channels, self.filters)
+
+    def _norm_axes(self):
+        return (0, 1)
+
+    def output_length(self, input_length):
+        return input_length // self.strides
+
+    def macs(self, input_length):
+        return self.output_length(input_length) * self.kernel_size * self.in_channels * self.filters
+
+    def _valid_conv(self, x: tf.Tensor) -> tf.Tensor:
+        kernel = self.effective_kernel()
+        if self.strides > 1 and self.dilation_rate > 1:
+            # TF's CPU kernels reject stride and dilation together: dilate, then keep every s-th output.
+            y = tf.nn.conv1d(x, kernel, stride=1, padding="VALID", dilations=self.dilation_rate)
+            y = y[:, :: self.strides]
+        else:
+            y = tf.nn.conv1d(x, kernel, stride=self.strides, padding="VALID", dilations=self.dilation_rate)
+        return self._add_bias(y)
+
+
+@keras.saving.register_keras_serializable(package="bwe")
+class CausalConv1D(_Conv1DMixin, _StreamingConvBase):
+    """Causal Conv1D: output ``t`` depends on inputs up to the end of its stride, never later.
+
+    ``[batch, time, channels_in] -> [batch, time // strides, filters]``. Streams in frames whose length
+    is a multiple of ``strides``; the state is the last ``k_eff - strides`` input samples.
+    """
+
+    causal = True
+
+    @property
+    def state_length(self):
+        return max(causal_conv_state_length(self.kernel_size, self.strides, self.dilation_rate), 0)
+
+    def _offline(self, x):
+        pad = causal_conv_state_length(self.kernel_size, self.strides, self.dilation_rate)
+        return self._valid_conv(_pad_or_crop_time(x, pad, 0))
+
+    def _stream_step(self, x, state):
+        pad = causal_conv_state_length(self.kernel_size, self.strides, self.dilation_rate)
+        if pad <= 0:
+            return self._valid_conv(_pad_or_crop_time(x, pad, 0)), None
+        full = tf.concat([state, x], axis=1)
+        return self._valid_conv(full), full[:, -pad:]
+
+
+@keras.saving.register_keras_serializable(package="bwe")
+class CenteredConv1D(_Conv1DMixin, _StreamingConvBase):
+    """Non-causal ('same') Conv1D for offline models: the kernel is centred on the output sample.
+
+    ``[batch, time, channels_in] -> [batch, time // strides, filters]``. Refuses the streaming modes.
+    """
+
+    causal = False
+
+    def _lookahead(self):
+        return centered_padding(causal_conv_state_length(self.kernel_size, self.strides, self.dilation_rate))[1]
+
+    def _offline(self, x):
+        left, right = centered_padding(causal_conv_state_length(self.kernel_size, self.strides, self.dilation_rate))
+        return self._valid_conv(_pad_or_crop_time(x, left, right, self.pad_mode))
+
+
+class _Conv1DTransposeMixin:
+    """Transposed convolution: kernel ``[kernel_size, filters, channels_in]`` (tf.nn layout)."""
+
+    transposed = True
+
+    def _kernel_shape(self, in_channels):
+        return (self.kernel_size, self.filters, in_channels)
+
+    def _norm_axes(self):
+        return (0, 2)
+
+    def output_length(self, input_length):
+        return input_length * self.strides
+
+    def macs(self, input_length):
+        return input_length * self.kernel_size * self.in_channels * self.filters
+
+    def _full_transpose(self, x: tf.Tensor) -> tf.Tensor:
+        """All ``(T - 1) * s + k`` output samples (at least ``T * s``), without bias."""
+        shape = tf.shape(x)
+        full_length = (shape[1] - 1) * self.strides + self.kernel_size
+        y = tf.nn.conv1d_transpose(x, self.effective_kernel(), output_shape=tf.stack([shape[0], full_length, self.filters]),
+                                   strides=self.strides, padding="VALID")
+        if self.kernel_size < self.strides:
+            y = tf.pad(y, [[0, 0], [0, self.strides - self.kernel_size], [0, 0]])
+        if x.shape[1] is not None:
+            y = tf.ensure_shape(y, [x.shape[0], (x.shape[1] - 1) * self.strides + max(self.kernel_size, self.strides),
+                                    self.filters])
+        return y
+
+
+@keras.saving.register_keras_serializable(package="bwe")
+class CausalConv1DTranspose(_Conv1DTransposeMixin, _StreamingConvBase):
+    """Causal transposed Conv1D (upsampling by ``strides``): ``[B, T, C_in] -> [B, T * strides, filters]``.
+
+    Keeps the first ``T * strides`` samples of the full output. Streaming state: the ``k - strides``
+    overlap tail (without bias), added onto the start of the next frame's output.
+    """
+
+    causal = True
+
+    @property
+    def state_length(self):
+        return transpose_tail_length(self.kernel_size, self.strides)
+
+    def _offline(self, x):
+        y = self._full_transpose(x)
+        return self._add_bias(y[:, : tf.shape(x)[1] * self.strides])
+
+    def _stream_step(self, x, state):
+        y = self._full_transpose(x)
+        emitted = x.shape[1] * self.strides
+        tail = self.state_length
+        if not tail:
+            return self._add_bias(y[:, :emitted]), None
+        y = tf.concat([y[:, :tail] + state, y[:, tail:]], axis=1)
+        return self._add_bias(y[:, :emitted]), y[:, emitted:]
+
+
+@keras.saving.register_keras_serializable(package="bwe")
+class CenteredConv1DTranspose(_Conv1DTransposeMixin, _StreamingConvBase):
+    """Non-causal transposed Conv1D, the ``k - strides`` overhang trimmed evenly from both ends."""
+
+    causal = False
+
+    def _lookahead(self):
+        return centered_padding(self.kernel_size - self.strides)[0]
+
+    def _offline(self, x):
+        left, _ = centered_padding(self.kernel_size - self.strides)
+        left = max(left, 0)
+        y = self._full_transpose(x)
+        return self._add_bias(y[:, left : left + tf.shape(x)[1] * self.strides])
+
+
+def conv1d(causal: bool, *args, **kwargs) -> _StreamingConvBase:
+    """CausalConv1D or CenteredConv1D, by ``causal``."""
+    return (CausalConv1D if causal else CenteredConv1D)(*args, **kwargs)
+
+
+def conv1d_transpose(causal: bool, *args, **kwargs) -> _StreamingConvBase:
+    """CausalConv1DTranspose or CenteredConv1DTranspose, by ``causal``."""
+    return (CausalConv1DTranspose if causal else CenteredConv1DTranspose)(*args, **kwargs)
+
+
+STREAMING_CONV_LAYERS = (CausalConv1D, CenteredConv1D, CausalConv1DTranspose, CenteredConv1DTranspose)

@@ -1,0 +1,274 @@
+"""The SEANet bandwidth-extension generator: 8 kHz ``[B, T8, 1]`` in, 16 kHz ``[B, 2*T8, 1]`` out.
+
+Structure (Li et al. 2021, "Real-time speech frequency bandwidth extension"; SoundStream §III-A):
+
+1. A fixed, non-trainable windowed-sinc 2x interpolator (a stride-2 `CausalConv1DTranspose`, so it
+   streams like every other layer) brings the input to 16 kHz. It is a half-band filter: the input
+   samples pass through unchanged at the even output positions, delayed by
+   ``generator_delay_samples(cfg) = (upsampler_taps - 1) / 2`` samples at 16 kHz.
+2. SEANet at 16 kHz: input conv (C channels) -> B encoder blocks, each 3 residual units
+   (ELU, conv kernel ``residual_kernel_size`` with dilation 1/3/9, ELU, 1x1 conv, residual add)
+   then ELU + a strided conv (kernel ``2 * stride``) that doubles the channels (up to
+   ``max_channels``) -> ELU + bottleneck conv -> B decoder blocks mirroring the encoder (ELU +
+   transposed conv, add the encoder's activations at that resolution, 3 residual units) -> ELU +
+   output conv to one channel.
+3. The network output is added to the interpolated input: it only has to learn the missing band.
+
+All convolutions are causal (``cfg.causal``) or centred. The same function builds every mode (see
+`bwe.layers.Modes`); layer names are fixed so weights can be copied by name between modes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import keras
+import numpy as np
+import scipy.signal
+
+from bwe.config import ModelConfig
+from bwe.layers.conv import (
+    STREAMING_CONV_LAYERS,
+    CausalConv1DTranspose,
+    conv1d,
+    conv1d_transpose,
+)
+from bwe.layers.modes import Modes
+from bwe.layers.time import CropTimeToReference, PadTimeToMultiple
+
+INPUT_RATE = 8000
+OUTPUT_RATE = 16000
+UPSAMPLE_FACTOR = OUTPUT_RATE // INPUT_RATE
+FRAME_INPUT_SAMPLES = 128  # 16 ms at 8 kHz: the streaming frame
+FRAME_OUTPUT_SAMPLES = FRAME_INPUT_SAMPLES * UPSAMPLE_FACTOR
+UPSAMPLER_KAISER_BETA = 6.0
+
+
+class ModelConfigError(ValueError):
+    """A model configuration that cannot be built; the message names the offending field."""
+
+
+def validate_model_config(cfg: ModelConfig) -> None:
+    """Raise ModelConfigError naming the field if ``cfg`` cannot be built."""
+    def positive(name, value):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ModelConfigError(f"model.{name}: must be a positive integer, got {value!r}")
+
+    for name in ("channels", "max_channels", "kernel_size", "residual_kernel_size", "last_kernel_size",
+                 "upsampler_taps"):
+        positive(name, getattr(cfg, name))
+    if not cfg.strides:
+        raise ModelConfigError("model.strides: at least one downsampling block is needed")
+    for i, s in enumerate(cfg.strides):
+        positive(f"strides[{i}]", s)
+    if not cfg.dilations:
+        raise ModelConfigError("model.dilations: at least one residual unit per block is needed")
+    for i, d in enumerate(cfg.dilations):
+        positive(f"dilations[{i}]", d)
+    if cfg.max_channels < cfg.channels:
+        raise ModelConfigError(f"model.max_channels ({cfg.max_channels}) is below model.channels ({cfg.channels})")
+    if cfg.upsampler_taps % 2 == 0 or cfg.upsampler_taps < 3:
+        raise ModelConfigError(
+            f"model.upsampler_taps: must be odd and >= 3 so the interpolator's group delay is a whole number of "
+            f"16 kHz samples, got {cfg.upsampler_taps}")
+    if cfg.pad_mode not in ("constant", "reflect"):
+        raise ModelConfigError(f"model.pad_mode: must be 'constant' or 'reflect', got {cfg.pad_mode!r}")
+    if cfg.causal and cfg.pad_mode != "constant":
+        raise ModelConfigError(
+            "model.pad_mode: reflect padding reads the signal's future and cannot stream; a causal model pads "
+            "with zeros (set pad_mode: constant, or causal: false for an offline-only model)")
+    hop = total_stride(cfg)
+    if cfg.causal and FRAME_OUTPUT_SAMPLES % hop:
+        raise ModelConfigError(
+            f"model.strides: the product of the strides ({hop}) must divide the {FRAME_OUTPUT_SAMPLES}-sample "
+            f"(16 ms) output frame of the causal model, e.g. [2, 2, 8, 8]")
+
+
+def total_stride(cfg: ModelConfig) -> int:
+    """Downsampling factor of the encoder at 16 kHz (16 kHz samples per bottleneck step)."""
+    return math.prod(cfg.strides)
+
+
+def block_channels(cfg: ModelConfig) -> list[int]:
+    """Channels at each resolution: ``[input level, after block 1, ..., bottleneck]``."""
+    return [min(cfg.channels * 2**b, cfg.max_channels) for b in range(len(cfg.strides) + 1)]
+
+
+def generator_delay_samples(cfg: ModelConfig) -> int:
+    """16 kHz samples by which the generator's output lags its input (the interpolator's group delay)."""
+    validate_model_config(cfg)
+    return (cfg.upsampler_taps - 1) // 2
+
+
+def interpolation_filter(taps: int) -> np.ndarray:
+    """Kaiser-windowed half-band sinc for 2x interpolation by zero-stuffing, gain 2 (float32 [taps]).
+
+    ``h[n] = sinc((n - c) / 2) * kaiser(n)`` with ``c = (taps - 1) / 2``: a cut-off at 4 kHz (the input
+    Nyquist) and, because every other tap away from the centre is zero, the original samples are
+    reproduced exactly at even output positions.
+    """
+    if taps % 2 == 0:
+        raise ValueError(f"interpolation_filter: taps must be odd, got {taps}")
+    centre = (taps - 1) / 2
+    n = np.arange(taps)
+    h = np.sinc((n - centre) / UPSAMPLE_FACTOR) * scipy.signal.windows.kaiser(taps, UPSAMPLER_KAISER_BETA)
+    return h.astype(np.float32)
+
+
+class _Graph:
+    """Applies layers while routing streaming state (external: extra model inputs/outputs)."""
+
+    def __init__(self, mode: Modes, batch_size: int | None):
+        self.mode = mode
+        self.batch_size = batch_size
+        self.state_inputs: list = []
+        self.state_outputs: list = []
+
+    def __call__(self, layer, x):
+        if self.mode is Modes.STREAM_EXTERNAL_STATE_INFERENCE and isinstance(layer, STREAMING_CONV_LAYERS):
+            shape = layer.state_shape_for(x.shape[-1])
+            if shape is not None:
+                state_in = keras.Input(batch_shape=(self.batch_size,) + shape, name=f"{layer.name}_state")
+                y, state_out = layer([x, state_in])
+                self.state_inputs.append(state_in)
+                self.state_outputs.append(state_out)
+                return y
+        return layer(x)
+
+
+def build_generator(
+    cfg: ModelConfig,
+    mode: Modes | str = Modes.TRAINING,
+    *,
+    input_samples: int | None = None,
+    batch_size: int | None = None,
+) -> keras.Model:
+    """Build the generator in ``mode``.
+
+    Args:
+      cfg: the model section of a recipe.
+      mode: TRAINING (weight norm active when ``cfg.weight_norm``), NON_STREAM_INFERENCE (plain
+        kernels, any length), or a streaming mode (one fixed frame per call).
+      input_samples: static length of the 8 kHz input. Streaming modes default to one 16 ms frame
+        (128 samples) and need a multiple of ``total_stride(cfg) / 2``; offline modes default to a
+        dynamic time axis (any length; padded internally to the total stride and cropped back).
+      batch_size: static batch size; streaming modes default to 1.
+
+    Returns:
+      A functional keras.Model. Offline modes: ``[B, T8, 1] -> [B, 2*T8, 1]``. Internal state: the
+      same on one frame, call ``reset_generator_states(model)`` between utterances. External state:
+      inputs ``[audio, *states]`` and outputs ``[audio, *new_states]``; the state names are in
+      ``model.state_input_names`` / ``model.state_output_names``, shapes in ``model.inputs``.
+    """
+    validate_model_config(cfg)
+    mode = Modes.parse(mode)
+    hop = total_stride(cfg)
+    if mode.is_streaming:
+        input_samples = FRAME_INPUT_SAMPLES if input_samples is None else input_samples
+        batch_size = 1 if batch_size is None else batch_size
+        if (input_samples * UPSAMPLE_FACTOR) % hop:
+            raise ModelConfigError(
+                f"frame of {input_samples} input samples ({input_samples * UPSAMPLE_FACTOR} at 16 kHz) is not a "
+                f"multiple of the total stride {hop}")
+    weight_norm = cfg.weight_norm and mode is Modes.TRAINING
+    state_batch = batch_size or 1
+    common = dict(mode=mode, state_batch_size=state_batch)
+    conv_args = dict(common, weight_norm=weight_norm, pad_mode=cfg.pad_mode)
+    graph = _Graph(mode, batch_size)
+
+    def conv(name, filters, kernel, stride=1, dilation=1):
+        return conv1d(cfg.causal, filters, kernel, strides=stride, dilation_rate=dilation, name=name, **conv_args)
+
+    def elu(name):
+        return keras.layers.ELU(name=name)
+
+    def residual_unit(prefix, h, dilation):
+        channels = h.shape[-1]
+        y = elu(f"{prefix}_elu1")(h)
+        y = graph(conv(f"{prefix}_conv", channels, cfg.residual_kernel_size, dilation=dilation), y)
+        y = elu(f"{prefix}_elu2")(y)
+        y = graph(conv(f"{prefix}_pointwise", channels, 1), y)
+        return keras.layers.Add(name=f"{prefix}_add")([h, y])
+
+    audio = keras.Input(batch_shape=(batch_size, input_samples, 1), name="audio")
+    upsampler = CausalConv1DTranspose(
+        1, cfg.upsampler_taps, strides=UPSAMPLE_FACTOR, use_bias=False, trainable=False, name="upsampler",
+        kernel_initializer=keras.initializers.Constant(interpolation_filter(cfg.upsampler_taps)[:, None, None]),
+        **common)
+    interpolated = graph(upsampler, audio)
+
+    h = interpolated
+    if not mode.is_streaming:
+        h = PadTimeToMultiple(hop, mode=mode, name="pad_to_stride")(h)
+    channels = block_channels(cfg)
+    h = graph(conv("input_conv", channels[0], cfg.kernel_size), h)
+    skips = []
+    for b, stride in enumerate(cfg.strides):
+        for u, dilation in enumerate(cfg.dilations):
+            h = residual_unit(f"enc{b}_res{u}", h, dilation)
+        skips.append(h)
+        h = elu(f"enc{b}_elu")(h)
+        h = graph(conv(f"enc{b}_down", channels[b + 1], 2 * stride, stride=stride), h)
+    h = elu("bottleneck_elu")(h)
+    h = graph(conv("bottleneck", channels[-1], cfg.kernel_size), h)
+    for b in reversed(range(len(cfg.strides))):
+        stride = cfg.strides[b]
+        h = elu(f"dec{b}_elu")(h)
+        up = conv1d_transpose(cfg.causal, channels[b], 2 * stride, strides=stride, name=f"dec{b}_up",
+                              **dict(conv_args, pad_mode="constant"))
+        h = graph(up, h)
+        if cfg.skip_connections:
+            h = keras.layers.Add(name=f"dec{b}_skip")([h, skips[b]])
+        for u, dilation in enumerate(cfg.dilations):
+            h = residual_unit(f"dec{b}_res{u}", h, dilation)
+    h = elu("output_elu")(h)
+    h = graph(conv("output_conv", 1, cfg.last_kernel_size), h)
+    if not mode.is_streaming:
+        h = CropTimeToReference(mode=mode, name="crop_to_input")([h, interpolated])
+    wideband = keras.layers.Add(name="wideband")([interpolated, h])
+
+    if mode is Modes.STREAM_EXTERNAL_STATE_INFERENCE:
+        model = keras.Model([audio] + graph.state_inputs, [wideband] + graph.state_outputs,
+                            name=f"seanet_{mode.value}")
+        model.state_input_names = [t.name for t in graph.state_inputs]
+        model.state_output_names = [f"{name}_next" for name in model.state_input_names]
+    else:
+        model = keras.Model(audio, wideband, name=f"seanet_{mode.value}")
+        model.state_input_names = []
+        model.state_output_names = []
+    model.bwe_model_config = dataclasses.replace(cfg)
+    model.bwe_mode = mode
+    return model
+
+
+def streaming_layers(model: keras.Model) -> list:
+    """The model's streaming-aware convolution layers, in graph order."""
+    return [layer for layer in model.layers if isinstance(layer, STREAMING_CONV_LAYERS)]
+
+
+def reset_generator_states(model: keras.Model) -> None:
+    """Zero every internal state (STREAM_INTERNAL_STATE_INFERENCE) before a new utterance."""
+    for layer in streaming_layers(model):
+        layer.reset_states()
+
+
+def count_params(cfg: ModelConfig) -> int:
+    """Trainable parameters of the generator (weight norm folded, the fixed interpolator excluded)."""
+    model = build_generator(cfg, Modes.NON_STREAM_INFERENCE, input_samples=FRAME_INPUT_SAMPLES, batch_size=1)
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
+def macs_per_layer(cfg: ModelConfig) -> dict[str, int]:
+    """Multiply-accumulates of each convolution for one 16 ms frame (128 input samples)."""
+    model = build_generator(cfg, Modes.NON_STREAM_INFERENCE, input_samples=FRAME_INPUT_SAMPLES, batch_size=1)
+    macs = {}
+    for layer in streaming_layers(model):
+        source = layer.input[0] if isinstance(layer.input, (list, tuple)) else layer.input
+        macs[layer.name] = int(layer.macs(source.shape[1]))
+    return macs
+
+
+def macs_per_frame(cfg: ModelConfig) -> int:
+    """Multiply-accumulates per 16 ms frame, from the convolutions' shapes (activations/adds excluded)."""
+    return sum(macs_per_layer(cfg).values())
