@@ -99,11 +99,12 @@ def folding(
     envelope = scipy.ndimage.uniform_filter1d(power, size=int(ENVELOPE_SMOOTHING_HZ / bin_hz), axis=0)
     high = freqs >= HIGH_BAND_START
     whitened = np.zeros_like(excitation)
-    whitened[high] = excitation[high] / np.sqrt(envelope[high] + 1e-20)
+    whitened[high] = excitation[high] / np.sqrt(np.maximum(envelope[high], 0.0) + 1e-20)
 
     reference = (freqs >= REFERENCE_BAND[0]) & (freqs < REFERENCE_BAND[1])
     level = np.mean(np.abs(spectrum[reference]) ** 2, axis=0)
-    level = scipy.ndimage.uniform_filter1d(level, size=LEVEL_SMOOTHING_FRAMES, mode="nearest")
+    # A moving average of non-negative numbers can round to slightly below zero.
+    level = np.maximum(scipy.ndimage.uniform_filter1d(level, size=LEVEL_SMOOTHING_FRAMES, mode="nearest"), 0.0)
     octaves = np.log2(np.maximum(freqs, HIGH_BAND_START) / HIGH_BAND_START)
     shape_db = -offset_db - tilt_db_per_octave * octaves
     gain = np.sqrt(level)[None, :] * (10.0 ** (shape_db / 20.0))[:, None]

@@ -116,6 +116,8 @@ def evaluate_pair(
             raise EvaluationError(
                 f"{name}: system {label} returned shape {np.shape(output)}, expected ({2 * narrowband.shape[0]},)"
             )
+        if not np.isfinite(output).all():
+            raise EvaluationError(f"{name}: system {label} returned NaN or Inf samples")
         lsds, pesq, delay = score_pair(reference, output)
         rows.append(Row(name, label, lsds["lsd"], lsds["lsd_lf"], lsds["lsd_hf"], pesq, delay))
     return rows

@@ -2,6 +2,7 @@
 
 import csv
 import os
+import re
 import subprocess
 import sys
 
@@ -142,3 +143,27 @@ def test_corrupt_reference_is_named(tmp_path):
     (tmp_path / "refs" / "broken.wav").write_bytes(b"RIFF....WAVEjunk")
     result = run_evaluate("--data", tmp_path / "refs", "--out", tmp_path / "o")
     assert result.returncode == 2 and "broken.wav: not a readable audio file" in result.stderr
+
+
+def _evaluate_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("evaluate_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_broken_systems_are_named():
+    evaluate = _evaluate_module()
+    reference = speech_like(0.5, 16000, seed=46)
+    narrowband = evaluation_degradation(reference)
+    broken = {
+        "nan": (lambda x: np.full(2 * len(x), np.nan, np.float32), "returned NaN or Inf"),
+        "short": (lambda x: np.zeros(len(x), np.float32), "returned shape"),
+        "raises": (lambda x: 1 / 0, "failed (ZeroDivisionError"),
+    }
+    for label, (system, message) in broken.items():
+        with pytest.raises(evaluate.EvaluationError, match=rf"clip\.wav: system {label} {re.escape(message)}"):
+            evaluate.evaluate_pair("clip.wav", reference, narrowband, {label: system})
