@@ -420,7 +420,8 @@ def prepare(
                 {
                     "type": "mushra",
                     "id": trial_id,
-                    "name": f"Trial {len(key_trials) + 1} of {trials}",
+                    # With a per-assessor shuffle a page number would be wrong, so it only shows in fixed order.
+                    "name": "MUSHRA" if shuffle_per_assessor else f"Trial {len(key_trials) + 1} of {trials}",
                     "content": TRIAL_PAGE,
                     "showWaveform": True,
                     "enableLooping": True,
