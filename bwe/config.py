@@ -172,8 +172,10 @@ class DataConfig:
     segment_samples: int = 8192  # wideband (16 kHz) samples per training example; multiple of 256
     min_seconds: float = 0.5  # shorter files are skipped (and counted)
     loudness_lufs: float = -26.0  # each file is levelled to this integrated loudness (BS.1770) once
-    companding_probability: float = 0.5  # chance that a narrowband example goes through mu-law or A-law
-    gain_db_range: list[float] = field(default_factory=lambda: [-6.0, 6.0])  # random level change per example
+    # Narrowband simulation (bwe.data.degrade.simulate_narrowband), drawn anew for every example:
+    cutoff_hz_range: list[float] = field(default_factory=lambda: [3400.0, 4000.0])  # random low-pass cutoff
+    gain_db_range: list[float] = field(default_factory=lambda: [-18.0, 6.0])  # level change, target too
+    companding_probability: float = 0.5  # chance of 8-bit mu-law or A-law companding
     num_parallel_calls: int = 0  # example-making workers; 0 = tf.data AUTOTUNE
     cache: bool = True  # decode every file to 16 kHz once and keep it in memory (7 h = 1.6 GB)
 
@@ -193,6 +195,11 @@ class DataConfig:
             raise RecipeError(f"data.companding_probability: must be in [0, 1], got {self.companding_probability!r}")
         if len(self.gain_db_range) != 2 or self.gain_db_range[0] > self.gain_db_range[1]:
             raise RecipeError(f"data.gain_db_range: expected [low, high] with low <= high, got {self.gain_db_range!r}")
+        low, high = self.cutoff_hz_range if len(self.cutoff_hz_range) == 2 else (1.0, 0.0)
+        if not 0.0 < low <= high < 8000.0:
+            raise RecipeError(
+                f"data.cutoff_hz_range: expected [low, high] with 0 < low <= high < 8000 Hz, got {self.cutoff_hz_range!r}"
+            )
         if self.num_parallel_calls < 0:
             raise RecipeError(f"data.num_parallel_calls: must be >= 0 (0 = AUTOTUNE), got {self.num_parallel_calls!r}")
 
