@@ -62,6 +62,7 @@ if _EVAL_DIR not in sys.path:
     sys.path.insert(1, _EVAL_DIR)
 
 from bwe.data.audio import AudioError, list_audio_files, load_audio, save_audio  # noqa: E402
+from stats import holm, mean_ci95  # noqa: E402
 
 RATE = 16000
 HIDDEN_REFERENCE = "hidden_reference"
@@ -608,32 +609,6 @@ def post_screen(ratings: Sequence[Rating]) -> tuple[list[str], dict[str, dict]]:
         }
     kept = [a for a, row in table.items() if not row["excluded"]]
     return kept, table
-
-
-def mean_ci95(scores: Sequence[float]) -> tuple[float, float, float]:
-    """``(mean, lower, upper)`` of the 95 % confidence interval of the mean, Student t with n-1 dof.
-
-    One score gives an interval of NaNs (no spread to estimate).
-    """
-    x = np.asarray(scores, dtype=np.float64)
-    mean = float(x.mean())
-    if len(x) < 2:
-        return mean, float("nan"), float("nan")
-    half = float(scipy.stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
-    return mean, mean - half, mean + half
-
-
-def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1); NaNs stay NaN."""
-    p = np.asarray(p_values, dtype=np.float64)
-    finite = np.flatnonzero(np.isfinite(p))
-    adjusted = np.full(len(p), np.nan)
-    order = finite[np.argsort(p[finite], kind="stable")]
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(order) - rank) * p[i]))
-        adjusted[i] = running
-    return adjusted.tolist()
 
 
 def paired_tests(ratings: Sequence[Rating], systems: Sequence[str]) -> list[dict]:
