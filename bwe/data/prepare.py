@@ -66,6 +66,7 @@ CHECKSUMS = {
 }
 
 _CHUNK = 1 << 20
+RETRY_BACKOFF_S = 2.0  # wait before retry k is k times this
 _TRANSIENT_ERRORS = (urllib.error.URLError, http.client.HTTPException, ConnectionError, socket.timeout, TimeoutError)
 
 
@@ -191,7 +192,7 @@ def download(
     sha256: str | None = None,
     retries: int = 5,
     timeout: float = 60.0,
-    backoff_s: float = 2.0,
+    backoff_s: float | None = None,
 ) -> str:
     """Download ``url`` to ``dest`` through ``dest.part``, resuming an earlier partial download.
 
@@ -221,7 +222,7 @@ def download(
             raise PrepareError(f"{url}: download failed after {retries + 1} attempts ({reason});"
                                f" {kept} bytes kept in {part}, rerun to resume")
         logger.warning("%s: %s; resuming (attempt %d of %d)", url, reason, attempt + 2, retries + 1)
-        time.sleep(backoff_s * (attempt + 1))
+        time.sleep((RETRY_BACKOFF_S if backoff_s is None else backoff_s) * (attempt + 1))
     try:
         _verify_sha256(part, sha256, url)
     except ChecksumError as e:
