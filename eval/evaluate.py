@@ -1,20 +1,38 @@
 """Objective evaluation: LSD, LSD-LF, LSD-HF and WB-PESQ of systems against wideband references.
 
     python eval/evaluate.py --model folding --model runs/x/export --data DIR --out OUT [--limit N]
+    python eval/evaluate.py --model runs/x/export --pairs NB_DIR WB_DIR --out OUT
+    python eval/evaluate.py --model a=runs/x/export --model b=runs/y/export --data DIR --pairs NB WB --out OUT
 
-Every audio file under DIR (recursively) is a wideband reference; it is read as mono, resampled to
-16 kHz if needed, degraded to 8 kHz with the fixed ``bwe.data.degrade.evaluation_degradation``, and
-passed through each system. A system is ``sinc``, ``folding`` (the baselines, always included) or
-the directory of an exported model (``bwe.runtime.ExportedModel``). Outputs are trimmed to the
-reference's length; systems must be time-aligned with their input, which the report checks
-(median cross-correlation delay per system).
+Two kinds of test material, one or both per run:
+
+``--data DIR``: every audio file under DIR (recursively) is a wideband reference; it is read as
+mono, resampled to 16 kHz if needed, degraded to 8 kHz with the fixed
+``bwe.data.degrade.evaluation_degradation``, and passed through each system.
+
+``--pairs NB_DIR WB_DIR``: real narrowband recordings (read at 8 kHz) with their wideband
+counterparts (16 kHz), paired by relative path without extension. The two recordings of a pair
+may be offset in time; the offset is found once per pair with ``bwe.metrics.estimate_delay``
+between the reference and the input played at 16 kHz (``sinc``), and removed from every system's
+output alike, so a system that shifts its output still shows as delayed.
+
+A system is ``sinc``, ``folding`` (the baselines, always included) or the directory of an exported
+model (``bwe.runtime.ExportedModel``), optionally named ``NAME=DIR``; repeat ``--model`` to put
+several side by side. Outputs are trimmed to the reference's length; systems must be time-aligned
+with their input, which the report checks (median cross-correlation delay per system).
 
 Writes, atomically:
-  OUT/metrics.csv  one row per file and system: file, model, lsd, lsd_lf, lsd_hf, pesq_wb
-                   (pesq_wb is the text ``unscorable`` when PESQ finds no utterance, never a number)
-  OUT/report.md    the mean of every metric per system, side by side, with the unscorable count
+  OUT/metrics.csv      one row per file and system: file, model, lsd, lsd_lf, lsd_hf, pesq_wb, set,
+                       delay, offset (pesq_wb is the text ``unscorable`` when PESQ finds no utterance,
+                       never a number; set is ``data`` or ``pairs``; delay is the output's residual
+                       lag in samples; offset the pair's alignment shift, empty for ``data``)
+  OUT/summary.json     per set and system: mean and 95 % confidence interval of every metric
+  OUT/report.md        the tables (means; confidence intervals), box plots and spectrograms
+  OUT/figures/*.png    box plots per metric and set; spectrogram panels (reference / input /
+                       each system) for ``--spectrograms`` files per set
 
-Metric definitions live in ``bwe.metrics``; corpus figures are means over files.
+Metric definitions live in ``bwe.metrics``; corpus figures are means over files, with Student-t
+95 % confidence intervals over files.
 """
 
 from __future__ import annotations
@@ -22,27 +40,43 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
+import math
 import os
+import re
 import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm import tqdm
 
-from bwe.baselines import BASELINES
-from bwe.data.audio import AudioError, list_audio_files, load_audio
-from bwe.data.degrade import EVAL_CUTOFF_HZ, EVAL_FILTER_ORDER, EVAL_RIPPLE_DB, evaluation_degradation
-from bwe.metrics import LSD_N_FFT, estimate_delay, lsd_all, pesq_wb
+_EVAL_DIR = os.path.dirname(os.path.abspath(__file__))
+if _EVAL_DIR not in sys.path:
+    # eval/ is a folder of scripts, not a package: stats.py and plots.py are found beside this file.
+    sys.path.insert(1, _EVAL_DIR)
+
+from bwe.baselines import BASELINES, sinc  # noqa: E402
+from bwe.data.audio import AudioError, list_audio_files, load_audio  # noqa: E402
+from bwe.data.degrade import EVAL_CUTOFF_HZ, EVAL_FILTER_ORDER, EVAL_RIPPLE_DB, evaluation_degradation  # noqa: E402
+from bwe.metrics import LSD_N_FFT, estimate_delay, lsd_all, pesq_wb  # noqa: E402
+from stats import mean_ci95  # noqa: E402
 
 WIDEBAND_RATE = 16000
+NARROWBAND_RATE = 8000
 UNSCORABLE = "unscorable"
-CSV_COLUMNS = ("file", "model", "lsd", "lsd_lf", "lsd_hf", "pesq_wb")
+CSV_COLUMNS = ("file", "model", "lsd", "lsd_lf", "lsd_hf", "pesq_wb", "set", "delay", "offset")
+METRICS = ("lsd", "lsd_lf", "lsd_hf", "pesq_wb")
+METRIC_LABELS = {"lsd": "LSD", "lsd_lf": "LSD-LF", "lsd_hf": "LSD-HF", "pesq_wb": "WB-PESQ"}
+DATA_SET, PAIRS_SET = "data", "pairs"
 # A delay check over +-20 ms catches a model whose delay compensation is off, without being fooled
 # by the periodicity of voiced speech (pitch periods are 2.5-10 ms, but their peaks are lower).
 DELAY_SEARCH = 320
+# Real pairs come from two recordings or codec chains; their offset can be much larger than a
+# model's delay error, so the search for it is wider.
+DEFAULT_MAX_OFFSET_MS = 250.0
 
 System = Callable[[np.ndarray], np.ndarray]
 
@@ -53,7 +87,11 @@ class EvaluationError(RuntimeError):
 
 @dataclass
 class Row:
-    """Scores of one system on one file. ``pesq_wb`` None means PESQ could not score it."""
+    """Scores of one system on one file. ``pesq_wb`` None means PESQ could not score it.
+
+    ``set`` is ``data`` (simulated narrowband) or ``pairs`` (real narrowband); ``offset`` is the
+    shift applied to align a real pair (None for simulated input).
+    """
 
     file: str
     model: str
@@ -62,6 +100,20 @@ class Row:
     lsd_hf: float
     pesq_wb: float | None
     delay: int
+    set: str = DATA_SET
+    offset: int | None = None
+
+
+@dataclass
+class SetResult:
+    """Everything one set of test material produced: rows, skipped files, spectrogram material."""
+
+    name: str
+    description: str
+    rows: list[Row] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    unpaired: list[str] = field(default_factory=list)
+    panels: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
 def load_system(name: str) -> System:
@@ -82,14 +134,30 @@ def load_system(name: str) -> System:
         raise EvaluationError(f"--model {name}: cannot load the exported model ({type(e).__name__}: {e})") from e
 
 
+def split_model_spec(spec: str) -> tuple[str, str]:
+    """``NAME=DIR`` -> (NAME, DIR); a plain value is labelled by itself (a baseline name or a path)."""
+    name, sep, target = spec.partition("=")
+    if sep and name and target and not os.path.exists(spec):
+        return name, target
+    return (spec if spec in BASELINES else os.path.normpath(spec)), spec
+
+
 def load_systems(names: Sequence[str]) -> dict[str, System]:
-    """Baselines first (always), then the requested systems in order, without duplicates."""
-    ordered = list(BASELINES) + [n for n in names if n not in BASELINES]
+    """Baselines first (always), then the requested systems in order, without duplicates.
+
+    Raises:
+        EvaluationError: a system cannot be loaded, or two different systems share a label.
+    """
     systems: dict[str, System] = {}
-    for name in ordered:
-        label = name if name in BASELINES else os.path.normpath(name)
-        if label not in systems:
-            systems[label] = load_system(name)
+    targets: dict[str, str] = {}
+    for spec in list(BASELINES) + [n for n in names if n not in BASELINES]:
+        label, target = split_model_spec(spec)
+        if label in targets:
+            if os.path.normpath(targets[label]) != os.path.normpath(target):
+                raise EvaluationError(f"--model {spec}: the label {label!r} is already used for {targets[label]}")
+            continue
+        targets[label] = target
+        systems[label] = load_system(target)
     return systems
 
 
@@ -102,61 +170,164 @@ def score_pair(reference: np.ndarray, output: np.ndarray) -> tuple[dict[str, flo
     return lsd_all(reference, output), pesq, estimate_delay(reference, output, DELAY_SEARCH)
 
 
+def run_system(name: str, label: str, system: System, narrowband: np.ndarray) -> np.ndarray:
+    """One system's 16 kHz output for one 8 kHz input, checked for shape and finiteness."""
+    try:
+        output = system(narrowband)
+    except Exception as e:
+        raise EvaluationError(f"{name}: system {label} failed ({type(e).__name__}: {e})") from e
+    if np.shape(output) != (2 * narrowband.shape[0],):
+        raise EvaluationError(
+            f"{name}: system {label} returned shape {np.shape(output)}, expected ({2 * narrowband.shape[0]},)"
+        )
+    if not np.isfinite(output).all():
+        raise EvaluationError(f"{name}: system {label} returned NaN or Inf samples")
+    return np.asarray(output, dtype=np.float32)
+
+
 def evaluate_pair(
-    name: str, reference: np.ndarray, narrowband: np.ndarray, systems: dict[str, System]
+    name: str,
+    reference: np.ndarray,
+    narrowband: np.ndarray,
+    systems: dict[str, System],
+    outputs: dict[str, np.ndarray] | None = None,
 ) -> list[Row]:
-    """Run every system on one 8 kHz input and score it against its 16 kHz reference."""
+    """Run every system on one 8 kHz input and score it against its 16 kHz reference.
+
+    If ``outputs`` is a dict, every system's (trimmed) output is stored in it by label.
+    """
     rows = []
     for label, system in systems.items():
-        try:
-            output = system(narrowband)
-        except Exception as e:
-            raise EvaluationError(f"{name}: system {label} failed ({type(e).__name__}: {e})") from e
-        if np.shape(output) != (2 * narrowband.shape[0],):
-            raise EvaluationError(
-                f"{name}: system {label} returned shape {np.shape(output)}, expected ({2 * narrowband.shape[0]},)"
-            )
-        if not np.isfinite(output).all():
-            raise EvaluationError(f"{name}: system {label} returned NaN or Inf samples")
+        output = run_system(name, label, system, narrowband)
         lsds, pesq, delay = score_pair(reference, output)
         rows.append(Row(name, label, lsds["lsd"], lsds["lsd_lf"], lsds["lsd_hf"], pesq, delay))
+        if outputs is not None:
+            outputs[label] = output[: reference.shape[0]]
     return rows
 
 
+def panel_indices(n_files: int, n_panels: int) -> set[int]:
+    """Indices of ``n_panels`` files spread evenly over ``n_files`` (first and last included)."""
+    if n_panels <= 0 or n_files == 0:
+        return set()
+    return {int(round(i)) for i in np.linspace(0, n_files - 1, min(n_panels, n_files))}
+
+
 def evaluate_files(
-    files: Iterable[str], root: str, systems: dict[str, System], progress: bool = True
-) -> tuple[list[Row], list[str]]:
-    """Score every system on every reference file. Returns (rows, files skipped as too short)."""
-    rows: list[Row] = []
-    skipped: list[str] = []
+    files: Iterable[str], root: str, systems: dict[str, System], progress: bool = True, spectrograms: int = 0
+) -> SetResult:
+    """Score every system on every reference file, degraded by the fixed evaluation channel."""
+    result = SetResult(DATA_SET, "simulated narrowband")
     files = list(files)
-    for path in tqdm(files, desc="evaluating", unit="file", disable=not progress, file=sys.stderr):
+    keep = panel_indices(len(files), spectrograms)
+    for index, path in enumerate(tqdm(files, desc="evaluating", unit="file", disable=not progress, file=sys.stderr)):
         name = os.path.relpath(path, root)
         reference, _ = load_audio(path, target_rate=WIDEBAND_RATE)
         if reference.shape[0] <= LSD_N_FFT // 2:
-            skipped.append(name)
+            result.skipped.append(name)
             continue
-        rows.extend(evaluate_pair(name, reference, evaluation_degradation(reference), systems))
-    return rows, skipped
+        narrowband = evaluation_degradation(reference)
+        outputs: dict[str, np.ndarray] | None = {} if index in keep else None
+        result.rows.extend(evaluate_pair(name, reference, narrowband, systems, outputs))
+        if outputs is not None:
+            result.panels[name] = {"reference": reference, "input (8 kHz)": sinc(narrowband)[: len(reference)], **outputs}
+    return result
+
+
+def _by_stem(root: str, flag: str) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for path in list_audio_files(root):
+        stem = os.path.splitext(os.path.relpath(path, root))[0]
+        if stem in found:
+            raise EvaluationError(f"{flag} {root}: {found[stem]} and {path} have the same name; cannot pair them")
+        found[stem] = path
+    return found
+
+
+def shift(reference: np.ndarray, estimate: np.ndarray, offset: int) -> tuple[np.ndarray, np.ndarray]:
+    """Undo a lag of ``offset`` samples of ``estimate`` behind ``reference``; trim both to equal length.
+
+    The same shift as ``bwe.metrics.align`` applies, with the offset given instead of estimated,
+    so one offset found for a pair can be applied to every system's output.
+    """
+    if offset > 0:
+        estimate = estimate[offset:]
+    elif offset < 0:
+        reference = reference[-offset:]
+    n = min(len(reference), len(estimate))
+    return reference[:n], estimate[:n]
+
+
+def evaluate_real_pairs(
+    nb_dir: str,
+    wb_dir: str,
+    systems: dict[str, System],
+    max_offset: int,
+    limit: int | None = None,
+    progress: bool = True,
+    spectrograms: int = 0,
+) -> SetResult:
+    """Score every system on real narrowband recordings against their wideband counterparts."""
+    result = SetResult(PAIRS_SET, "real narrowband pairs")
+    narrow, wide = _by_stem(nb_dir, "--pairs"), _by_stem(wb_dir, "--pairs")
+    result.unpaired = sorted(
+        [os.path.relpath(narrow[s], nb_dir) + " (no wideband)" for s in narrow.keys() - wide.keys()]
+        + [os.path.relpath(wide[s], wb_dir) + " (no narrowband)" for s in wide.keys() - narrow.keys()]
+    )
+    stems = sorted(narrow.keys() & wide.keys())[:limit]
+    if not stems:
+        raise EvaluationError(f"--pairs {nb_dir} {wb_dir}: no file names in common, nothing to pair")
+    keep = panel_indices(len(stems), spectrograms)
+    for index, stem in enumerate(tqdm(stems, desc="pairs", unit="pair", disable=not progress, file=sys.stderr)):
+        name = os.path.relpath(wide[stem], wb_dir)
+        narrowband, _ = load_audio(narrow[stem], target_rate=NARROWBAND_RATE)
+        wideband, _ = load_audio(wide[stem], target_rate=WIDEBAND_RATE)
+        upsampled = sinc(narrowband)
+        offset = estimate_delay(wideband, upsampled, max_offset)
+        reference, _ = shift(wideband, upsampled, offset)
+        if reference.shape[0] <= LSD_N_FFT // 2:
+            result.skipped.append(name)
+            continue
+        outputs: dict[str, np.ndarray] = {}
+        for label, system in systems.items():
+            output = run_system(name, label, system, narrowband)
+            ref, est = shift(wideband, output, offset)
+            lsds, pesq, delay = score_pair(ref, est)
+            result.rows.append(
+                Row(name, label, lsds["lsd"], lsds["lsd_lf"], lsds["lsd_hf"], pesq, delay, PAIRS_SET, offset)
+            )
+            outputs[label] = est
+        if index in keep:
+            n = min(len(v) for v in outputs.values())
+            aligned_input = shift(wideband, upsampled, offset)[1]
+            result.panels[name] = {
+                "reference": reference[:n],
+                "input (8 kHz)": aligned_input[:n],
+                **{k: v[:n] for k, v in outputs.items()},
+            }
+    return result
 
 
 def summarize(rows: Sequence[Row]) -> dict[str, dict[str, float]]:
     """Per system: files, mean lsd/lsd_lf/lsd_hf, mean pesq_wb over scorable files, unscorable count,
-    median delay. Systems keep their order of first appearance."""
+    median delay, and the 95 % confidence interval of each mean (``<metric>_ci95``: [low, high]).
+    Systems keep their order of first appearance."""
     summary: dict[str, dict[str, float]] = {}
     for model in dict.fromkeys(r.model for r in rows):
         mine = [r for r in rows if r.model == model]
         scored = [r.pesq_wb for r in mine if r.pesq_wb is not None]
-        summary[model] = {
-            "files": len(mine),
-            "lsd": float(np.mean([r.lsd for r in mine])),
-            "lsd_lf": float(np.mean([r.lsd_lf for r in mine])),
-            "lsd_hf": float(np.mean([r.lsd_hf for r in mine])),
-            "pesq_wb": float(np.mean(scored)) if scored else float("nan"),
-            "pesq_scored": len(scored),
-            "unscorable": len(mine) - len(scored),
-            "median_delay": float(np.median([r.delay for r in mine])),
-        }
+        entry: dict = {"files": len(mine)}
+        for metric in METRICS:
+            values = scored if metric == "pesq_wb" else [getattr(r, metric) for r in mine]
+            mean, low, high = mean_ci95(values)
+            entry[metric] = mean
+            entry[f"{metric}_ci95"] = [low, high]
+        entry["pesq_scored"] = len(scored)
+        entry["unscorable"] = len(mine) - len(scored)
+        entry["median_delay"] = float(np.median([r.delay for r in mine]))
+        if any(r.offset is not None for r in mine):
+            entry["median_offset"] = float(np.median([r.offset for r in mine if r.offset is not None]))
+        summary[model] = entry
     return summary
 
 
@@ -180,18 +351,42 @@ def metrics_csv(rows: Sequence[Row]) -> str:
     writer.writerow(CSV_COLUMNS)
     for r in rows:
         pesq = UNSCORABLE if r.pesq_wb is None else f"{r.pesq_wb:.6f}"
-        writer.writerow([r.file, r.model, f"{r.lsd:.6f}", f"{r.lsd_lf:.6f}", f"{r.lsd_hf:.6f}", pesq])
+        offset = "" if r.offset is None else str(r.offset)
+        writer.writerow([r.file, r.model, f"{r.lsd:.6f}", f"{r.lsd_lf:.6f}", f"{r.lsd_hf:.6f}", pesq, r.set, r.delay, offset])
     return buffer.getvalue()
 
 
-def report_markdown(summary: dict[str, dict[str, float]], data: str, n_files: int, skipped: Sequence[str]) -> str:
-    lines = [
-        "# Objective evaluation",
-        "",
-        f"References: `{data}`, {n_files} files scored"
-        + (f", {len(skipped)} skipped as shorter than {LSD_N_FFT // 2 + 1} samples." if skipped else "."),
-        f"Input: each reference degraded by the fixed evaluation channel (Chebyshev I, order {EVAL_FILTER_ORDER}, "
-        f"{EVAL_RIPPLE_DB} dB ripple, {EVAL_CUTOFF_HZ:.0f} Hz, zero-phase; soxr to 8 kHz).",
+def _ci(interval: Sequence[float], digits: int = 3) -> str:
+    low, high = interval
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "n/a"
+    return f"[{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "file"
+
+
+def report_section(result: SetResult, source: str, figures: dict[str, str], n_files: int) -> list[str]:
+    """Markdown for one set: how its input was made, the tables, and its figures."""
+    summary = summarize(result.rows)
+    lines = []
+    if result.name == DATA_SET:
+        lines += [
+            f"References: `{source}`, {n_files} files scored"
+            + (f", {len(result.skipped)} skipped as shorter than {LSD_N_FFT // 2 + 1} samples." if result.skipped else "."),
+            f"Input: each reference degraded by the fixed evaluation channel (Chebyshev I, order {EVAL_FILTER_ORDER}, "
+            f"{EVAL_RIPPLE_DB} dB ripple, {EVAL_CUTOFF_HZ:.0f} Hz, zero-phase; soxr to 8 kHz).",
+        ]
+    else:
+        lines += [
+            f"Pairs: `{source}`, {n_files} pairs scored"
+            + (f", {len(result.skipped)} skipped as shorter than {LSD_N_FFT // 2 + 1} samples" if result.skipped else "")
+            + (f", {len(result.unpaired)} files without a counterpart." if result.unpaired else "."),
+            "Input: the real 8 kHz recording. Each pair is aligned once (cross-correlation of the reference with the "
+            "input played at 16 kHz) and the same shift is applied to every system's output.",
+        ]
+    lines += [
         "Metrics: `bwe.metrics` (LSD: n_fft 2048, hop 512, Hann, log10 power; LSD-LF 0-4 kHz, LSD-HF 4-8 kHz; "
         "WB-PESQ P.862.2). Means over files; lower LSD and higher PESQ are better.",
         "",
@@ -206,12 +401,92 @@ def report_markdown(summary: dict[str, dict[str, float]], data: str, n_files: in
         )
     lines += [
         "",
+        "95 % confidence intervals of the means (Student t over files; WB-PESQ over the scorable files):",
+        "",
+        "| system | LSD | LSD-LF | LSD-HF | WB-PESQ |",
+        "|---|---|---|---|---|",
+    ]
+    for model, s in summary.items():
+        lines.append(
+            f"| {model} | {_ci(s['lsd_ci95'])} | {_ci(s['lsd_lf_ci95'])} | {_ci(s['lsd_hf_ci95'])} | {_ci(s['pesq_wb_ci95'])} |"
+        )
+    lines += [
+        "",
         "WB-PESQ is the mean over the files PESQ could score; `unscorable` files (no utterance found) are counted, "
         "not scored. A median delay other than +0 samples means a system's output is not time-aligned with its input.",
     ]
-    if skipped:
-        lines += ["", "Skipped (too short for the LSD STFT): " + ", ".join(f"`{s}`" for s in skipped)]
-    return "\n".join(lines) + "\n"
+    if result.name == PAIRS_SET and summary:
+        offsets = sorted({r.offset for r in result.rows if r.offset is not None})
+        lines += ["", f"Pair alignment shifts (samples at 16 kHz): {offsets[0]:+d} to {offsets[-1]:+d}."]
+    if result.skipped:
+        lines += ["", "Skipped (too short for the LSD STFT): " + ", ".join(f"`{s}`" for s in result.skipped)]
+    if result.unpaired:
+        lines += ["", "Not paired: " + ", ".join(f"`{s}`" for s in result.unpaired)]
+    boxes = [f"![{METRIC_LABELS[m]}]({figures[m]})" for m in METRICS if m in figures]
+    if boxes:
+        lines += ["", "Per-file distributions:", "", " ".join(boxes)]
+    spectra = [(k[len("spec:") :], v) for k, v in figures.items() if k.startswith("spec:")]
+    if spectra:
+        lines += ["", "Spectrograms (reference / input / each system):", ""]
+        lines += [f"![{name}]({path})" for name, path in spectra]
+    return lines
+
+
+def make_figures(result: SetResult, out: str) -> dict[str, str]:
+    """Box plots per metric and spectrogram panels for one set; returns {key: path relative to out}."""
+    from plots import boxplot, spectrogram_panels
+
+    folder = os.path.join(out, "figures")
+    os.makedirs(folder, exist_ok=True)
+    figures = {}
+    models = list(dict.fromkeys(r.model for r in result.rows))
+    for metric in METRICS:
+        groups = {}
+        for model in models:
+            values = [getattr(r, metric) for r in result.rows if r.model == model]
+            groups[model] = [np.nan if v is None else v for v in values]
+        rel = f"figures/{result.name}_{metric}.png"
+        boxplot(groups, os.path.join(out, rel), ylabel=METRIC_LABELS[metric], title=f"{METRIC_LABELS[metric]} ({result.description})")
+        figures[metric] = rel
+    for name, signals in result.panels.items():
+        rel = f"figures/{result.name}_spectrogram_{_safe_name(os.path.splitext(name)[0])}.png"
+        spectrogram_panels(signals, WIDEBAND_RATE, os.path.join(out, rel), title=name)
+        figures[f"spec:{name}"] = rel
+    return figures
+
+
+def report_markdown(sections: Sequence[tuple[SetResult, str, dict[str, str], int]]) -> str:
+    lines = ["# Objective evaluation", ""]
+    titled = len(sections) > 1
+    for result, source, figures, n_files in sections:
+        if titled:
+            title = "Simulated narrowband (`--data`)" if result.name == DATA_SET else "Real narrowband pairs (`--pairs`)"
+            lines += [f"## {title}", ""]
+        lines += report_section(result, source, figures, n_files) + [""]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def summary_json(sections: Sequence[tuple[SetResult, str, dict[str, str], int]]) -> str:
+    def clean(value):
+        if isinstance(value, float) and not math.isfinite(value):
+            return None  # JSON has no NaN; null means "not defined" (e.g. no scorable file)
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    body = {
+        result.name: {
+            "source": source,
+            "files": n_files,
+            "skipped": result.skipped,
+            "unpaired": result.unpaired,
+            "systems": summarize(result.rows),
+        }
+        for result, source, _, n_files in sections
+    }
+    return json.dumps(clean(body), indent=2) + "\n"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -220,11 +495,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--model",
         action="append",
         default=[],
-        help="sinc, folding or an exported model directory; repeatable (the baselines are always included)",
+        help="sinc, folding, an exported model directory or NAME=DIR; repeatable (the baselines are always included)",
     )
-    parser.add_argument("--data", required=True, help="folder of wideband reference audio, searched recursively")
-    parser.add_argument("--out", required=True, help="output folder for metrics.csv and report.md")
-    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N files (sorted by path)")
+    parser.add_argument("--data", help="folder of wideband reference audio, searched recursively")
+    parser.add_argument(
+        "--pairs", nargs=2, metavar=("NB_DIR", "WB_DIR"), help="real narrowband recordings and their wideband counterparts (same names)"
+    )
+    parser.add_argument("--out", required=True, help="output folder for metrics.csv, summary.json, report.md, figures/")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N files of each set (sorted by path)")
+    parser.add_argument("--spectrograms", type=int, default=3, help="spectrogram panels for N files per set (0: none)")
+    parser.add_argument("--no-plots", action="store_true", help="no box plots and no spectrograms")
+    parser.add_argument(
+        "--max-offset-ms", type=float, default=DEFAULT_MAX_OFFSET_MS, help="largest offset searched when aligning --pairs"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -232,20 +515,51 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        if args.data is None and args.pairs is None:
+            raise EvaluationError("give --data DIR and/or --pairs NB_DIR WB_DIR")
         if args.limit is not None and args.limit < 1:
             raise EvaluationError(f"--limit must be at least 1, got {args.limit}")
-        files = list_audio_files(args.data)
-        if not files:
-            raise EvaluationError(f"--data {args.data}: no audio files found")
-        files = files[: args.limit]
+        if args.spectrograms < 0:
+            raise EvaluationError(f"--spectrograms must be 0 or more, got {args.spectrograms}")
+        if args.max_offset_ms < 0:
+            raise EvaluationError(f"--max-offset-ms must be 0 or more, got {args.max_offset_ms}")
+        files = []
+        if args.data is not None:
+            files = list_audio_files(args.data)
+            if not files:
+                raise EvaluationError(f"--data {args.data}: no audio files found")
+            files = files[: args.limit]
+        if args.pairs is not None:
+            for folder in args.pairs:
+                if not os.path.isdir(folder):
+                    raise EvaluationError(f"--pairs: {folder}: no such directory")
         systems = load_systems(args.model)
+        spectrograms = 0 if args.no_plots else args.spectrograms
+        progress = not args.no_progress
         os.makedirs(args.out, exist_ok=True)
-        root = args.data if os.path.isdir(args.data) else os.path.dirname(args.data)
-        rows, skipped = evaluate_files(files, root, systems, progress=not args.no_progress)
-        if not rows:
-            raise EvaluationError(f"--data {args.data}: every file was too short to score")
-        write_text_atomic(os.path.join(args.out, "metrics.csv"), metrics_csv(rows))
-        report = report_markdown(summarize(rows), args.data, len(files) - len(skipped), skipped)
+        results = []
+        if args.data is not None:
+            root = args.data if os.path.isdir(args.data) else os.path.dirname(args.data)
+            result = evaluate_files(files, root, systems, progress=progress, spectrograms=spectrograms)
+            if not result.rows:
+                raise EvaluationError(f"--data {args.data}: every file was too short to score")
+            results.append((result, args.data, len(files) - len(result.skipped)))
+        if args.pairs is not None:
+            max_offset = int(round(args.max_offset_ms * WIDEBAND_RATE / 1000.0))
+            result = evaluate_real_pairs(
+                *args.pairs, systems, max_offset, limit=args.limit, progress=progress, spectrograms=spectrograms
+            )
+            if not result.rows:
+                raise EvaluationError(f"--pairs {' '.join(args.pairs)}: every pair was too short to score")
+            n_pairs = len({r.file for r in result.rows})
+            results.append((result, " / ".join(args.pairs), n_pairs))
+        sections = []
+        for result, source, n_files in results:
+            figures = {} if args.no_plots else make_figures(result, args.out)
+            sections.append((result, source, figures, n_files))
+        write_text_atomic(os.path.join(args.out, "metrics.csv"), metrics_csv([r for res, *_ in sections for r in res.rows]))
+        write_text_atomic(os.path.join(args.out, "summary.json"), summary_json(sections))
+        report = report_markdown(sections)
         write_text_atomic(os.path.join(args.out, "report.md"), report)
     except (EvaluationError, AudioError, OSError) as e:
         print(f"evaluate: error: {e}", file=sys.stderr)

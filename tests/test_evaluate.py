@@ -55,7 +55,7 @@ def _read_csv(path):
 def test_csv_matches_bwe_metrics(data_dir, evaluated):
     out, _ = evaluated
     rows = _read_csv(out / "metrics.csv")
-    assert list(rows[0]) == ["file", "model", "lsd", "lsd_lf", "lsd_hf", "pesq_wb"]
+    assert list(rows[0]) == ["file", "model", "lsd", "lsd_lf", "lsd_hf", "pesq_wb", "set", "delay", "offset"]
     files = ["c_22k_stereo.wav", "silent.wav", os.path.join("spk1", "a.wav"), os.path.join("spk1", "b.flac")]
     assert [(r["file"], r["model"]) for r in rows] == [(f, m) for f in files for m in ("sinc", "folding")]
     for row in rows:
@@ -100,7 +100,7 @@ def test_baselines_always_included_limit_and_no_temp_files(data_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     rows = _read_csv(tmp_path / "metrics.csv")
     assert [(r["file"], r["model"]) for r in rows] == [("c_22k_stereo.wav", "sinc"), ("c_22k_stereo.wav", "folding")]
-    assert sorted(os.listdir(tmp_path)) == ["metrics.csv", "report.md"]
+    assert sorted(os.listdir(tmp_path)) == ["figures", "metrics.csv", "report.md", "summary.json"]
 
 
 def test_data_may_be_a_single_file(data_dir, tmp_path):
