@@ -233,21 +233,16 @@ System = Callable[[np.ndarray], np.ndarray]
 def resolve_system(spec: str) -> tuple[str, System]:
     """``--model`` value -> ``(condition name, callable 8 kHz [n] -> 16 kHz [2n])``.
 
-    ``sinc`` / ``folding`` are the baselines; anything else must be an exported model folder,
-    named after the folder. ``NAME=SPEC`` sets the name explicitly (two exports of one run).
+    The same values as eval/evaluate.py takes (and loaded the same way): ``sinc`` / ``folding``
+    (the baselines), an exported model folder (named by its path), or ``NAME=DIR``.
     """
-    from bwe.baselines import BASELINES
+    from evaluate import EvaluationError, load_system, split_model_spec
 
-    name, _, target = spec.partition("=") if "=" in spec else ("", "", spec)
-    if target in BASELINES and not os.path.isdir(target):
-        return name or target, BASELINES[target]
-    if os.path.isdir(target):
-        from bwe.runtime import ExportedModel  # lazy: loads LiteRT only when a model is asked for
-
-        return name or os.path.basename(os.path.normpath(target)), ExportedModel(target)
-    raise ListeningTestError(
-        f"--model {spec!r}: neither a baseline ({', '.join(sorted(BASELINES))}) nor an exported model folder"
-    )
+    label, target = split_model_spec(spec)
+    try:
+        return label, load_system(target)
+    except EvaluationError as e:
+        raise ListeningTestError(str(e)) from None
 
 
 def _fit_length(y: np.ndarray, n: int) -> np.ndarray:

@@ -240,7 +240,7 @@ def test_prepare_rejects_bad_requests_without_writing_anything(corpus, tmp_path)
         lt.prepare(["sinc"], corpus, str(out), trials=3)
     with pytest.raises(lt.ListeningTestError, match="at most 12"):
         lt.prepare([f"s{i}=sinc" for i in range(10)], corpus, str(out))
-    with pytest.raises(lt.ListeningTestError, match="'nonsense'.*neither a baseline"):
+    with pytest.raises(lt.ListeningTestError, match="--model nonsense: neither a baseline"):
         lt.prepare(["nonsense"], corpus, str(out))
     with pytest.raises(lt.ListeningTestError, match="used twice"):
         lt.prepare(["sinc", "sinc"], corpus, str(out))
