@@ -62,7 +62,7 @@ from bwe.baselines import BASELINES, sinc  # noqa: E402
 from bwe.data.audio import AudioError, list_audio_files, load_audio  # noqa: E402
 from bwe.data.degrade import EVAL_CUTOFF_HZ, EVAL_FILTER_ORDER, EVAL_RIPPLE_DB, evaluation_degradation  # noqa: E402
 from bwe.metrics import LSD_N_FFT, estimate_delay, lsd_all, pesq_wb  # noqa: E402
-from stats import mean_ci95  # noqa: E402
+from stats import mean_ci95, nan_to_none  # noqa: E402
 
 WIDEBAND_RATE = 16000
 NARROWBAND_RATE = 8000
@@ -467,15 +467,6 @@ def report_markdown(sections: Sequence[tuple[SetResult, str, dict[str, str], int
 
 
 def summary_json(sections: Sequence[tuple[SetResult, str, dict[str, str], int]]) -> str:
-    def clean(value):
-        if isinstance(value, float) and not math.isfinite(value):
-            return None  # JSON has no NaN; null means "not defined" (e.g. no scorable file)
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [clean(v) for v in value]
-        return value
-
     body = {
         result.name: {
             "source": source,
@@ -486,7 +477,7 @@ def summary_json(sections: Sequence[tuple[SetResult, str, dict[str, str], int]])
         }
         for result, source, _, n_files in sections
     }
-    return json.dumps(clean(body), indent=2) + "\n"
+    return json.dumps(nan_to_none(body), indent=2) + "\n"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -62,7 +62,7 @@ if _EVAL_DIR not in sys.path:
     sys.path.insert(1, _EVAL_DIR)
 
 from bwe.data.audio import AudioError, list_audio_files, load_audio, save_audio  # noqa: E402
-from stats import holm, mean_ci95  # noqa: E402
+from stats import holm, mean_ci95, nan_to_none  # noqa: E402
 
 RATE = 16000
 HIDDEN_REFERENCE = "hidden_reference"
@@ -696,7 +696,7 @@ def analyze(results_csv: str, out_dir: str, key_path: str | None = None, assesso
         "conditions": stats,
         "wilcoxon": tests,
     }
-    _atomic_write_text(os.path.join(out_dir, "summary.json"), json.dumps(summary, indent=2, allow_nan=True) + "\n")
+    _atomic_write_text(os.path.join(out_dir, "summary.json"), json.dumps(nan_to_none(summary), indent=2) + "\n")
 
     lines = [
         "# MUSHRA listening test",

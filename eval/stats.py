@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import scipy.stats
@@ -36,3 +38,17 @@ def holm(p_values: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (len(order) - rank) * p[i]))
         adjusted[i] = running
     return adjusted.tolist()
+
+
+def nan_to_none(value: Any) -> Any:
+    """``value`` with every non-finite float (in nested dicts and lists) replaced by None.
+
+    JSON has no NaN; in the reports' JSON, null means "not defined" (one value, no scorable file).
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [nan_to_none(v) for v in value]
+    return value

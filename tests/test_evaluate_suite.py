@@ -138,9 +138,13 @@ def test_data_set_in_the_same_run_uses_the_fixed_degradation(material, suite):
         assert float(row["lsd"]) == pytest.approx(lsd_all(reference, output[: len(reference)])["lsd"], abs=2e-6)
 
 
+def _no_nan(constant):
+    raise AssertionError(f"summary.json holds {constant}, which is not JSON")
+
+
 def test_summary_means_and_confidence_intervals_match_scipy(suite):
     rows = read_csv(suite / "metrics.csv")
-    summary = json.loads((suite / "summary.json").read_text())
+    summary = json.loads((suite / "summary.json").read_text(), parse_constant=_no_nan)
     assert set(summary) == {"data", "pairs"}
     assert summary["pairs"]["unpaired"] == ["lonely.wav (no wideband)", "solo.flac (no narrowband)"]
     for set_name, block in summary.items():
@@ -188,6 +192,14 @@ def test_no_plots_and_pairs_only(material, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["metrics.csv", "report.md", "summary.json"]
     assert {r["set"] for r in read_csv(tmp_path / "metrics.csv")} == {"pairs"}
     assert "##" not in (tmp_path / "report.md").read_text()  # one set: no section headings
+
+
+def test_one_scorable_file_gives_an_undefined_interval_as_null(material, tmp_path):
+    code = ev.main(["--data", str(material / "data" / "x.wav"), "--out", str(tmp_path), "--no-plots", "--no-progress"])
+    assert code == 0
+    stats = json.loads((tmp_path / "summary.json").read_text(), parse_constant=_no_nan)["data"]["systems"]["sinc"]
+    assert stats["files"] == 1 and stats["lsd_ci95"] == [None, None] and stats["lsd"] > 0
+    assert "| sinc | n/a | n/a | n/a | n/a |" in (tmp_path / "report.md").read_text()
 
 
 def test_panel_indices_spread_over_the_files():
