@@ -375,18 +375,37 @@ class _Conv1DTransposeMixin:
     def macs(self, input_length):
         return input_length * self.kernel_size * self.in_channels * self.filters
 
-    def _full_transpose(self, x: tf.Tensor) -> tf.Tensor:
-        """All ``(T - 1) * s + k`` output samples (at least ``T * s``), without bias."""
-        shape = tf.shape(x)
-        full_length = (shape[1] - 1) * self.strides + self.kernel_size
-        y = tf.nn.conv1d_transpose(x, self.effective_kernel(), output_shape=tf.stack([shape[0], full_length, self.filters]),
-                                   strides=self.strides, padding="VALID")
-        if self.kernel_size < self.strides:
-            y = tf.pad(y, [[0, 0], [0, self.strides - self.kernel_size], [0, 0]])
-        if x.shape[1] is not None:
-            y = tf.ensure_shape(y, [x.shape[0], (x.shape[1] - 1) * self.strides + max(self.kernel_size, self.strides),
-                                    self.filters])
-        return y
+    @property
+    def _taps_per_phase(self) -> int:
+        """Input steps each output sample depends on: ``ceil(k / s)``."""
+        return -(-self.kernel_size // self.strides)
+
+    def _polyphase_kernel(self) -> tf.Tensor:
+        """The transposed kernel as a direct one: ``[m, channels_in, strides * filters]``.
+
+        Output sample ``t*s + r`` is ``sum_j x[t - j] @ W[j*s + r]`` (j < m): a causal direct conv with
+        ``m`` taps whose ``s * filters`` outputs are the ``s`` phases, interleaved by a reshape. Only
+        CONV_2D and RESHAPE reach TFLite, whose TRANSPOSE_CONV loses shapes on a dynamic time axis.
+        """
+        m, s = self._taps_per_phase, self.strides
+        kernel = self.effective_kernel()  # [k, filters, channels_in]
+        kernel = tf.pad(kernel, [[0, m * s - self.kernel_size], [0, 0], [0, 0]])
+        kernel = tf.reshape(kernel, [m, s, self.filters, -1])[::-1]  # [j -> tap m-1-j, r, out, in]
+        kernel = tf.transpose(kernel, [0, 3, 1, 2])  # [tap, in, r, out]
+        return tf.reshape(kernel, [m, -1, s * self.filters])
+
+    def _transpose_steps(self, x: tf.Tensor, extra_steps: int) -> tf.Tensor:
+        """Output samples for input steps ``0 .. T + extra_steps - 1`` (no bias): ``(T + extra) * s`` samples.
+
+        ``extra_steps = m - 1`` yields the whole overhang past the frame (the transposed conv's full output).
+        """
+        m = self._taps_per_phase
+        x = tf.pad(x, [[0, 0], [m - 1, extra_steps], [0, 0]])
+        z = tf.nn.conv1d(x, self._polyphase_kernel(), stride=1, padding="VALID")
+        steps = None if z.shape[1] is None else z.shape[1]
+        if steps is None:
+            return tf.reshape(z, [tf.shape(z)[0], -1, self.filters])
+        return tf.reshape(z, [-1 if z.shape[0] is None else z.shape[0], steps * self.strides, self.filters])
 
 
 @keras.saving.register_keras_serializable(package="bwe")
@@ -404,17 +423,16 @@ class CausalConv1DTranspose(_Conv1DTransposeMixin, _StreamingConvBase):
         return transpose_tail_length(self.kernel_size, self.strides)
 
     def _offline(self, x):
-        y = self._full_transpose(x)
-        return self._add_bias(y[:, : tf.shape(x)[1] * self.strides])
+        return self._add_bias(self._transpose_steps(x, 0))
 
     def _stream_step(self, x, state):
-        y = self._full_transpose(x)
-        emitted = x.shape[1] * self.strides
         tail = self.state_length
         if not tail:
-            return self._add_bias(y[:, :emitted]), None
+            return self._add_bias(self._transpose_steps(x, 0)), None
+        y = self._transpose_steps(x, self._taps_per_phase - 1)
+        emitted = x.shape[1] * self.strides
         y = tf.concat([y[:, :tail] + state, y[:, tail:]], axis=1)
-        return self._add_bias(y[:, :emitted]), y[:, emitted:]
+        return self._add_bias(y[:, :emitted]), y[:, emitted : emitted + tail]
 
 
 @keras.saving.register_keras_serializable(package="bwe")
@@ -429,7 +447,7 @@ class CenteredConv1DTranspose(_Conv1DTransposeMixin, _StreamingConvBase):
     def _offline(self, x):
         left, _ = centered_padding(self.kernel_size - self.strides)
         left = max(left, 0)
-        y = self._full_transpose(x)
+        y = self._transpose_steps(x, self._taps_per_phase - 1)
         return self._add_bias(y[:, left : left + tf.shape(x)[1] * self.strides])
 
 

@@ -30,9 +30,12 @@ class PadTimeToMultiple(keras.layers.Layer):
                 "streaming models use a frame length that is already a multiple of the total stride.")
 
     def call(self, x):
-        length = tf.shape(x)[1]
-        pad = (-length) % self.multiple
-        return tf.pad(x, [[0, 0], [0, pad], [0, 0]])
+        shape = tf.shape(x)
+        pad = (-shape[1]) % self.multiple
+        # Concatenating zeros (rather than tf.pad with computed paddings) keeps the static channel
+        # count, which the TFLite converter needs for the convolutions that follow.
+        zeros = tf.zeros(tf.stack([shape[0], pad, shape[2]]), dtype=x.dtype)
+        return tf.concat([x, zeros], axis=1)
 
     def compute_output_shape(self, input_shape):
         length = input_shape[1]
@@ -62,3 +65,22 @@ class CropTimeToReference(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode.value}
+
+
+@keras.saving.register_keras_serializable(package="bwe")
+class AddSignals(keras.layers.Layer):
+    """Element-wise sum of equally shaped ``[batch, time, channels]`` tensors.
+
+    Used instead of ``keras.layers.Add``: Keras 3 rewrites an add whose second operand has a single
+    non-unit axis (e.g. a one-channel signal ``[1, T, 1]``) into ``BiasAdd``, which the TFLite
+    converter then fails to lower.
+    """
+
+    def call(self, inputs):
+        total = inputs[0]
+        for x in inputs[1:]:
+            total = tf.add(total, x)
+        return total
+
+    def compute_output_shape(self, input_shapes):
+        return input_shapes[0]

@@ -35,7 +35,7 @@ from bwe.layers.conv import (
     conv1d_transpose,
 )
 from bwe.layers.modes import Modes
-from bwe.layers.time import CropTimeToReference, PadTimeToMultiple
+from bwe.layers.time import AddSignals, CropTimeToReference, PadTimeToMultiple
 
 INPUT_RATE = 8000
 OUTPUT_RATE = 16000
@@ -189,7 +189,7 @@ def build_generator(
         y = graph(conv(f"{prefix}_conv", channels, cfg.residual_kernel_size, dilation=dilation), y)
         y = elu(f"{prefix}_elu2")(y)
         y = graph(conv(f"{prefix}_pointwise", channels, 1), y)
-        return keras.layers.Add(name=f"{prefix}_add")([h, y])
+        return AddSignals(name=f"{prefix}_add")([h, y])
 
     audio = keras.Input(batch_shape=(batch_size, input_samples, 1), name="audio")
     upsampler = CausalConv1DTranspose(
@@ -219,14 +219,14 @@ def build_generator(
                               **dict(conv_args, pad_mode="constant"))
         h = graph(up, h)
         if cfg.skip_connections:
-            h = keras.layers.Add(name=f"dec{b}_skip")([h, skips[b]])
+            h = AddSignals(name=f"dec{b}_skip")([h, skips[b]])
         for u, dilation in enumerate(cfg.dilations):
             h = residual_unit(f"dec{b}_res{u}", h, dilation)
     h = elu("output_elu")(h)
     h = graph(conv("output_conv", 1, cfg.last_kernel_size), h)
     if not mode.is_streaming:
         h = CropTimeToReference(mode=mode, name="crop_to_input")([h, interpolated])
-    wideband = keras.layers.Add(name="wideband")([interpolated, h])
+    wideband = AddSignals(name="wideband")([interpolated, h])
 
     if mode is Modes.STREAM_EXTERNAL_STATE_INFERENCE:
         model = keras.Model([audio] + graph.state_inputs, [wideband] + graph.state_outputs,

@@ -14,7 +14,7 @@ import numpy as np
 from bwe.config import ModelConfig
 from bwe.layers.conv import STREAMING_CONV_LAYERS
 from bwe.layers.modes import Modes
-from bwe.layers.time import CropTimeToReference, PadTimeToMultiple
+from bwe.layers.time import AddSignals, CropTimeToReference, PadTimeToMultiple
 
 # Layers that act on each time step independently, so they stream without state.
 _POINTWISE_LAYERS = (
@@ -29,6 +29,7 @@ _POINTWISE_LAYERS = (
     keras.layers.Activation,
     keras.layers.Dense,
     keras.layers.Identity,
+    AddSignals,
 )
 # Whole-signal padding/cropping that the builder leaves out of streaming graphs.
 _OFFLINE_ONLY_LAYERS = (PadTimeToMultiple, CropTimeToReference)

@@ -1,0 +1,499 @@
+"""`bwe-export`: a trained generator -> SavedModel + TFLite/LiteRT files + metadata.json.
+
+    bwe-export RUN_DIR OUT_DIR                       a training run (checkpoints/best, else latest)
+    bwe-export CHECKPOINT_PREFIX OUT_DIR [--recipe FILE]
+    bwe-export --recipe FILE --random-init OUT_DIR [--seed N]   (tests and benchmarks)
+
+OUT_DIR receives:
+
+* ``saved_model/`` with signatures ``serving_default`` (whole signal), ``streaming`` (one 16 ms frame,
+  external state) and ``block`` (``block_frames`` frames per call, same states);
+* ``offline.tflite``: whole signal, ``[1, T8, 1] -> [1, 2*T8, 1]``; resize the time axis with
+  ``resize_tensor_input`` to any length (a multiple of 128 gives exactly the streaming output);
+* ``streaming.tflite``: float32, one frame ``[1, 128, 1] -> [1, 256, 1]`` plus the states;
+* ``streaming_int8.tflite``: the same with int8 weights and activations (post-training quantisation
+  calibrated by streaming real speech through the float model, so the state tensors are calibrated
+  too); audio and states stay float32 at the interface, so it is a drop-in replacement;
+* ``block.tflite``: float32, ``block_frames`` frames per call with the same states as
+  ``streaming.tflite`` (states are interchangeable between the two): the fast path for files;
+* ``metadata.json``: rates, frame sizes, latency, delay, tensor names, the state list in feed order
+  (all start at zeros), parameter/MAC counts, the resolved recipe and measured export checks.
+
+Everything is written into a temporary folder beside OUT_DIR and renamed into place at the end, so
+a failed export leaves any previous OUT_DIR untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from bwe import __version__
+from bwe.config import Recipe, RecipeError, load_recipe, recipe_to_dict
+
+METADATA_FILE = "metadata.json"
+FORMAT_VERSION = 1
+AUDIO_NAME = "audio"
+DEFAULT_BLOCK_FRAMES = 64  # 1.024 s per call on the block model
+# Export refuses to finish if a float TFLite file is further than this from the TF model:
+# it catches converter traps that silently drop weights.
+FLOAT_TOLERANCE = 1e-4
+SAMPLE_WAV = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained", "sample_8k.wav")
+CALIBRATION_GAINS_DB = (0.0, -12.0, 6.0)
+
+
+class ExportError(RuntimeError):
+    """The export cannot be made; the message says why and what to do."""
+
+
+# ---- loading a generator -----------------------------------------------------------------------
+
+
+def _find_recipe(start: str) -> str | None:
+    directory = os.path.abspath(start)
+    for _ in range(4):
+        candidate = os.path.join(directory, "recipe.yaml")
+        if os.path.isfile(candidate):
+            return candidate
+        directory = os.path.dirname(directory)
+    return None
+
+
+def resolve_checkpoint(source: str) -> str:
+    """A run directory or checkpoint prefix -> the checkpoint prefix to restore."""
+    import tensorflow as tf
+
+    if os.path.isdir(source):
+        for sub in (os.path.join("checkpoints", "best"), "checkpoints", ""):
+            directory = os.path.join(source, sub)
+            if os.path.isdir(directory):
+                prefix = tf.train.latest_checkpoint(directory)
+                if prefix:
+                    return prefix
+        raise ExportError(f"{source}: no checkpoint found in checkpoints/best/ or checkpoints/ "
+                          "(is this a training run directory?)")
+    if os.path.isfile(source + ".index"):
+        return source
+    raise ExportError(f"{source}: neither a run directory nor a checkpoint prefix (no {source}.index)")
+
+
+def load_generator(source: str, recipe_path: str | None = None):
+    """Restore the TRAINING generator from a run dir / checkpoint. Returns (model, recipe, prefix)."""
+    import tensorflow as tf
+
+    from bwe.models.seanet import build_generator
+
+    prefix = resolve_checkpoint(source)
+    recipe_path = recipe_path or _find_recipe(source if os.path.isdir(source) else os.path.dirname(prefix))
+    if recipe_path is None:
+        raise ExportError(f"{source}: no recipe.yaml found beside the checkpoint; pass --recipe FILE")
+    recipe = load_recipe(recipe_path)
+    generator = build_generator(recipe.model)
+    status = tf.train.Checkpoint(generator=generator).restore(prefix)
+    try:
+        status.expect_partial().assert_existing_objects_matched()
+    except AssertionError as e:
+        raise ExportError(f"{prefix}: the checkpoint does not match the recipe's model ({e})") from None
+    reader = tf.train.load_checkpoint(prefix)
+    if not any(key.startswith("generator/") for key in reader.get_variable_to_shape_map()):
+        raise ExportError(f"{prefix}: the checkpoint holds no 'generator' object")
+    return generator, recipe, prefix
+
+
+# ---- calibration audio -------------------------------------------------------------------------
+
+
+def calibration_audio(calibration_dir: str | None, frames: int, frame: int) -> tuple[np.ndarray, str]:
+    """``frames * frame`` samples of 8 kHz speech for int8 calibration, and a description.
+
+    Default: the bundled real telephone-band prompt at 0, -12 and +6 dB (the levels training sees),
+    repeated as needed. With ``calibration_dir``: its audio files resampled to 8 kHz, in order.
+    """
+    from bwe.data.audio import list_audio_files, load_audio
+
+    needed = frames * frame
+    pieces, total = [], 0
+    if calibration_dir:
+        if not os.path.isdir(calibration_dir):
+            raise ExportError(f"--calibration-dir {calibration_dir}: no such directory")
+        files = list_audio_files(calibration_dir)
+        if not files:
+            raise ExportError(f"--calibration-dir {calibration_dir}: no audio files found")
+        for path in files:
+            x, _ = load_audio(path, target_rate=8000)
+            pieces.append(x)
+            total += len(x)
+            if total >= needed:
+                break
+        description = f"{len(pieces)} file(s) from {calibration_dir}"
+    else:
+        x, _ = load_audio(SAMPLE_WAV, target_rate=8000)
+        description = f"bundled sample_8k.wav at {', '.join(f'{g:+.0f}' for g in CALIBRATION_GAINS_DB)} dB"
+        i = 0
+        while total < needed:
+            gain = 10 ** (CALIBRATION_GAINS_DB[i % len(CALIBRATION_GAINS_DB)] / 20)
+            pieces.append(np.clip(x * gain, -1.0, 1.0))
+            total += len(x)
+            i += 1
+    audio = np.concatenate(pieces).astype(np.float32)
+    if len(audio) < needed:
+        audio = np.concatenate([audio, np.tile(audio, needed // len(audio) + 1)])
+    return audio[:needed], description
+
+
+# ---- TFLite helpers (LiteRT, no TensorFlow needed) ----------------------------------------------
+
+
+def run_stream_tflite(path: str, audio: np.ndarray, state_names: list[tuple[str, str]], frame: int,
+                      record: bool = False):
+    """Stream ``audio`` through a streaming .tflite frame by frame (LiteRT). Returns (output, records)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=path, num_threads=1)
+    runner = interpreter.get_signature_runner("streaming")
+    inputs = runner.get_input_details()
+    states = {name_in: np.zeros(inputs[name_in]["shape"], np.float32) for name_in, _ in state_names}
+    out, records = [], []
+    for start in range(0, len(audio), frame):
+        feed = {AUDIO_NAME: audio[None, start : start + frame, None].astype(np.float32), **states}
+        if record:
+            records.append({k: v.copy() for k, v in feed.items()})
+        result = runner(**feed)
+        out.append(result[AUDIO_NAME][0, :, 0])
+        states = {name_in: result[name_out] for name_in, name_out in state_names}
+    return np.concatenate(out), records
+
+
+def _run_offline_tflite(path: str, audio: np.ndarray) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=path, num_threads=1)
+    index = interpreter.get_input_details()[0]["index"]
+    interpreter.resize_tensor_input(index, [1, len(audio), 1])
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(index, audio[None, :, None].astype(np.float32))
+    interpreter.invoke()
+    return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0, :, 0]
+
+
+def _tensor_names(path: str, key: str) -> dict:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=path)
+    runner = interpreter.get_signature_runner(key)
+    details = {d["index"]: d["name"] for d in interpreter.get_tensor_details()}
+    return {
+        "inputs": {name: details[d["index"]] for name, d in runner.get_input_details().items()},
+        "outputs": {name: details[d["index"]] for name, d in runner.get_output_details().items()},
+    }
+
+
+def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
+    noise = np.sum((reference - estimate) ** 2)
+    return float(10 * np.log10(np.sum(reference**2) / max(noise, 1e-20)))
+
+
+# ---- the export ---------------------------------------------------------------------------------
+
+
+def _frozen_signature(model, specs, output_names):
+    """A tf.function over ``model`` with its weights frozen into constants, returning a name->tensor dict.
+
+    Freezing first is what makes the TFLite converter fold the kernels (and their layout transposes)
+    into constants: converting a SavedModel that holds Keras 3 variables keeps them as runtime
+    VAR_HANDLE/READ_VARIABLE ops, and int8 calibration then misses them.
+    """
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    @tf.function(input_signature=specs)
+    def live(*args):
+        outputs = model(list(args) if len(args) > 1 else args[0], training=False)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        return dict(zip(output_names, outputs))
+
+    frozen = convert_variables_to_constants_v2(live.get_concrete_function())
+    keys = sorted(output_names)  # the frozen function returns the dict flattened in key order
+
+    @tf.function(input_signature=specs)
+    def signature(*args):
+        return dict(zip(keys, frozen(*args)))
+
+    return signature
+
+
+def _write_saved_model(path, offline, stream, block, state_specs):
+    """SavedModel (weights frozen) with signatures serving_default (offline), streaming and block."""
+    import tensorflow as tf
+
+    def streaming_specs(length):
+        specs = [tf.TensorSpec([1, length, 1], tf.float32, name=AUDIO_NAME)]
+        return specs + [tf.TensorSpec(shape, tf.float32, name=name) for name, _, shape in state_specs]
+
+    outputs = [AUDIO_NAME] + [name for _, name, _ in state_specs]
+    signatures = {
+        "serving_default": _frozen_signature(offline, [tf.TensorSpec([1, None, 1], tf.float32, name=AUDIO_NAME)],
+                                             [AUDIO_NAME]),
+        "streaming": _frozen_signature(stream, streaming_specs(stream.inputs[0].shape[1]), outputs),
+        "block": _frozen_signature(block, streaming_specs(block.inputs[0].shape[1]), outputs),
+    }
+    tf.saved_model.save(tf.Module(), path, signatures=signatures)
+
+
+def _convert(saved_model: str, key: str, representative=None) -> bytes:
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=[key])
+    if representative is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    return converter.convert()
+
+
+def export_generator(
+    generator,
+    recipe: Recipe,
+    out_dir: str,
+    *,
+    calibration_dir: str | None = None,
+    block_frames: int = DEFAULT_BLOCK_FRAMES,
+    source: str = "",
+    log=print,
+) -> dict:
+    """Export a TRAINING-mode generator (see module docstring). Returns the metadata written."""
+    from bwe.layers.modes import Modes
+    from bwe.models.seanet import (
+        FRAME_INPUT_SAMPLES,
+        FRAME_OUTPUT_SAMPLES,
+        INPUT_RATE,
+        OUTPUT_RATE,
+        count_params,
+        generator_delay_samples,
+        macs_per_frame,
+    )
+    from bwe.streaming import to_streaming
+
+    cfg = recipe.model
+    if not cfg.causal:
+        raise ExportError("model.causal is false: only a causal model can be exported for streaming "
+                          "(the whole-signal SavedModel of a non-causal model is what training already gives)")
+    if block_frames < 1:
+        raise ExportError(f"--block-frames must be >= 1, got {block_frames}")
+    out_dir = os.path.abspath(out_dir)
+    parent = os.path.dirname(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ExportError(f"{out_dir}: exists and is not a directory")
+    started = time.time()
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
+    try:
+        offline = to_streaming(generator, Modes.NON_STREAM_INFERENCE)
+        stream = to_streaming(generator, Modes.STREAM_EXTERNAL_STATE_INFERENCE)
+        block = to_streaming(generator, Modes.STREAM_EXTERNAL_STATE_INFERENCE, frames_per_call=block_frames)
+        state_specs = [(name_in, name_out, tuple(t.shape)) for name_in, name_out, t in
+                       zip(stream.state_input_names, stream.state_output_names, stream.inputs[1:])]
+        saved_model = os.path.join(tmp, "saved_model")
+        log("writing SavedModel")
+        _write_saved_model(saved_model, offline, stream, block, state_specs)
+
+        files = {"offline": "offline.tflite", "streaming": "streaming.tflite", "block": "block.tflite",
+                 "streaming_int8": "streaming_int8.tflite"}
+        for key, signature in (("offline", "serving_default"), ("streaming", "streaming"), ("block", "block")):
+            log(f"converting {files[key]}")
+            with open(os.path.join(tmp, files[key]), "wb") as f:
+                f.write(_convert(saved_model, signature))
+
+        # Calibration data: the float streaming model's own inputs and states, frame by frame.
+        frames = recipe.export.int8_calibration_frames
+        calib, calib_desc = calibration_audio(calibration_dir, frames, FRAME_INPUT_SAMPLES)
+        state_names = [(a, b) for a, b, _ in state_specs]
+        log(f"calibrating int8 on {frames} frames ({calib_desc})")
+        _, records = run_stream_tflite(os.path.join(tmp, files["streaming"]), calib, state_names,
+                                       FRAME_INPUT_SAMPLES, record=True)
+
+        def representative():
+            yield from records
+
+        with open(os.path.join(tmp, files["streaming_int8"]), "wb") as f:
+            f.write(_convert(saved_model, "streaming", representative))
+
+        # Checks: float files match TensorFlow; int8 SNR against float, on held-back audio.
+        log("checking the exported files")
+        check, _ = calibration_audio(None, 40, FRAME_INPUT_SAMPLES)
+        check = check[::-1].copy()  # a different stretch of signal than calibration started with
+        reference = np.asarray(offline(check[None, :, None]))[0, :, 0]
+        errors = {
+            "offline": float(np.max(np.abs(_run_offline_tflite(os.path.join(tmp, files["offline"]), check) - reference))),
+            "streaming": float(np.max(np.abs(
+                run_stream_tflite(os.path.join(tmp, files["streaming"]), check, state_names, FRAME_INPUT_SAMPLES)[0]
+                - reference))),
+        }
+        block_check = np.tile(check, block_frames // 40 + 1)[: block_frames * FRAME_INPUT_SAMPLES]
+        block_ref = np.asarray(offline(block_check[None, :, None]))[0, :, 0]
+        errors["block"] = float(np.max(np.abs(_run_block(os.path.join(tmp, files["block"]), block_check,
+                                                          state_specs) - block_ref)))
+        for name, error in errors.items():
+            if not error <= FLOAT_TOLERANCE:
+                raise ExportError(f"{files[name]} differs from the TensorFlow model by {error:.3g} "
+                                  f"(> {FLOAT_TOLERANCE}): the conversion is broken, not exporting")
+        int8_out, _ = run_stream_tflite(os.path.join(tmp, files["streaming_int8"]), check, state_names,
+                                        FRAME_INPUT_SAMPLES)
+        int8_snr = snr_db(reference, int8_out)
+        delay = generator_delay_samples(cfg)
+        frame_ms = 1000.0 * FRAME_INPUT_SAMPLES / INPUT_RATE
+        metadata = {
+            "format_version": FORMAT_VERSION,
+            "bwe_version": __version__,
+            "input_rate": INPUT_RATE,
+            "output_rate": OUTPUT_RATE,
+            "frame_input_samples": FRAME_INPUT_SAMPLES,
+            "frame_output_samples": FRAME_OUTPUT_SAMPLES,
+            "frame_ms": frame_ms,
+            "delay_samples": delay,
+            "delay_ms": 1000.0 * delay / OUTPUT_RATE,
+            "architectural_latency_ms": frame_ms + 1000.0 * delay / OUTPUT_RATE,
+            "latency_note": ("a frame of 16 ms must be buffered before its output exists, and the output lags the "
+                             "input by delay_samples (the fixed interpolator's group delay); no other look-ahead"),
+            "audio_input": AUDIO_NAME,
+            "audio_output": AUDIO_NAME,
+            "files": {
+                "offline": {"file": files["offline"], "signature": "serving_default", "dtype": "float32",
+                            "input_shape": [1, -1, 1], "note": "resize the time axis with resize_tensor_input"},
+                "streaming": {"file": files["streaming"], "signature": "streaming", "dtype": "float32",
+                              "frames_per_call": 1},
+                "streaming_int8": {"file": files["streaming_int8"], "signature": "streaming", "dtype": "int8",
+                                   "frames_per_call": 1, "io_dtype": "float32"},
+                "block": {"file": files["block"], "signature": "block", "dtype": "float32",
+                          "frames_per_call": block_frames},
+            },
+            "offline_runtime": ("bwe.runtime runs whole files through block.tflite with the states carried "
+                                "between blocks (then frame by frame for the remainder): bounded memory, output "
+                                "identical to one-piece processing"),
+            "states": [{"input": a, "output": b, "shape": list(shape), "dtype": "float32"}
+                       for a, b, shape in state_specs],
+            "tensor_names": {key: _tensor_names(os.path.join(tmp, files[key]), sig) for key, sig in
+                             (("streaming", "streaming"), ("streaming_int8", "streaming"), ("block", "block"),
+                              ("offline", "serving_default"))},
+            "params": count_params(cfg),
+            "macs_per_frame": macs_per_frame(cfg),
+            "causal": cfg.causal,
+            "checks": {
+                "max_abs_error_vs_tensorflow": errors,
+                "int8_snr_db_vs_float": round(int8_snr, 2),
+                "int8_calibration": {"frames": frames, "audio": calib_desc},
+            },
+            "source": source,
+            "recipe": recipe_to_dict(recipe),
+        }
+        with open(os.path.join(tmp, METADATA_FILE), "w", encoding="utf-8") as f:
+            json.dump(metadata, f, indent=2)
+        _replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log(f"exported to {out_dir} in {time.time() - started:.1f} s "
+        f"(float error {max(errors.values()):.2g}, int8 SNR {int8_snr:.1f} dB)")
+    return metadata
+
+
+def _run_block(path: str, audio: np.ndarray, state_specs) -> np.ndarray:
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_path=path, num_threads=1).get_signature_runner("block")
+    feed = {name_in: np.zeros(shape, np.float32) for name_in, _, shape in state_specs}
+    result = runner(**{AUDIO_NAME: audio[None, :, None].astype(np.float32)}, **feed)
+    return result[AUDIO_NAME][0, :, 0]
+
+
+def _replace_dir(tmp: str, out_dir: str) -> None:
+    """Move the finished export into place; an existing OUT_DIR is swapped out, then removed."""
+    if os.path.exists(out_dir):
+        old = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.old-", dir=os.path.dirname(out_dir))
+        os.rmdir(old)
+        os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out_dir)
+
+
+# ---- command line ------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bwe-export",
+        description="Export a trained bwe generator to SavedModel + TFLite (offline, streaming float/int8, block).",
+        epilog="examples:\n  bwe-export runs/librispeech exported/\n"
+               "  bwe-export --recipe recipes/tiny.yaml --random-init /tmp/tiny_export",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("paths", nargs="+", metavar="SOURCE OUT_DIR",
+                        help="a training run directory or checkpoint prefix, then the output folder "
+                             "(with --random-init: only the output folder)")
+    parser.add_argument("--recipe", help="recipe YAML (required with --random-init; otherwise the run's recipe.yaml)")
+    parser.add_argument("--random-init", action="store_true", help="export an untrained model (tests, timing)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for --random-init (default 0)")
+    parser.add_argument("--calibration-dir", help="audio files for int8 calibration (default: bundled speech)")
+    parser.add_argument("--block-frames", type=int, default=DEFAULT_BLOCK_FRAMES,
+                        help=f"16 ms frames per call of block.tflite (default {DEFAULT_BLOCK_FRAMES})")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="recipe override, e.g. --set export.int8_calibration_frames=200")
+    parser.add_argument("-q", "--quiet", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    log = (lambda *a: None) if args.quiet else (lambda msg: print(f"bwe-export: {msg}", file=sys.stderr))
+    try:
+        if args.random_init:
+            if len(args.paths) != 1:
+                parser.error("with --random-init give only OUT_DIR")
+            if not args.recipe:
+                parser.error("--random-init needs --recipe FILE")
+            recipe = load_recipe(args.recipe, args.overrides)
+            import keras
+
+            from bwe.models.seanet import build_generator
+
+            keras.utils.set_random_seed(args.seed)
+            generator = build_generator(recipe.model)
+            source = f"random init (seed {args.seed}) from {args.recipe}"
+        else:
+            if len(args.paths) != 2:
+                parser.error("give SOURCE and OUT_DIR (or --recipe FILE --random-init OUT_DIR)")
+            generator, recipe, prefix = load_generator(args.paths[0], args.recipe)
+            if args.overrides:
+                recipe = dataclasses.replace(recipe, export=load_recipe_overrides(recipe, args.overrides).export)
+            source = os.path.abspath(prefix)
+        export_generator(generator, recipe, args.paths[-1], calibration_dir=args.calibration_dir,
+                         block_frames=args.block_frames, source=source, log=log)
+    except (ExportError, RecipeError) as e:
+        print(f"bwe-export: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def load_recipe_overrides(recipe: Recipe, overrides: list[str]) -> Recipe:
+    """Apply ``key=value`` overrides to an already loaded recipe (only export.* may change)."""
+    from bwe.config import recipe_from_dict
+
+    bad = [o for o in overrides if not o.strip().startswith("export.")]
+    if bad:
+        raise ExportError(f"only export.* keys can be overridden for a trained model, got {bad}")
+    return recipe_from_dict(recipe_to_dict(recipe), overrides)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""Run an exported model (``bwe-export`` output) with LiteRT and NumPy only: no TensorFlow.
+
+    model = ExportedModel("exported/")
+    y16k = model(x8k)                     # whole signal, delay-compensated, len(y16k) == 2 * len(x8k)
+    session = model.stream()              # frame by frame, e.g. from a microphone callback
+    out_256 = session.process(frame_128)  # 128 samples at 8 kHz in -> 256 samples at 16 kHz out
+    session.reset()                       # before the next, unrelated utterance
+
+Everything is driven by ``metadata.json``: file names, tensor names and the list of state tensors
+(fed back from each call's outputs to the next call's inputs, starting at zeros). Sessions return
+the model's raw output, which lags the input by ``metadata["delay_samples"]`` 16 kHz samples;
+``ExportedModel.__call__`` removes that lag by dropping the first ``delay_samples`` outputs and
+flushing the model with zeros.
+
+Whole signals run through ``block.tflite`` (64 frames = 1.024 s per call by default) with the state
+carried across calls, then frame by frame for the last partial block: memory stays bounded for
+hour-long input and the output is identical to one-piece processing, because the block and the
+frame model share one state layout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+METADATA_FILE = "metadata.json"
+REQUIRED_KEYS = ("input_rate", "output_rate", "frame_input_samples", "frame_output_samples", "delay_samples",
+                 "audio_input", "audio_output", "states", "files")
+
+
+class ModelError(RuntimeError):
+    """An exported model folder is missing, incomplete or inconsistent; the message names the file."""
+
+
+def _interpreter(path: str, num_threads: int):
+    from ai_edge_litert.interpreter import Interpreter
+
+    if not os.path.isfile(path):
+        raise ModelError(f"{path}: model file not found")
+    try:
+        return Interpreter(model_path=path, num_threads=num_threads)
+    except (ValueError, RuntimeError) as e:
+        raise ModelError(f"{path}: not a loadable TFLite model ({e})") from None
+
+
+class _StatefulRunner:
+    """One .tflite with external state: binds signature names to tensor indices once, then runs."""
+
+    def __init__(self, path: str, signature: str, metadata: dict, num_threads: int):
+        self.path = path
+        self.interpreter = _interpreter(path, num_threads)
+        self.interpreter.allocate_tensors()
+        try:
+            runner = self.interpreter.get_signature_runner(signature)
+        except ValueError:
+            raise ModelError(f"{path}: no signature {signature!r}") from None
+        inputs, outputs = runner.get_input_details(), runner.get_output_details()
+        audio_in, audio_out = metadata["audio_input"], metadata["audio_output"]
+        try:
+            self.audio_in = inputs[audio_in]["index"]
+            self.audio_out = outputs[audio_out]["index"]
+            self.state_pairs = [(inputs[s["input"]]["index"], outputs[s["output"]]["index"])
+                                for s in metadata["states"]]
+            shapes = [tuple(s["shape"]) for s in metadata["states"]]
+        except KeyError as e:
+            raise ModelError(f"{path}: tensor {e} named in {METADATA_FILE} is not in the model") from None
+        for shape, state in zip(shapes, metadata["states"]):
+            actual = tuple(int(d) for d in inputs[state["input"]]["shape"])
+            if actual != shape:
+                raise ModelError(f"{path}: state {state['input']} has shape {actual}, metadata says {shape}")
+        self.frame_in = int(inputs[audio_in]["shape"][1])
+        self.zero_states = [np.zeros(shape, np.float32) for shape in shapes]
+
+    def run(self, frame: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One call: ``frame`` [frame_in] float32 and the states in; output [2*frame_in] and new states out."""
+        interpreter = self.interpreter
+        interpreter.set_tensor(self.audio_in, frame.reshape(1, -1, 1))
+        for (index, _), state in zip(self.state_pairs, states):
+            interpreter.set_tensor(index, state)
+        interpreter.invoke()
+        new_states = [interpreter.get_tensor(out) for _, out in self.state_pairs]
+        return interpreter.get_tensor(self.audio_out).reshape(-1), new_states
+
+
+class StreamSession:
+    """Frame-by-frame processing with the model's state kept between calls.
+
+    ``process(x)`` takes any whole number of frames (``frame_input_samples`` each, 8 kHz) and returns
+    twice as many 16 kHz samples: the raw model output, lagging the input by ``delay_samples``.
+    """
+
+    def __init__(self, frame_runner: _StatefulRunner, block_runner: _StatefulRunner | None = None):
+        self._frame = frame_runner
+        self._block = block_runner
+        self.frame_input_samples = frame_runner.frame_in
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the past: the next call starts from the all-zero state, as at the start of a stream."""
+        self._states = [s.copy() for s in self._frame.zero_states]
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32).reshape(-1)
+        if len(x) % self.frame_input_samples:
+            raise ValueError(f"process: got {len(x)} samples, need a multiple of {self.frame_input_samples} "
+                             "(buffer the rest until the next call)")
+        out = np.empty(2 * len(x), np.float32)
+        start = 0
+        if self._block is not None:
+            step = self._block.frame_in
+            while len(x) - start >= step:
+                y, self._states = self._block.run(x[start : start + step], self._states)
+                out[2 * start : 2 * (start + step)] = y
+                start += step
+        step = self.frame_input_samples
+        while start < len(x):
+            y, self._states = self._frame.run(x[start : start + step], self._states)
+            out[2 * start : 2 * (start + step)] = y
+            start += step
+        return out
+
+
+class ExportedModel:
+    """An exported bwe model folder: metadata, offline enhancement and streaming sessions.
+
+    Args:
+      model_dir: folder written by ``bwe-export``.
+      int8: stream with ``streaming_int8.tflite`` instead of the float model.
+      num_threads: LiteRT threads per interpreter (1 = the real-time, one-core setting).
+    """
+
+    def __init__(self, model_dir: str | os.PathLike, int8: bool = False, num_threads: int = 1):
+        self.model_dir = os.fspath(model_dir)
+        meta_path = os.path.join(self.model_dir, METADATA_FILE)
+        if not os.path.isfile(meta_path):
+            raise ModelError(f"{meta_path}: not found (is {self.model_dir} a bwe-export folder?)")
+        try:
+            with open(meta_path, encoding="utf-8") as f:
+                self.metadata = json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            raise ModelError(f"{meta_path}: unreadable ({e})") from None
+        missing = [k for k in REQUIRED_KEYS if k not in self.metadata]
+        if missing:
+            raise ModelError(f"{meta_path}: missing keys {missing}")
+        files = self.metadata["files"]
+        for key in ("streaming", "block") + (("streaming_int8",) if int8 else ()):
+            if key not in files:
+                raise ModelError(f"{meta_path}: files.{key} missing")
+        self.int8 = int8
+        self.num_threads = num_threads
+        self.delay_samples = int(self.metadata["delay_samples"])
+        self.frame_input_samples = int(self.metadata["frame_input_samples"])
+        self._runners: dict[str, _StatefulRunner] = {}
+
+    def _runner(self, key: str) -> _StatefulRunner:
+        if key not in self._runners:
+            entry = self.metadata["files"][key]
+            self._runners[key] = _StatefulRunner(os.path.join(self.model_dir, entry["file"]), entry["signature"],
+                                                 self.metadata, self.num_threads)
+        return self._runners[key]
+
+    def stream(self) -> StreamSession:
+        """A frame-by-frame session on ``streaming.tflite`` (or the int8 one)."""
+        return StreamSession(self._runner("streaming_int8" if self.int8 else "streaming"))
+
+    def block_stream(self) -> StreamSession:
+        """Like `stream`, but whole blocks go through ``block.tflite`` (float) for speed; same output."""
+        if self.int8:
+            return self.stream()
+        return StreamSession(self._runner("streaming"), self._runner("block"))
+
+    def __call__(self, x8k: np.ndarray) -> np.ndarray:
+        """Enhance a whole 8 kHz signal: float32 [n] -> 16 kHz float32 [2n], time-aligned with the input."""
+        x = np.asarray(x8k, dtype=np.float32)
+        if x.ndim != 1:
+            raise ValueError(f"expected a mono signal of shape [n], got {x.shape}")
+        if not np.all(np.isfinite(x)):
+            raise ValueError("input contains NaN or Inf samples")
+        n_out = 2 * len(x)
+        frame = self.frame_input_samples
+        # Enough input (zeros after the signal) that the delayed output covers all 2n samples.
+        needed = -(-(n_out + self.delay_samples) // 2)
+        total = -(-needed // frame) * frame
+        session = self.block_stream()
+        out = np.empty(2 * total, np.float32)
+        chunk = 256 * frame  # bounded memory: ~33 s of input per step
+        for start in range(0, total, chunk):
+            piece = x[start : start + chunk]
+            length = min(chunk, total - start)
+            if len(piece) < length:
+                piece = np.concatenate([piece, np.zeros(length - len(piece), np.float32)])
+            out[2 * start : 2 * (start + length)] = session.process(piece)
+        return out[self.delay_samples : self.delay_samples + n_out]
