@@ -97,10 +97,10 @@ def load_generator(source: str, recipe_path: str | None = None):
         raise ExportError(f"{source}: no recipe.yaml found beside the checkpoint; pass --recipe FILE")
     recipe = load_recipe(recipe_path)
     generator = build_generator(recipe.model)
-    status = tf.train.Checkpoint(generator=generator).restore(prefix)
     try:
+        status = tf.train.Checkpoint(generator=generator).restore(prefix)
         status.expect_partial().assert_existing_objects_matched()
-    except AssertionError as e:
+    except (AssertionError, ValueError, tf.errors.OpError) as e:
         raise ExportError(f"{prefix}: the checkpoint does not match the recipe's model ({e})") from None
     reader = tf.train.load_checkpoint(prefix)
     if not any(key.startswith("generator/") for key in reader.get_variable_to_shape_map()):

@@ -26,6 +26,7 @@ import os
 import numpy as np
 
 METADATA_FILE = "metadata.json"
+OFFLINE_CHUNK_FRAMES = 256  # frames per outer step of ExportedModel.__call__ (~33 s): bounds memory
 REQUIRED_KEYS = ("input_rate", "output_rate", "frame_input_samples", "frame_output_samples", "delay_samples",
                  "audio_input", "audio_output", "states", "files")
 
@@ -185,7 +186,7 @@ class ExportedModel:
         total = -(-needed // frame) * frame
         session = self.block_stream()
         out = np.empty(2 * total, np.float32)
-        chunk = 256 * frame  # bounded memory: ~33 s of input per step
+        chunk = OFFLINE_CHUNK_FRAMES * frame
         for start in range(0, total, chunk):
             piece = x[start : start + chunk]
             length = min(chunk, total - start)

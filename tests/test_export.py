@@ -1,0 +1,177 @@
+"""bwe-export: metadata contract, TFLite float == TensorFlow, int8 bound, atomic output, CLI errors."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bwe import export as export_module
+from bwe.config import load_recipe, save_recipe
+from bwe.export import ExportError, main
+from bwe.layers.modes import Modes
+from bwe.models.seanet import count_params, macs_per_frame
+from bwe.streaming import to_streaming
+from exported_tiny import RECIPE, exported_tiny
+from signals import speech_like
+
+tf.config.experimental.enable_op_determinism()
+# Documented int8 bound: on the random-init tiny model, int8 output SNR against the float model.
+# (A random network's output is ~18 dB louder than its input, the worst case for a fixed scale.)
+INT8_MIN_SNR_DB = 10.0
+
+
+@pytest.fixture(scope="module")
+def exported():
+    generator, run_dir, out_dir = exported_tiny()
+    with open(os.path.join(out_dir, "metadata.json"), encoding="utf-8") as f:
+        metadata = json.load(f)
+    return generator, run_dir, out_dir, metadata
+
+
+@pytest.fixture(scope="module")
+def audio():
+    return speech_like(16 * 128 / 8000, rate=8000, seed=11)  # 16 frames
+
+
+def _reference(generator, x):
+    return np.asarray(generator(x[None, :, None]))[0, :, 0]
+
+
+def _stream_with_metadata_only(model_dir, x, file_key="streaming"):
+    """The loop README documents: everything comes from metadata.json, nothing from bwe."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    with open(os.path.join(model_dir, "metadata.json"), encoding="utf-8") as f:
+        meta = json.load(f)
+    entry = meta["files"][file_key]
+    runner = Interpreter(model_path=os.path.join(model_dir, entry["file"])).get_signature_runner(entry["signature"])
+    states = {s["input"]: np.zeros(s["shape"], np.float32) for s in meta["states"]}
+    n = meta["frame_input_samples"] * entry["frames_per_call"]
+    out = []
+    for start in range(0, len(x), n):
+        result = runner(**{meta["audio_input"]: x[None, start : start + n, None]}, **states)
+        out.append(result[meta["audio_output"]][0, :, 0])
+        states = {s["input"]: result[s["output"]] for s in meta["states"]}
+    return np.concatenate(out)
+
+
+def test_metadata_contract(exported):
+    generator, _, out_dir, meta = exported
+    recipe = load_recipe(RECIPE)
+    assert meta["input_rate"] == 8000 and meta["output_rate"] == 16000
+    assert meta["frame_input_samples"] == 128 and meta["frame_output_samples"] == 256
+    assert meta["delay_samples"] == 16
+    assert meta["architectural_latency_ms"] == pytest.approx(17.0)
+    assert meta["causal"] is True
+    assert meta["params"] == count_params(recipe.model)
+    assert meta["macs_per_frame"] == macs_per_frame(recipe.model)
+    assert meta["recipe"]["model"] == load_recipe(RECIPE).__dict__["model"].__dict__
+    stream = to_streaming(generator, Modes.STREAM_EXTERNAL_STATE_INFERENCE)
+    assert [s["input"] for s in meta["states"]] == stream.state_input_names
+    assert [s["output"] for s in meta["states"]] == stream.state_output_names
+    assert [tuple(s["shape"]) for s in meta["states"]] == [tuple(t.shape) for t in stream.inputs[1:]]
+    assert all(s["dtype"] == "float32" for s in meta["states"])
+    for entry in meta["files"].values():
+        assert os.path.isfile(os.path.join(out_dir, entry["file"]))
+    assert os.path.isfile(os.path.join(out_dir, "saved_model", "saved_model.pb"))
+    assert meta["files"]["block"]["frames_per_call"] == 8
+    assert meta["source"].startswith(os.path.join(exported[1], "checkpoints"))
+    # Nothing left over from the temporary export folder.
+    assert [p for p in os.listdir(os.path.dirname(out_dir)) if p.startswith(".")] == []
+
+
+def test_streaming_tflite_equals_tensorflow(exported, audio):
+    generator, _, out_dir, _ = exported
+    y = _stream_with_metadata_only(out_dir, audio)
+    assert np.max(np.abs(y - _reference(generator, audio))) <= 1e-4
+
+
+def test_block_tflite_equals_tensorflow(exported, audio):
+    generator, _, out_dir, _ = exported
+    y = _stream_with_metadata_only(out_dir, audio, "block")
+    assert np.max(np.abs(y - _reference(generator, audio))) <= 1e-4
+
+
+@pytest.mark.parametrize("length", [384, 2048, 1000])
+def test_offline_tflite_resizes(exported, audio, length):
+    from ai_edge_litert.interpreter import Interpreter
+
+    generator, _, out_dir, meta = exported
+    interpreter = Interpreter(model_path=os.path.join(out_dir, meta["files"]["offline"]["file"]))
+    index = interpreter.get_input_details()[0]["index"]
+    interpreter.resize_tensor_input(index, [1, length, 1])
+    interpreter.allocate_tensors()
+    x = audio[:length]
+    interpreter.set_tensor(index, x[None, :, None])
+    interpreter.invoke()
+    y = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0, :, 0]
+    assert y.shape == (2 * length,)
+    assert np.max(np.abs(y - _reference(generator, x))) <= 1e-4
+
+
+def test_int8_within_documented_bound(exported, audio):
+    _, _, out_dir, meta = exported
+    float_out = _stream_with_metadata_only(out_dir, audio)
+    int8_out = _stream_with_metadata_only(out_dir, audio, "streaming_int8")
+    assert export_module.snr_db(float_out, int8_out) >= INT8_MIN_SNR_DB
+    assert meta["checks"]["int8_snr_db_vs_float"] >= INT8_MIN_SNR_DB
+    sizes = {k: os.path.getsize(os.path.join(out_dir, e["file"])) for k, e in meta["files"].items()}
+    assert sizes["streaming_int8"] < sizes["streaming"]
+
+
+def test_saved_model_signatures(exported, audio):
+    generator, _, out_dir, _ = exported
+    loaded = tf.saved_model.load(os.path.join(out_dir, "saved_model"))
+    assert set(loaded.signatures) == {"serving_default", "streaming", "block"}
+    y = loaded.signatures["serving_default"](audio=tf.constant(audio[None, :, None]))["audio"]
+    np.testing.assert_allclose(np.asarray(y)[0, :, 0], _reference(generator, audio), atol=1e-5)
+
+
+def test_failed_export_leaves_previous_intact(exported, tmp_path, monkeypatch):
+    _, _, out_dir, _ = exported
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "keep.txt").write_text("previous export")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("converter exploded")
+
+    monkeypatch.setattr(export_module, "_convert", broken)
+    with pytest.raises(RuntimeError, match="converter exploded"):
+        main(["--recipe", RECIPE, "--random-init", str(target), "-q"])
+    assert (target / "keep.txt").read_text() == "previous export"
+    assert sorted(os.listdir(tmp_path)) == ["model"]
+
+
+def test_cli_refusals(tmp_path, capsys):
+    assert main([str(tmp_path / "missing"), str(tmp_path / "out"), "-q"]) == 2
+    assert "neither a run directory nor a checkpoint prefix" in capsys.readouterr().err
+    empty_run = tmp_path / "run"
+    empty_run.mkdir()
+    assert main([str(empty_run), str(tmp_path / "out"), "-q"]) == 2
+    assert "no checkpoint found" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--random-init", str(tmp_path / "out")])
+    assert "--random-init needs --recipe" in capsys.readouterr().err
+    noncausal = tmp_path / "noncausal.yaml"
+    save_recipe(load_recipe(RECIPE, ["model.causal=false"]), noncausal)
+    assert main(["--recipe", str(noncausal), "--random-init", str(tmp_path / "out"), "-q"]) == 2
+    assert "only a causal model can be exported" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_checkpoint_of_another_model_is_refused(exported, tmp_path, capsys):
+    _, run_dir, _, _ = exported
+    other = tmp_path / "other.yaml"
+    save_recipe(load_recipe(RECIPE, ["model.channels=8", "model.max_channels=32"]), other)
+    assert main([run_dir, str(tmp_path / "out"), "--recipe", str(other), "-q"]) == 2
+    assert "does not match the recipe's model" in capsys.readouterr().err
+
+
+def test_calibration_dir_errors(tmp_path):
+    with pytest.raises(ExportError, match="no such directory"):
+        export_module.calibration_audio(str(tmp_path / "nope"), 10, 128)
+    with pytest.raises(ExportError, match="no audio files"):
+        export_module.calibration_audio(str(tmp_path), 10, 128)
