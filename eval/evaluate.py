@@ -17,8 +17,8 @@ between the reference and the input played at 16 kHz (``sinc``), and removed fro
 output alike, so a system that shifts its output still shows as delayed.
 
 A system is ``sinc``, ``folding`` (the baselines, always included) or the directory of an exported
-model (``bwe.runtime.ExportedModel``), optionally named ``NAME=DIR``; repeat ``--model`` to put
-several side by side. Outputs are trimmed to the reference's length; systems must be time-aligned
+model (``bwe.runtime.ExportedModel``; ``DIR:int8`` for its int8 streaming model), optionally named
+``NAME=DIR``; repeat ``--model`` to put several side by side. Outputs are trimmed to the reference's length; systems must be time-aligned
 with their input, which the report checks (median cross-correlation delay per system).
 
 Writes, atomically:
@@ -116,11 +116,21 @@ class SetResult:
     panels: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
+INT8_SUFFIX = ":int8"
+
+
 def load_system(name: str) -> System:
-    """A baseline by name, or an exported model from its directory (needs ``bwe.runtime``)."""
+    """A baseline by name, or an exported model from its directory (needs ``bwe.runtime``).
+
+    ``DIR:int8`` runs the folder's int8 streaming model (``streaming_int8.tflite``, frame by frame)
+    instead of the float one (``block.tflite``, which gives exactly the output of the float
+    streaming model, one call per 64 frames).
+    """
     if name in BASELINES:
         return BASELINES[name]
-    if not os.path.isdir(name):
+    int8 = name.endswith(INT8_SUFFIX) and not os.path.isdir(name)
+    folder = name[: -len(INT8_SUFFIX)] if int8 else name
+    if not os.path.isdir(folder):
         raise EvaluationError(
             f"--model {name}: neither a baseline ({', '.join(sorted(BASELINES))}) nor an existing model directory"
         )
@@ -129,7 +139,7 @@ def load_system(name: str) -> System:
     except ImportError as e:
         raise EvaluationError(f"--model {name}: cannot load exported models, bwe.runtime is unavailable ({e})") from e
     try:
-        return ExportedModel(name)
+        return ExportedModel(folder, int8=int8)
     except Exception as e:  # the runtime's own error says what is wrong with the directory
         raise EvaluationError(f"--model {name}: cannot load the exported model ({type(e).__name__}: {e})") from e
 
@@ -486,7 +496,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--model",
         action="append",
         default=[],
-        help="sinc, folding, an exported model directory or NAME=DIR; repeatable (the baselines are always included)",
+        help="sinc, folding, an exported model directory (DIR:int8 for its int8 model) or NAME=DIR; repeatable "
+        "(the baselines are always included)",
     )
     parser.add_argument("--data", help="folder of wideband reference audio, searched recursively")
     parser.add_argument(

@@ -216,6 +216,7 @@ def test_panel_indices_spread_over_the_files():
         (["--pairs", "{m}/nb", "{m}/data"], "no file names in common"),
         (["--data", "{m}/data", "--model", "sinc=folding"], "the label 'sinc' is already used for sinc"),
         (["--data", "{m}/data", "--spectrograms", "-1"], "--spectrograms must be 0 or more"),
+        (["--data", "{m}/data", "--model", "{m}/nowhere:int8"], "--model {m}/nowhere:int8: neither a baseline"),
     ],
 )
 def test_bad_arguments_are_named(material, tmp_path, capsys, args, message):
@@ -233,3 +234,31 @@ def test_pairs_with_two_files_of_one_name_are_refused(tmp_path, capsys):
     write_wav(tmp_path / "wb" / "a.wav", speech_like(1.0, RATE, seed=1), RATE)
     assert ev.main(["--pairs", str(tmp_path / "nb"), str(tmp_path / "wb"), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
     assert "have the same name; cannot pair them" in capsys.readouterr().err
+
+
+def test_exported_model_float_and_int8_side_by_side(material, tmp_path):
+    """An exported model (the session's tiny export) scored as bwe.runtime runs it, float and int8."""
+    from exported_tiny import exported_tiny
+
+    from bwe.runtime import ExportedModel
+
+    _, _, export_dir = exported_tiny()
+    code = ev.main(
+        ["--model", f"tiny={export_dir}", "--model", f"tiny8={export_dir}:int8", "--data", str(material / "data"),
+         "--out", str(tmp_path), "--no-plots", "--no-progress", "--limit", "2"]
+    )  # fmt: skip
+    assert code == 0
+    rows = [r for r in read_csv(tmp_path / "metrics.csv") if r["model"] in ("tiny", "tiny8")]
+    assert [(r["file"], r["model"]) for r in rows] == [(f, m) for f in ("silent.wav", "x.wav") for m in ("tiny", "tiny8")]
+    models = {"tiny": ExportedModel(export_dir), "tiny8": ExportedModel(export_dir, int8=True)}
+    reference, _ = load_audio(material / "data" / "x.wav")
+    narrowband = evaluation_degradation(reference)
+    outputs = {name: model(narrowband)[: len(reference)] for name, model in models.items()}
+    assert not np.array_equal(outputs["tiny"], outputs["tiny8"])
+    for row in rows:
+        if row["file"] == "x.wav":
+            expected = lsd_all(reference, outputs[row["model"]])
+            assert float(row["lsd"]) == pytest.approx(expected["lsd"], abs=2e-6)
+            assert float(row["lsd_hf"]) == pytest.approx(expected["lsd_hf"], abs=2e-6)
+    report = (tmp_path / "report.md").read_text()
+    assert "| tiny | 2 |" in report and "| tiny8 | 2 |" in report

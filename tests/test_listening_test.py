@@ -429,3 +429,25 @@ def test_analyze_rejects_bad_results_naming_the_row(tmp_path, edit, message):
 def test_cli_reports_errors_with_exit_status_2(tmp_path, capsys):
     assert lt.main(["analyze", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "r")]) == 2
     assert "missing.csv: no such file" in capsys.readouterr().err
+
+
+def test_prepare_with_an_exported_model(corpus, tmp_path):
+    """The session's tiny export as a condition: its stimulus is the model's output, cut and scaled."""
+    from exported_tiny import exported_tiny
+
+    from bwe.data.degrade import evaluation_degradation
+    from bwe.runtime import ExportedModel
+
+    _, _, export_dir = exported_tiny()
+    out = str(tmp_path / "t")
+    key = lt.prepare([f"tiny={export_dir}", "folding"], corpus, out, trials=1, seed=3)
+    assert key["systems"] == ["tiny", "folding"]
+    (trial, entry), = key["trials"].items()
+    stimulus = soundfile.read(trial_files(out, key, trial)["tiny"], dtype="float64")[0]
+    source, _ = soundfile.read(os.path.join(corpus, entry["source"]), dtype="float32")
+    start, stop = round(entry["start_s"] * RATE), round(entry["stop_s"] * RATE)
+    # The model saw the whole file here but 1 s of context in prepare: compare away from the start.
+    expected = ExportedModel(export_dir)(evaluation_degradation(source))[start:stop]
+    core = slice(RATE // 2, -RATE // 10)
+    gain = 10 ** (entry["gain_db"]["tiny"] / 20)
+    np.testing.assert_allclose(stimulus[core], gain * expected[core], atol=5e-4)
