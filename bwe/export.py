@@ -295,6 +295,9 @@ def export_generator(
         raise ExportError(f"{out_dir}: exists and is not a directory")
     started = time.time()
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would otherwise become OUT_DIR's mode
     try:
         offline = to_streaming(generator, Modes.NON_STREAM_INFERENCE)
         stream = to_streaming(generator, Modes.STREAM_EXTERNAL_STATE_INFERENCE)

@@ -13,7 +13,9 @@ offline and streaming code paths cannot disagree about it:
   of each stride are never read: they are cropped instead, and there is no state);
 * a causal transposed convolution emits exactly ``T * s`` samples per ``T`` inputs; the
   ``k - s`` samples that spill past the frame (the overlap tail, before the bias is added) are the
-  state, added onto the start of the next frame's output.
+  state, added onto the start of the next frame's output. It is computed in polyphase form (a
+  direct conv with ``ceil(k / s)`` taps and ``s * filters`` outputs, interleaved by a reshape), which
+  is the same arithmetic as TRANSPOSE_CONV but converts to TFLite with a resizable time axis.
 
 Weight normalisation (``kernel = g * v / ||v||``, one ``g`` per output channel) is a training-time
 reparametrisation. ``plain_weights()`` returns the folded kernel, which is what the inference and
