@@ -91,3 +91,41 @@ def test_downsample_by_two_is_melgan_average_pooling():
     starts = range(0, padded.shape[1] - 3, 2)
     ref = np.stack([padded[:, s:s + 4].sum(1) / valid[:, s:s + 4].sum(1) for s in starts], axis=1)
     np.testing.assert_allclose(downsample_by_two(tf.constant(x)).numpy(), ref, rtol=1e-6)
+
+
+def test_grouped_conv_equals_one_convolution_per_group():
+    from bwe.models.discriminators import GroupedConv1D
+
+    rng = np.random.default_rng(5)
+    x = tf.constant(rng.normal(size=(2, 101, 8)).astype(np.float32))
+    layer = GroupedConv1D(12, 5, strides=2, groups=4)
+    layer(x)
+    layer.bias.assign(rng.normal(size=12).astype(np.float32))
+    kernel, bias = layer.kernel.numpy(), layer.bias.numpy()
+    expected = np.zeros((2, 49, 12), np.float32)
+    for g in range(4):
+        for o in range(3 * g, 3 * g + 3):
+            for t in range(49):
+                expected[:, t, o] = np.einsum("bki,ki->b", x.numpy()[:, 2 * t: 2 * t + 5, 2 * g: 2 * g + 2],
+                                              kernel[:, :, o]) + bias[o]
+    np.testing.assert_allclose(layer(x).numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dilation, frames", [(1, 7), (2, 7), (4, 9), (4, 8)])
+def test_time_dilated_strided_conv_equals_dilated_conv_then_every_other_bin(dilation, frames):
+    """The reference: a 'same' conv dilated over time, stride 1, then every other frequency bin (odd bin
+    counts, as an STFT of a power-of-two FFT size has)."""
+    import keras
+
+    from bwe.models.discriminators import STFTDiscriminator
+
+    rng = np.random.default_rng(6)
+    x = tf.constant(rng.normal(size=(2, frames, 33, 3)).astype(np.float32))
+    strided = keras.layers.Conv2D(5, (3, 9), strides=(1, 2), padding="same")
+    strided(x)
+    strided.bias.assign(rng.normal(size=5).astype(np.float32))
+    reference = keras.layers.Conv2D(5, (3, 9), dilation_rate=(dilation, 1), padding="same")
+    reference(x)
+    reference.set_weights(strided.get_weights())
+    got = STFTDiscriminator._time_dilated(strided, x, dilation)
+    np.testing.assert_allclose(got.numpy(), reference(x).numpy()[:, :, ::2], rtol=1e-5, atol=1e-5)
