@@ -82,6 +82,27 @@ def _to_mono(data: np.ndarray) -> np.ndarray:
     return data.mean(axis=1, dtype=np.float64).astype(np.float32)
 
 
+def open_audio(path: PathLike) -> soundfile.SoundFile:
+    """Open an audio file for block-wise reading, with the same checks and errors as :func:`load_audio`.
+
+    For files too long to load at once (``bwe-enhance`` reads hour-long input in blocks). The caller
+    closes the returned ``soundfile.SoundFile`` and must still check the samples it reads for NaN/Inf.
+    """
+    path = os.fspath(path)
+    _check_input_file(path)
+    try:
+        f = soundfile.SoundFile(path)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError) as e:
+        raise AudioError(f"{path}: not a readable audio file or corrupt ({e})") from e
+    if f.format in ("WAV", "WAVEX", "W64", "RF64") and _TRUNCATED_RE.search(f.extra_info):
+        f.close()
+        raise AudioError(f"{path}: truncated file (the data chunk is shorter than its header says)")
+    if f.frames == 0:
+        f.close()
+        raise AudioError(f"{path}: contains no audio samples (zero length)")
+    return f
+
+
 def load_audio(path: PathLike, target_rate: int | None = None) -> tuple[np.ndarray, int]:
     """Read an audio file as mono float32.
 
@@ -97,15 +118,12 @@ def load_audio(path: PathLike, target_rate: int | None = None) -> tuple[np.ndarr
         AudioError: missing, empty, unreadable, truncated or zero-length file, or NaN/Inf samples.
     """
     path = os.fspath(path)
-    _check_input_file(path)
-    try:
-        with soundfile.SoundFile(path) as f:
-            if f.format in ("WAV", "WAVEX", "W64", "RF64") and _TRUNCATED_RE.search(f.extra_info):
-                raise AudioError(f"{path}: truncated file (the data chunk is shorter than its header says)")
-            rate = f.samplerate
+    with open_audio(path) as f:
+        rate = f.samplerate
+        try:
             data = f.read(dtype="float32", always_2d=True)
-    except (soundfile.LibsndfileError, RuntimeError, TypeError) as e:
-        raise AudioError(f"{path}: not a readable audio file or corrupt ({e})") from e
+        except (soundfile.LibsndfileError, RuntimeError, TypeError) as e:
+            raise AudioError(f"{path}: audio data is corrupt ({e})") from e
     _validate_samples(path, data)
     x = _to_mono(data)
     if target_rate is not None and target_rate != rate:

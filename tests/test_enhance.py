@@ -1,0 +1,254 @@
+"""bwe-enhance: files, folders, streaming, stdin/stdout pipes and every bad input, on the tiny export."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+from bwe import enhance
+from bwe.runtime import ExportedModel
+from exported_tiny import exported_tiny
+from signals import speech_like
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def model_dir():
+    return exported_tiny()[2]
+
+
+@pytest.fixture(scope="module")
+def model(model_dir):
+    return ExportedModel(model_dir)
+
+
+def narrowband(seconds: float, seed: int = 0) -> np.ndarray:
+    x16 = speech_like(seconds, rate=16000, seed=seed)
+    return soxr.resample(x16, 16000, 8000, quality="VHQ").astype(np.float32) * 0.5
+
+
+def run_cli(args, capsys):
+    code = enhance.main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.err
+
+
+def test_file_round_trip_equals_offline_model(tmp_path, model_dir, model, capsys):
+    x = narrowband(1.3)
+    src, dst = tmp_path / "in.wav", tmp_path / "out.wav"
+    sf.write(src, x, 8000, subtype="FLOAT")
+    before = src.read_bytes()
+    code, err = run_cli([src, dst, "--model", model_dir, "--subtype", "FLOAT"], capsys)
+    assert code == 0, err
+    y, rate = sf.read(dst, dtype="float32")
+    assert rate == 16000 and len(y) == 2 * len(x)
+    np.testing.assert_allclose(y, model(x), atol=1e-6)
+    assert src.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_default_subtype_is_pcm16(tmp_path, model_dir, capsys):
+    src, dst = tmp_path / "in.wav", tmp_path / "out.flac"
+    sf.write(src, narrowband(0.5), 8000)
+    assert run_cli([src, dst, "--model", model_dir], capsys)[0] == 0
+    info = sf.info(dst)
+    assert (info.format, info.subtype, info.samplerate, info.channels) == ("FLAC", "PCM_16", 16000, 1)
+
+
+def test_streaming_equals_offline(tmp_path, model_dir, model, capsys):
+    x = narrowband(0.9, seed=3)
+    src, dst = tmp_path / "in.wav", tmp_path / "out.wav"
+    sf.write(src, x, 8000, subtype="FLOAT")
+    assert run_cli([src, dst, "--model", model_dir, "--subtype", "FLOAT", "--streaming"], capsys)[0] == 0
+    y, _ = sf.read(dst, dtype="float32")
+    assert np.max(np.abs(y - model(x))) <= 1e-4
+
+
+def test_chunked_reading_equals_one_piece(tmp_path, model_dir, model, capsys, monkeypatch):
+    """Blocks that are not a multiple of the frame still give the one-piece output."""
+    x = narrowband(2.0, seed=5)
+    src, dst = tmp_path / "in.wav", tmp_path / "out.wav"
+    sf.write(src, x, 8000, subtype="FLOAT")
+    monkeypatch.setattr(enhance, "READ_BLOCK_SECONDS", 0.0371)
+    assert run_cli([src, dst, "--model", model_dir, "--subtype", "FLOAT"], capsys)[0] == 0
+    y, _ = sf.read(dst, dtype="float32")
+    # Equal up to float rounding: partial blocks run through the one-frame model instead of the block model.
+    np.testing.assert_allclose(y, model(x), atol=1e-5)
+
+
+def test_any_rate_and_channels_are_resampled_and_wideband_input_warned(tmp_path, model_dir, model, capsys):
+    x16 = speech_like(1.0, rate=16000, seed=2)
+    x44 = soxr.resample(x16, 16000, 44100, quality="VHQ").astype(np.float32)
+    stereo = np.stack([x44, 0.5 * x44], axis=1)
+    src, dst = tmp_path / "in44k.wav", tmp_path / "out.wav"
+    sf.write(src, stereo, 44100, subtype="FLOAT")
+    code, err = run_cli([src, dst, "--model", model_dir, "--subtype", "FLOAT"], capsys)
+    assert code == 0
+    assert "already wideband" in err and "in44k.wav" in err
+    y, rate = sf.read(dst, dtype="float32")
+    assert rate == 16000 and len(y) == round(len(x44) * 16000 / 44100)
+    expected = model(soxr.resample(stereo.mean(axis=1), 44100, 8000, quality="VHQ").astype(np.float32))
+    np.testing.assert_allclose(y, expected[: len(y)], atol=1e-5)
+
+
+def test_narrowband_input_is_not_warned(tmp_path, model_dir, capsys):
+    src, dst = tmp_path / "in.wav", tmp_path / "out.wav"
+    x8 = narrowband(0.6)
+    sf.write(src, soxr.resample(x8, 8000, 16000, quality="VHQ"), 16000, subtype="FLOAT")
+    code, err = run_cli([src, dst, "--model", model_dir], capsys)
+    assert code == 0 and "wideband" not in err
+
+
+def test_folder_keeps_structure_and_reports_failures(tmp_path, model_dir, capsys):
+    src = tmp_path / "in"
+    (src / "a" / "b").mkdir(parents=True)
+    sf.write(src / "one.wav", narrowband(0.4), 8000)
+    sf.write(src / "a" / "b" / "two.flac", narrowband(0.4, seed=1), 8000)
+    (src / "a" / "broken.wav").write_bytes(b"RIFF....not really audio")
+    code, err = run_cli([src, tmp_path / "out", "--model", model_dir], capsys)
+    assert code == 1
+    assert "1 of 3 files failed" in err and "broken.wav" in err
+    assert sf.info(tmp_path / "out" / "one.wav").samplerate == 16000
+    assert sf.info(tmp_path / "out" / "a" / "b" / "two.wav").samplerate == 16000
+    assert not (tmp_path / "out" / "a" / "broken.wav").exists()
+
+
+def _write_truncated(path):
+    sf.write(path, narrowband(0.5), 8000)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _write_nan(path):
+    x = narrowband(0.3)
+    x[100] = np.nan
+    sf.write(path, x, 8000, subtype="FLOAT")
+
+
+@pytest.mark.parametrize(
+    "make_input, message",
+    [
+        (None, "no such file"),
+        (lambda p: p.write_bytes(b""), "empty"),
+        (lambda p: p.write_bytes(b"this is a text file, not audio" * 10), "not a readable audio file"),
+        (_write_truncated, "truncated"),
+        (_write_nan, "NaN"),
+    ],
+    ids=["missing", "empty", "not-audio", "truncated", "nan"],
+)
+def test_bad_input_fails_cleanly(tmp_path, model_dir, capsys, make_input, message):
+    src, dst = tmp_path / "in.wav", tmp_path / "out.wav"
+    if make_input is not None:
+        make_input(src)
+    before = src.read_bytes() if src.exists() else None
+    code, err = run_cli([src, dst, "--model", model_dir], capsys)
+    assert code == 2
+    assert message in err and "in.wav" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not dst.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["in.wav"] if before is not None else [])
+    if before is not None:
+        assert src.read_bytes() == before
+
+
+def test_refuses_to_overwrite_input(tmp_path, model_dir, capsys):
+    src = tmp_path / "in.wav"
+    sf.write(src, narrowband(0.3), 8000)
+    before = src.read_bytes()
+    os.symlink(src, tmp_path / "link.wav")
+    for target in (src, tmp_path / "link.wav"):
+        code, err = run_cli([src, target, "--model", model_dir], capsys)
+        assert code == 2 and "overwrite the input" in err
+    assert src.read_bytes() == before
+
+
+def test_unwritable_output_directory(tmp_path, model_dir, capsys):
+    src = tmp_path / "in.wav"
+    sf.write(src, narrowband(0.3), 8000)
+    code, err = run_cli([src, tmp_path / "missing" / "out.wav", "--model", model_dir], capsys)
+    assert code == 2 and "does not exist" in err
+
+
+def test_failure_mid_run_keeps_previous_output(tmp_path, model_dir, capsys):
+    """A NaN found after the first blocks were written leaves an existing output file untouched."""
+    src, dst = tmp_path / "in.wav", tmp_path / "out.wav"
+    x = narrowband(3.0)
+    x[-50] = np.inf
+    sf.write(src, x, 8000, subtype="FLOAT")
+    dst.write_bytes(b"previous good result")
+    enhance.READ_BLOCK_SECONDS, saved = 0.5, enhance.READ_BLOCK_SECONDS
+    try:
+        code, err = run_cli([src, dst, "--model", model_dir], capsys)
+    finally:
+        enhance.READ_BLOCK_SECONDS = saved
+    assert code == 2 and "NaN or infinite" in err
+    assert dst.read_bytes() == b"previous good result"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav", "out.wav"]
+
+
+def test_unknown_model_directory(tmp_path, capsys):
+    src = tmp_path / "in.wav"
+    sf.write(src, narrowband(0.3), 8000)
+    code, err = run_cli([src, tmp_path / "out.wav", "--model", tmp_path / "nope"], capsys)
+    assert code == 2 and "model directory not found" in err
+    (tmp_path / "empty_model").mkdir()
+    code, err = run_cli([src, tmp_path / "out.wav", "--model", tmp_path / "empty_model"], capsys)
+    assert code == 2 and "metadata.json" in err
+    assert not (tmp_path / "out.wav").exists()
+
+
+def test_model_with_mismatching_metadata(tmp_path, model_dir, capsys):
+    bad = tmp_path / "bad_model"
+    shutil.copytree(model_dir, bad)
+    meta = json.loads((bad / "metadata.json").read_text())
+    meta["input_rate"] = 16000
+    (bad / "metadata.json").write_text(json.dumps(meta))
+    src = tmp_path / "in.wav"
+    sf.write(src, narrowband(0.3), 8000)
+    code, err = run_cli([src, tmp_path / "out.wav", "--model", bad], capsys)
+    assert code == 2 and "16000 Hz" in err and "Traceback" not in err
+
+
+def test_pipe_mode_needs_streaming_flag(model_dir, capsys):
+    code, err = run_cli(["-", "-", "--model", model_dir], capsys)
+    assert code == 2 and "--streaming" in err
+
+
+def test_stdin_stdout_pipe_streams_and_matches_offline(model_dir, model):
+    """Raw 16-bit PCM through a real subprocess; a partial last frame is handled; no TensorFlow loaded."""
+    x = narrowband(0.77, seed=9)
+    pcm = (np.clip(x, -1, 1) * 32767).astype("<i2")
+    code = (
+        "import sys, runpy; sys.argv = ['bwe-enhance'] + sys.argv[1:];"
+        "rc = 0\n"
+        "try:\n runpy.run_module('bwe.enhance', run_name='__main__')\n"
+        "except SystemExit as e:\n rc = e.code\n"
+        "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
+        "sys.exit(rc)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "--streaming", "--model", model_dir, "-", "-"],
+        input=pcm.tobytes(), capture_output=True, cwd=REPO, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    y = np.frombuffer(proc.stdout, "<i2").astype(np.float32) / 32768
+    assert len(y) == 2 * len(pcm)
+    expected = model(pcm.astype(np.float32) / 32768)
+    assert np.max(np.abs(y - np.clip(expected, -1, 1))) <= 2 / 32768
+
+
+def test_pipe_rejects_odd_byte_count(model_dir):
+    proc = subprocess.run(
+        [sys.executable, "-m", "bwe.enhance", "--streaming", "--model", model_dir, "-", "-"],
+        input=b"\x00" * 257, capture_output=True, cwd=REPO, timeout=120,
+    )
+    assert proc.returncode == 2 and b"middle of a 16-bit sample" in proc.stderr
