@@ -77,7 +77,8 @@ def prepare_run_dir(run_dir: str, recipe: Recipe, force: bool = False, write: bo
 
     Returns notes for the console (changed keys accepted on resume). Raises `RunDirError` when the
     directory holds another run (a different recipe) or unrelated files, unless ``force``.
-    ``write=False`` only checks (non-chief workers of a multi-worker run).
+    ``write=False`` only compares with a recipe already there (non-chief workers of a multi-worker run, which
+    may look while the chief is still creating the directory).
     """
     notes: list[str] = []
     recipe_path = os.path.join(run_dir, RECIPE_FILE)
@@ -98,7 +99,7 @@ def prepare_run_dir(run_dir: str, recipe: Recipe, force: bool = False, write: bo
                     f"{run_dir} holds a run with a different recipe:\n{lines}\n"
                     "Use a new --run-dir for a new experiment, or --force to continue this run with the new recipe.")
             notes += [f"recipe change accepted: {k}: {a!r} -> {b!r}" for k, (a, b) in changed.items()]
-    elif os.path.isdir(run_dir) and os.listdir(run_dir) and not force:
+    elif write and os.path.isdir(run_dir) and os.listdir(run_dir) and not force:
         raise RunDirError(f"{run_dir} exists, is not empty and has no {RECIPE_FILE}: not a bwe run directory. "
                           "Use an empty or new --run-dir (or --force).")
     if write:

@@ -1,0 +1,300 @@
+"""The trainer: run-directory rules, CLI input errors, target alignment, the NaN guard, and the real CLI end to end
+(train, kill -9, resume, export) on generated WAV files with recipes/tiny.yaml."""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import types
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bwe.config import load_recipe, recipe_from_dict
+from bwe.rundir import RunDirError, prepare_run_dir
+from signals import speech_like, write_wav
+
+tf.config.experimental.enable_op_determinism()
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(REPO, "recipes", "tiny.yaml")
+
+
+def _env():
+    env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    env.pop("TF_CONFIG", None)
+    return env
+
+
+def _cli(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "bwe.train", *args], cwd=REPO, env=_env(), capture_output=True,
+                          text=True, timeout=300, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Folders of generated 16 kHz speech-like WAVs: train/ (4 files) and valid/ (2 files)."""
+    root = tmp_path_factory.mktemp("corpus")
+    for split, seeds in (("train", range(4)), ("valid", (100, 101))):
+        os.makedirs(root / split)
+        for seed in seeds:
+            write_wav(root / split / f"utt{seed}.wav", speech_like(1.5, seed=seed), 16000)
+    return root
+
+
+def _latest_step(checkpoint_dir) -> int | None:
+    state = os.path.join(checkpoint_dir, "checkpoint")
+    if not os.path.exists(state):
+        return None
+    with open(state) as f:
+        match = re.search(r'model_checkpoint_path: "ckpt-(\d+)"', f.read())
+    return int(match.group(1)) if match else None
+
+
+# ---- run directory ----------------------------------------------------------------------------------------------
+
+
+def test_run_dir_resumes_same_recipe_and_accepts_only_bookkeeping_changes(tmp_path):
+    run = str(tmp_path / "run")
+    recipe = load_recipe(TINY)
+    assert prepare_run_dir(run, recipe) == []
+    assert load_recipe(os.path.join(run, "recipe.yaml")) == recipe
+    assert prepare_run_dir(run, recipe) == []
+    longer = load_recipe(TINY, ["train.steps=50", "train.valid_every=7"])
+    notes = prepare_run_dir(run, longer)
+    assert notes == ["recipe change accepted: train.steps: 20 -> 50", "recipe change accepted: train.valid_every: 10 -> 7"]
+    assert load_recipe(os.path.join(run, "recipe.yaml")).train.steps == 50
+    other = load_recipe(TINY, ["train.steps=50", "train.valid_every=7", "losses.adversarial=lsgan",
+                               "optim.generator_lr=0.001"])
+    with pytest.raises(RunDirError) as err:
+        prepare_run_dir(run, other)
+    assert "losses.adversarial: 'hinge' -> 'lsgan'" in str(err.value)
+    assert "optim.generator_lr: 0.0001 -> 0.001" in str(err.value) and "--force" in str(err.value)
+    assert load_recipe(os.path.join(run, "recipe.yaml")).losses.adversarial == "hinge"  # untouched
+    prepare_run_dir(run, other, force=True)
+    assert load_recipe(os.path.join(run, "recipe.yaml")).losses.adversarial == "lsgan"
+
+
+def test_run_dir_refuses_a_foreign_folder(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(RunDirError, match="not a bwe run directory"):
+        prepare_run_dir(str(tmp_path), recipe_from_dict({}))
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt"]
+    # A non-chief worker only compares: the chief may be creating the directory right now.
+    prepare_run_dir(str(tmp_path), recipe_from_dict({}), write=False)
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt"]
+
+
+# ---- CLI input errors -------------------------------------------------------------------------------------------
+
+
+def test_cli_rejects_missing_data_dirs_and_bad_keys_with_the_key_path(tmp_path, corpus):
+    missing = _cli(TINY, "--run-dir", str(tmp_path / "a"), f"data.train_dir={tmp_path / 'nowhere'}")
+    assert missing.returncode == 2
+    assert "data.train_dir" in missing.stderr and "is not a directory" in missing.stderr
+    unset = _cli(TINY, "--run-dir", str(tmp_path / "b"))
+    assert unset.returncode == 2 and "data.train_dir: not set" in unset.stderr
+    typo = _cli(TINY, "--run-dir", str(tmp_path / "c"), f"data.train_dir={corpus / 'train'}", "train.stepz=3")
+    assert typo.returncode == 2 and "train.stepz: unknown key" in typo.stderr
+    bad_valid = _cli(TINY, "--run-dir", str(tmp_path / "d"), f"data.train_dir={corpus / 'train'}",
+                     f"data.valid_dir={tmp_path / 'nowhere'}")
+    assert bad_valid.returncode == 2 and "data.valid_dir" in bad_valid.stderr
+    assert not any(os.path.exists(tmp_path / d) for d in "abcd")  # nothing written on bad input
+
+
+# ---- the training step ------------------------------------------------------------------------------------------
+
+
+def test_targets_are_delayed_like_the_generator_output():
+    """A generator that is a perfect causal model (target delayed by `delay`) must align with zero error."""
+    from bwe.train import Trainer
+
+    delay = 16
+    target = tf.constant(np.random.default_rng(0).normal(size=(2, 512, 1)).astype(np.float32))
+    delayed = tf.pad(target, [[0, 0], [delay, 0], [0, 0]])[:, :512]
+    fake = types.SimpleNamespace(generator=lambda nb, training: delayed, delay=delay, tf=tf)
+    estimate, aligned_target = Trainer._align(fake, None, target)
+    assert estimate.shape == aligned_target.shape == (2, 512 - delay, 1)
+    np.testing.assert_array_equal(estimate.numpy(), aligned_target.numpy())
+
+
+@pytest.fixture(scope="module")
+def tiny_trainer(tmp_path_factory):
+    from bwe.train import Trainer
+
+    recipe = load_recipe(TINY, ["train.warmup_steps=1", "train.log_every=1", "train.checkpoint_every=100"])
+    return Trainer(recipe, str(tmp_path_factory.mktemp("run")))
+
+
+def _batch(seed, nan=False):
+    wb = np.stack([speech_like(4096 / 16000, seed=seed + i) for i in range(2)])[..., None].astype(np.float32)
+    nb = wb[:, ::2].copy()
+    if nan:
+        nb[1, 100, 0] = np.nan
+    return tf.constant(nb), tf.constant(wb)
+
+
+def _state(trainer):
+    return [v.numpy().copy() for v in trainer.generator.weights + trainer.discriminators.weights
+            + trainer.generator_optimizer.variables + trainer.discriminator_optimizer.variables]
+
+
+def test_nonfinite_step_applies_nothing_and_a_finite_one_trains(tiny_trainer):
+    for step in (0, 1):  # warm-up (reconstruction only), then GAN
+        before = _state(tiny_trainer)
+        metrics = tiny_trainer.train_step(*_batch(0, nan=True), step)
+        assert not metrics["finite"]
+        assert all(np.array_equal(a, b) for a, b in zip(before, _state(tiny_trainer)))
+        metrics = tiny_trainer.train_step(*_batch(0), step)
+        assert metrics["finite"] and np.isfinite(metrics["loss/generator_total"])
+        after = _state(tiny_trainer)
+        changed = [not np.array_equal(a, b) for a, b in zip(before, after)]
+        n_gen = len(tiny_trainer.generator.weights)
+        assert any(changed[:n_gen])
+        n_disc = len(tiny_trainer.discriminators.weights)
+        assert any(changed[n_gen:n_gen + n_disc]) == (step == 1)  # discriminators train after the warm-up
+    assert {"loss/adversarial", "loss/feature_matching", "loss/discriminator", "grad_norm/discriminator"} <= set(metrics)
+
+
+def _fit_with(trainer, batches, steps, **train_overrides):
+    """Run `Trainer.fit` up to ``steps`` on a fixed cycle of batches (no files, no validation)."""
+    for key, value in train_overrides.items():
+        setattr(trainer.recipe.train, key, value)
+    trainer.recipe.train.steps = steps
+    nb = tf.concat([b[0] for b in batches], 0)
+    wb = tf.concat([b[1] for b in batches], 0)
+    dataset = tf.data.Dataset.from_tensor_slices((nb, wb)).batch(2).repeat()
+    trainer.make_dataset = lambda files, start: trainer.strategy.experimental_distribute_dataset(dataset)
+    return trainer.fit([], [], log=lambda message: None)
+
+
+def test_nan_policy_stop_and_skip(tiny_trainer):
+    from bwe.train import TrainingStopped
+
+    tiny_trainer.step.assign(2)
+    tiny_trainer._save("latest")
+    ckpt_dir = tiny_trainer.managers["latest"].directory
+    listing = {f: os.path.getmtime(os.path.join(ckpt_dir, f)) for f in os.listdir(ckpt_dir)}
+    good, bad = _batch(10), _batch(20, nan=True)
+
+    with pytest.raises(TrainingStopped, match="nan_policy=stop.*latest good checkpoint: step 2"):
+        _fit_with(tiny_trainer, [good, bad], 10, nan_policy="stop")
+    assert {f: os.path.getmtime(os.path.join(ckpt_dir, f)) for f in os.listdir(ckpt_dir)} == listing
+    assert int(tiny_trainer.step.numpy()) == 4  # step 3 was fine, step 4 was not
+
+    with pytest.raises(TrainingStopped, match="2 steps in a row"):
+        _fit_with(tiny_trainer, [bad], 10, nan_policy="skip", max_consecutive_nonfinite=2)
+    assert {f: os.path.getmtime(os.path.join(ckpt_dir, f)) for f in os.listdir(ckpt_dir)} == listing
+
+    # Restarts from the checkpoint at step 2; every other batch is bad: skipped, counted, training goes on.
+    _fit_with(tiny_trainer, [bad, good], 6, nan_policy="skip", max_consecutive_nonfinite=2)
+    assert int(tiny_trainer.step.numpy()) == 6
+    assert int(tiny_trainer.nonfinite_steps.numpy()) == 2
+    assert _latest_step(ckpt_dir) == 6
+    assert all(np.all(np.isfinite(w.numpy())) for w in tiny_trainer.generator.weights)
+
+
+# ---- end to end through the CLI ---------------------------------------------------------------------------------
+
+
+def _tensorboard_tags(log_dir) -> set[str]:
+    tags = set()
+    for name in os.listdir(log_dir):
+        for event in tf.compat.v1.train.summary_iterator(os.path.join(log_dir, name)):
+            tags.update(v.tag for v in event.summary.value)
+    return tags
+
+
+def test_cli_trains_survives_kill_9_resumes_and_exports(tmp_path, corpus):
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "bwe.train", TINY, "--run-dir", str(run), f"data.train_dir={corpus / 'train'}",
+               f"data.valid_dir={corpus / 'valid'}", "train.steps=30"]
+    with open(tmp_path / "first.log", "w") as log:
+        first = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 240
+        while _latest_step(run / "checkpoints") is None and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+    assert first.returncode == -signal.SIGKILL, (tmp_path / "first.log").read_text()[-3000:]
+    killed_at = _latest_step(run / "checkpoints")
+    assert killed_at is not None and 5 <= killed_at < 30
+
+    second = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert f"resuming from step {killed_at}" in second.stdout
+    assert _latest_step(run / "checkpoints") == 30
+    assert _latest_step(run / "checkpoints" / "best") is not None
+    history = [json.loads(line) for line in (run / "valid_history.jsonl").read_text().splitlines()]
+    assert history[-1]["step"] == 30 and all(np.isfinite(h["lsd"]) and np.isfinite(h["lsd_hf"]) for h in history)
+    tags = _tensorboard_tags(run / "logs")
+    expected = {"loss/generator_total", "loss/discriminator", "loss/adversarial", "loss/feature_matching",
+                "loss/spectral_convergence", "loss/log_magnitude", "grad_norm/generator", "grad_norm/discriminator",
+                "learning_rate/generator", "learning_rate/discriminator", "train/steps_per_second",
+                "train/nonfinite_steps", "valid/lsd", "valid/lsd_lf", "valid/lsd_hf", "valid_audio/0/input_8k",
+                "valid_audio/0/output", "valid_audio/0/reference", "valid_spectrogram/0/output",
+                "valid_spectrogram/0/reference"}
+    assert expected <= tags, expected - tags
+
+    # The finished run: the same command says so and changes nothing.
+    again = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "already at step 30" in again.stdout
+
+    out = tmp_path / "export"
+    export = subprocess.run([sys.executable, "-m", "bwe.export", str(run), str(out)], cwd=REPO, env=_env(),
+                            capture_output=True, text=True, timeout=300)
+    assert export.returncode == 0, export.stderr[-3000:]
+    assert {"offline.tflite", "streaming.tflite", "metadata.json"} <= set(os.listdir(out))
+    from bwe.runtime import ExportedModel
+
+    model = ExportedModel(str(out))
+    y = model(speech_like(0.5, rate=8000, seed=3))
+    assert y.shape == (8000,) and np.all(np.isfinite(y))
+
+
+# ---- distribution -----------------------------------------------------------------------------------------------
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_two_workers_on_loopback_end_with_identical_weights(tmp_path, corpus):
+    run = tmp_path / "run"
+    cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}
+    command = [sys.executable, "-m", "bwe.train", TINY, "--run-dir", str(run), "--keep-worker-checkpoints",
+               f"data.train_dir={corpus / 'train'}", f"data.valid_dir={corpus / 'valid'}", "train.steps=6",
+               "train.warmup_steps=3", "train.checkpoint_every=3", "train.valid_every=6"]
+    workers = []
+    for index in range(2):
+        env = dict(_env(), TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        log = open(tmp_path / f"worker{index}.log", "w")
+        workers.append((subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), log))
+    for process, log in workers:
+        process.wait(timeout=600)
+        log.close()
+    for index, (process, _) in enumerate(workers):
+        assert process.returncode == 0, (tmp_path / f"worker{index}.log").read_text()[-3000:]
+    chief = tf.train.load_checkpoint(str(run / "checkpoints" / "ckpt-6"))
+    other = tf.train.load_checkpoint(str(run / "workers" / "worker-1" / "checkpoints" / "ckpt-6"))
+    names = [n for n in chief.get_variable_to_shape_map() if n.startswith(("generator/", "discriminators/"))
+             and "OPTIMIZER_SLOT" not in n]
+    assert len(names) > 20
+    for name in names:
+        np.testing.assert_array_equal(chief.get_tensor(name), other.get_tensor(name), err_msg=name)
+    # The workers trained on different shards of the data, so agreement means the gradients were all-reduced;
+    # and they did train (weights moved away from the step-3 checkpoint).
+    early = tf.train.load_checkpoint(str(run / "checkpoints" / "ckpt-3"))
+    assert any(not np.array_equal(early.get_tensor(n), chief.get_tensor(n)) for n in names)
