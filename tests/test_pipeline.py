@@ -204,3 +204,33 @@ def test_validation_set_is_fixed_levelled_and_uses_the_evaluation_channel(corpus
 
 def test_context_is_even():
     assert CONTEXT % 2 == 0 and CONTEXT >= 191
+
+
+EXIT_SCRIPT = """
+import sys
+import numpy as np
+import soundfile
+sys.path.insert(0, {tests!r})
+from signals import speech_like
+from bwe.config import recipe_from_dict
+from bwe.data.pipeline import make_dataset
+soundfile.write({path!r}, speech_like(3.0, seed=0), 16000)
+# Long segments keep the workers inside Python for a while, so the exit surely meets them there.
+cfg = recipe_from_dict({{"data": {{"train_dir": "x", "segment_samples": 131072, "num_parallel_calls": 2}}}}).data
+iterator = iter(make_dataset([{path!r}], cfg, 1, seed=0))  # a global: still prefetching at exit
+next(iterator)
+print("done")
+"""
+
+
+def test_process_with_a_live_iterator_exits_cleanly(tmp_path):
+    """TensorFlow threads still inside the pipeline at interpreter exit must not abort the process."""
+    import subprocess
+    import sys
+
+    script = EXIT_SCRIPT.format(tests=os.path.dirname(__file__), path=str(tmp_path / "a.wav"))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    # Without the guard this aborts (status 134) or hangs in most runs.
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "done"

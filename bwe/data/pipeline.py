@@ -35,10 +35,12 @@ TensorFlow is imported here (tf.data); the file I/O and DSP run in NumPy inside
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -62,6 +64,55 @@ _PEAK_LIMIT = 10.0 ** (-0.1 / 20.0)
 
 class DataPipelineError(RuntimeError):
     """No file of a dataset can be used."""
+
+
+class _ExitGuard:
+    """Keeps tf.data's worker threads out of Python while the interpreter shuts down.
+
+    A prefetching iterator still alive at exit (a script's global, say) keeps calling the
+    ``tf.numpy_function`` from TensorFlow's threads. Once Python 3.11+ starts finalizing, a thread
+    that asks for the GIL is ended with ``pthread_exit``, which inside TensorFlow's C++ frames is a
+    ``std::terminate``: the process aborts (exit status 134) after all its work is done, at random.
+    At exit this guard makes every further call end the stream at once (StopIteration, which
+    TensorFlow turns into a quiet OutOfRange) and waits until no call is running.
+    """
+
+    def __init__(self):
+        self.exiting = False
+        self.running = 0
+        self.last_call = 0.0
+        self.lock = threading.Lock()
+        self.registered = False
+
+    def register(self) -> None:
+        if not self.registered:
+            self.registered = True
+            atexit.register(self.drain)
+
+    def drain(self, quiet_s: float = 0.1, timeout_s: float = 5.0) -> None:
+        self.exiting = True
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self.lock:
+                if self.running == 0 and time.monotonic() - self.last_call > quiet_s:
+                    return
+            time.sleep(0.01)
+
+    def call(self, function, *args):
+        with self.lock:
+            if self.exiting:
+                self.last_call = time.monotonic()
+                raise StopIteration("the interpreter is exiting; the data pipeline is stopped")
+            self.running += 1
+        try:
+            return function(*args)
+        finally:
+            with self.lock:
+                self.running -= 1
+                self.last_call = time.monotonic()
+
+
+_EXIT_GUARD = _ExitGuard()
 
 
 def loudness_gain_db(x: np.ndarray, target_lufs: float, rate: int = WIDEBAND_RATE) -> float | None:
@@ -275,6 +326,7 @@ def make_dataset(
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     if not 0 <= shard_index < num_shards:
         raise ValueError(f"shard_index {shard_index} must be in [0, num_shards={num_shards})")
+    _EXIT_GUARD.register()
     audio = audio or LevelledAudio(files, data_cfg.loudness_lufs, cache=data_cfg.cache)
     maker = ExampleMaker(audio, data_cfg, seed, training)
     t16 = maker.segment
@@ -286,7 +338,8 @@ def make_dataset(
         indices = tf.data.Dataset.range(start_index + shard_index, len(maker), num_shards)
 
     def make(index):
-        nb, wb, ok = tf.numpy_function(maker.example, [index], (tf.float32, tf.float32, tf.bool), stateful=False)
+        nb, wb, ok = tf.numpy_function(functools.partial(_EXIT_GUARD.call, maker.example), [index],
+                                       (tf.float32, tf.float32, tf.bool), stateful=False)
         return tf.ensure_shape(nb, [t16 // 2]), tf.ensure_shape(wb, [t16]), tf.ensure_shape(ok, [])
 
     parallel = data_cfg.num_parallel_calls or tf.data.AUTOTUNE
