@@ -43,6 +43,10 @@ class ModelConfig:
     # Fixed windowed-sinc 8 -> 16 kHz interpolator inside the model; odd, so that its group delay
     # ((taps - 1) / 2 samples at 16 kHz) is a whole number of samples.
     upsampler_taps: int = 33
+    # Pass the network's output through the interpolator's complementary (half-band) high-pass
+    # before adding it: the 0-4 kHz band of the input then reaches the output untouched, and the
+    # network only learns the missing band. Costs one more interpolator delay (16 samples, 1 ms).
+    highband_residual: bool = True
 
 
 @dataclass

@@ -62,8 +62,8 @@ def test_metadata_contract(exported):
     recipe = load_recipe(RECIPE)
     assert meta["input_rate"] == 8000 and meta["output_rate"] == 16000
     assert meta["frame_input_samples"] == 128 and meta["frame_output_samples"] == 256
-    assert meta["delay_samples"] == 16
-    assert meta["architectural_latency_ms"] == pytest.approx(17.0)
+    assert meta["delay_samples"] == 32  # interpolator + band-split filter, 16 samples each
+    assert meta["architectural_latency_ms"] == pytest.approx(18.0)  # 16 ms frame + 2 ms of filter delay
     assert meta["causal"] is True
     assert meta["params"] == count_params(recipe.model)
     assert meta["macs_per_frame"] == macs_per_frame(recipe.model)

@@ -5,6 +5,7 @@ import dataclasses
 import keras
 import numpy as np
 import pytest
+import scipy.signal
 import tensorflow as tf
 
 from bwe.config import ModelConfig, load_recipe
@@ -25,7 +26,8 @@ tf.config.experimental.enable_op_determinism()
 TINY = load_recipe("recipes/tiny.yaml").model
 # Small enough to count by hand (see test_params_and_macs_match_hand_count).
 HAND = ModelConfig(channels=2, max_channels=4, strides=[2, 2], kernel_size=3, residual_kernel_size=3,
-                   dilations=[1, 3], last_kernel_size=3, upsampler_taps=5)
+                   dilations=[1, 3], last_kernel_size=3, upsampler_taps=5,
+                   highband_residual=False)
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +49,15 @@ def test_output_shape_any_length(tiny_training, length):
     assert tuple(tiny_training(x).shape) == (2, 2 * length, 1)
 
 
-def test_interpolator_delay_and_passthrough():
+@pytest.mark.parametrize("highband_residual", [False, True])
+def test_interpolator_delay_and_passthrough(highband_residual):
+    cfg = dataclasses.replace(TINY, highband_residual=highband_residual)
     keras.utils.set_random_seed(1)
-    model = build_generator(TINY, Modes.NON_STREAM_INFERENCE)
+    model = build_generator(cfg, Modes.NON_STREAM_INFERENCE)
     _zero_network(model)
-    delay = generator_delay_samples(TINY)
-    assert delay == (TINY.upsampler_taps - 1) // 2 == 16
+    delay = generator_delay_samples(cfg)
+    filter_delay = (cfg.upsampler_taps - 1) // 2
+    assert filter_delay == 16 and delay == (2 if highband_residual else 1) * filter_delay
     x = speech_like(0.2, rate=8000, seed=3)
     y = np.asarray(model(x[None, :, None]))[0, :, 0]
     # Half-band interpolator: input samples reappear exactly at even positions, `delay` later.
@@ -62,6 +67,29 @@ def test_interpolator_delay_and_passthrough():
     response = np.asarray(model(impulse))[0, :, 0]
     assert np.argmax(np.abs(response)) == 20 + delay
     np.testing.assert_allclose(response[20 + delay - 16 : 20 + delay + 17], interpolation_filter(33), atol=1e-6)
+
+
+def test_highband_residual_keeps_the_low_band():
+    """Whatever the network adds, 0-3 kHz of the output is the interpolated input (>= 60 dB below it)."""
+    keras.utils.set_random_seed(2)
+    model = build_generator(TINY, Modes.NON_STREAM_INFERENCE)
+    reference = build_generator(TINY, Modes.NON_STREAM_INFERENCE)
+    _zero_network(reference)
+    layer = model.get_layer("output_conv")
+    rng = np.random.default_rng(0)
+    for w in layer.weights:
+        w.assign(rng.normal(0, 0.1, w.shape).astype(np.float32))
+    x = speech_like(0.5, rate=8000, seed=5)[None, :, None]
+    y, y0 = np.asarray(model(x))[0, :, 0], np.asarray(reference(x))[0, :, 0]
+    # Away from the start/end transients of the network's random DC offset; Blackman-Harris (-92 dB
+    # sidelobes) so the strong added high band does not leak into the low bins of the measurement.
+    window = scipy.signal.windows.blackmanharris(len(y) - 400)
+    added = np.abs(np.fft.rfft((y - y0)[200:-200] * window)) ** 2
+    base = np.abs(np.fft.rfft(y0[200:-200] * window)) ** 2
+    freqs = np.fft.rfftfreq(len(window), 1 / 16000)
+    low, high = (freqs > 50) & (freqs < 3000), freqs > 4500
+    assert added[high].sum() > 1e-2 * base.sum()  # the network does add a high band
+    assert 10 * np.log10(added[low].sum() / base[low].sum()) < -60
 
 
 def test_interpolator_rejects_images():
@@ -104,7 +132,7 @@ def test_layer_names_are_deterministic():
     names = [layer.name for layer in build_generator(TINY).layers]
     assert names == [layer.name for layer in build_generator(TINY).layers]
     assert {"upsampler", "input_conv", "enc0_res0_conv", "enc3_down", "bottleneck", "dec0_up", "dec3_skip",
-            "output_conv", "wideband"} <= set(names)
+            "output_conv", "band_split"} <= set(names)
 
 
 def test_params_and_macs_match_hand_count():

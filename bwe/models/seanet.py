@@ -30,6 +30,7 @@ import scipy.signal
 from bwe.config import ModelConfig
 from bwe.layers.conv import (
     STREAMING_CONV_LAYERS,
+    CausalConv1D,
     CausalConv1DTranspose,
     conv1d,
     conv1d_transpose,
@@ -96,9 +97,14 @@ def block_channels(cfg: ModelConfig) -> list[int]:
 
 
 def generator_delay_samples(cfg: ModelConfig) -> int:
-    """16 kHz samples by which the generator's output lags its input (the interpolator's group delay)."""
+    """16 kHz samples by which the generator's output lags its input.
+
+    The interpolator's group delay, plus the same again for the band-split filter when
+    ``cfg.highband_residual`` is on.
+    """
     validate_model_config(cfg)
-    return (cfg.upsampler_taps - 1) // 2
+    filter_delay = (cfg.upsampler_taps - 1) // 2
+    return 2 * filter_delay if cfg.highband_residual else filter_delay
 
 
 def interpolation_filter(taps: int) -> np.ndarray:
@@ -114,6 +120,20 @@ def interpolation_filter(taps: int) -> np.ndarray:
     n = np.arange(taps)
     h = np.sinc((n - centre) / UPSAMPLE_FACTOR) * scipy.signal.windows.kaiser(taps, UPSAMPLER_KAISER_BETA)
     return h.astype(np.float32)
+
+
+def band_split_kernel(taps: int) -> np.ndarray:
+    """Kernel [taps, 2, 1] of the fixed conv that merges ``[interpolated, network output]``.
+
+    Channel 0 (the interpolated input) is only delayed by the filter's centre; channel 1 (the network
+    output) goes through the complementary high-pass ``delta - h/2`` of the half-band interpolation
+    filter ``h`` (gain 2). Everything the network produces below the half-band's transition around
+    4 kHz is removed, so the low band of the output is exactly the interpolated input.
+    """
+    lowpass = interpolation_filter(taps) / UPSAMPLE_FACTOR
+    delay = np.zeros(taps, np.float32)
+    delay[(taps - 1) // 2] = 1.0
+    return np.stack([delay, delay - lowpass], axis=1)[:, :, None].astype(np.float32)
 
 
 class _Graph:
@@ -226,7 +246,14 @@ def build_generator(
     h = graph(conv("output_conv", 1, cfg.last_kernel_size), h)
     if not mode.is_streaming:
         h = CropTimeToReference(mode=mode, name="crop_to_input")([h, interpolated])
-    wideband = AddSignals(name="wideband")([interpolated, h])
+    if cfg.highband_residual:
+        band_split = CausalConv1D(
+            1, cfg.upsampler_taps, use_bias=False, trainable=False, name="band_split",
+            kernel_initializer=keras.initializers.Constant(band_split_kernel(cfg.upsampler_taps)), **common)
+        both = keras.layers.Concatenate(axis=-1, name="interpolated_and_residual")([interpolated, h])
+        wideband = graph(band_split, both)
+    else:
+        wideband = AddSignals(name="wideband")([interpolated, h])
 
     if mode is Modes.STREAM_EXTERNAL_STATE_INFERENCE:
         model = keras.Model([audio] + graph.state_inputs, [wideband] + graph.state_outputs,

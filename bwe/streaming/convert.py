@@ -51,6 +51,12 @@ def check_streamable(model: keras.Model) -> None:
             continue
         if isinstance(layer, _POINTWISE_LAYERS + _OFFLINE_ONLY_LAYERS):
             continue
+        if isinstance(layer, keras.layers.Concatenate):
+            if layer.axis in (-1, 2):  # along channels: sample by sample, like Add
+                continue
+            raise NotStreamableError(
+                f"layer '{layer.name}' (Concatenate, axis={layer.axis}) joins along time or batch; a stream only has "
+                "the current frame. Only channel concatenation (axis -1) can stream.")
         if isinstance(layer, (keras.layers.LayerNormalization, keras.layers.GroupNormalization,
                               keras.layers.BatchNormalization, keras.layers.UnitNormalization)):
             raise NotStreamableError(
