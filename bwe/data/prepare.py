@@ -205,6 +205,8 @@ def download(
             so that the next call resumes.
         ChecksumError: the finished download has another SHA-256.
     """
+    if retries < 0:
+        raise ValueError(f"retries must be >= 0, got {retries}")
     dest = os.fspath(dest)
     part = dest + ".part"
     os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
@@ -389,7 +391,10 @@ def _parse_checksums(values: Sequence[str]) -> dict[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bwe.data.prepare", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bwe.data.prepare",
+        description="Download (resuming), verify (SHA-256) and safely extract LibriSpeech or VCTK 0.92, then list it.",
+    )
     parser.add_argument("corpus", choices=("librispeech", "vctk"))
     parser.add_argument("--root", required=True, help="folder that receives the archives and the corpus")
     parser.add_argument("--download", action="store_true", help="download archives missing from --root")
@@ -401,6 +406,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--remove-archives", action="store_true", help="delete each archive once extracted")
     parser.add_argument("--retries", type=int, default=5, help="resumed retries per download (default 5)")
     args = parser.parse_args(argv)
+    if args.retries < 0:
+        parser.error(f"--retries must be >= 0, got {args.retries}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         listings = prepare(args.corpus, args.root, args.subsets, args.download, args.base_url,
