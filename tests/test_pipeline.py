@@ -234,3 +234,16 @@ def test_process_with_a_live_iterator_exits_cleanly(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "done"
+
+
+def test_cache_holds_16_bit_audio_and_gives_way_when_memory_is_short(corpus, monkeypatch, caplog):
+    cached = LevelledAudio(corpus, -26.0, cache=True)
+    uncached = LevelledAudio(corpus, -26.0, cache=False)
+    for i in range(len(corpus)):
+        assert cached._audio[i].dtype == np.int16
+        np.testing.assert_allclose(cached.get(i), uncached.get(i), rtol=0, atol=0.5 / 32767 + 1e-7)
+    monkeypatch.setattr("bwe.data.pipeline._memory_budget_bytes", lambda: 1000)
+    with caplog.at_level("WARNING", logger="bwe.data.pipeline"):
+        fallback = LevelledAudio(corpus, -26.0, cache=True)
+    assert fallback.cache is False and "running uncached" in caplog.text
+    np.testing.assert_array_equal(fallback.get(2), uncached.get(2))
