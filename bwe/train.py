@@ -356,8 +356,11 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------------------------------
 
     def learning_rates(self) -> dict[str, float]:
-        return {"learning_rate/generator": float(self.generator_optimizer.learning_rate),
-                "learning_rate/discriminator": float(self.discriminator_optimizer.learning_rate)}
+        # convert_to_tensor, not float(): under a distribution strategy the rate is a Keras variable wrapping a
+        # MirroredVariable, which float() refuses.
+        rates = {"generator": self.generator_optimizer.learning_rate,
+                 "discriminator": self.discriminator_optimizer.learning_rate}
+        return {f"learning_rate/{k}": float(self.tf.convert_to_tensor(v).numpy()) for k, v in rates.items()}
 
     def train_step(self, narrowband, wideband, step: int) -> dict[str, float]:
         """One step at ``step`` (warm-up or GAN by the recipe); returns the metrics, ``finite`` among them."""

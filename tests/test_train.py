@@ -219,6 +219,7 @@ def test_cli_trains_survives_kill_9_resumes_and_exports(tmp_path, corpus):
         deadline = time.monotonic() + 240
         while _latest_step(run / "checkpoints") is None and first.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
+        assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
         os.kill(first.pid, signal.SIGKILL)
         first.wait()
     assert first.returncode == -signal.SIGKILL, (tmp_path / "first.log").read_text()[-3000:]
@@ -289,12 +290,14 @@ def test_two_workers_on_loopback_end_with_identical_weights(tmp_path, corpus):
         assert process.returncode == 0, (tmp_path / f"worker{index}.log").read_text()[-3000:]
     chief = tf.train.load_checkpoint(str(run / "checkpoints" / "ckpt-6"))
     other = tf.train.load_checkpoint(str(run / "workers" / "worker-1" / "checkpoints" / "ckpt-6"))
-    names = [n for n in chief.get_variable_to_shape_map() if n.startswith(("generator/", "discriminators/"))
-             and "OPTIMIZER_SLOT" not in n]
-    assert len(names) > 20
+    # Every saved value: network weights, optimizer slots and counters, step, best LSD.
+    names = [n for n in chief.get_variable_to_shape_map() if n != "_CHECKPOINTABLE_OBJECT_GRAPH"]
+    assert sorted(names) == sorted(n for n in other.get_variable_to_shape_map() if n != "_CHECKPOINTABLE_OBJECT_GRAPH")
+    weights = [n for n in names if "_trainable_variables/" in n]
+    assert len(weights) > 50
     for name in names:
         np.testing.assert_array_equal(chief.get_tensor(name), other.get_tensor(name), err_msg=name)
     # The workers trained on different shards of the data, so agreement means the gradients were all-reduced;
     # and they did train (weights moved away from the step-3 checkpoint).
     early = tf.train.load_checkpoint(str(run / "checkpoints" / "ckpt-3"))
-    assert any(not np.array_equal(early.get_tensor(n), chief.get_tensor(n)) for n in names)
+    assert sum(not np.array_equal(early.get_tensor(n), chief.get_tensor(n)) for n in weights) > len(weights) // 2
