@@ -90,6 +90,21 @@ def check_lengths(recipe: Recipe, delay: int) -> None:
                 f"leaves {usable}, shorter than the largest of {key} ({max(sizes)})")
 
 
+def apply_reduced_gradients(strategy, optimizer, grads, variables) -> None:
+    """Apply already all-reduced ``grads`` with a Keras optimizer, in cross-replica context.
+
+    ``optimizer.apply`` cannot be used here: it all-reduces again from a replica context, and under
+    MirroredStrategy it needs a ``merge_call`` that is not available inside the ``tf.cond`` of the NaN guard.
+    This is the update Keras itself runs after its all-reduce (``update_step`` per variable through
+    ``strategy.extended.update``, then one more iteration), without the all-reduce.
+    """
+    learning_rate = optimizer.learning_rate
+    for grad, variable in zip(grads, variables):
+        strategy.extended.update(variable.value, lambda var, g: optimizer.update_step(g, var, learning_rate),
+                                 args=(grad,), group=False)
+    optimizer.iterations.assign_add(1)
+
+
 def _learning_rate(base: float, recipe: Recipe, decay_steps: int):
     import keras
 
@@ -283,19 +298,20 @@ class Trainer:
             return reduced, metrics, finite
 
         def step(narrowband, wideband):
-            reduced, metrics, finite = self.strategy.run(replica_step, args=(narrowband, wideband))
-            finite_local = self.strategy.experimental_local_results(finite)[0]
+            with self.strategy.scope():
+                reduced, metrics, finite = self.strategy.run(replica_step, args=(narrowband, wideband))
+                finite_local = self.strategy.experimental_local_results(finite)[0]
 
-            def apply():
-                for net, net_grads in reduced.items():
-                    model, optimizer = networks[net]
-                    optimizer.apply(net_grads, model.trainable_variables)
-                return tf.constant(True)
+                def apply():
+                    for net, net_grads in reduced.items():
+                        model, optimizer = networks[net]
+                        apply_reduced_gradients(self.strategy, optimizer, net_grads, model.trainable_variables)
+                    return tf.constant(True)
 
-            tf.cond(finite_local, apply, lambda: tf.constant(False))
-            metrics = {k: self.strategy.experimental_local_results(v)[0] for k, v in metrics.items()}
-            metrics["finite"] = finite_local
-            return metrics
+                tf.cond(finite_local, apply, lambda: tf.constant(False))
+                metrics = {k: self.strategy.experimental_local_results(v)[0] for k, v in metrics.items()}
+                metrics["finite"] = finite_local
+                return metrics
 
         return step
 

@@ -301,3 +301,33 @@ def test_two_workers_on_loopback_end_with_identical_weights(tmp_path, corpus):
     # and they did train (weights moved away from the step-3 checkpoint).
     early = tf.train.load_checkpoint(str(run / "checkpoints" / "ckpt-3"))
     assert sum(not np.array_equal(early.get_tensor(n), chief.get_tensor(n)) for n in weights) > len(weights) // 2
+
+
+MIRRORED_SCRIPT = """
+import json, sys, tempfile
+import numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from bwe.config import load_recipe
+from bwe.train import Trainer
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+trainer = Trainer(load_recipe(sys.argv[1], ["train.warmup_steps=1"]), tempfile.mkdtemp(), strategy)
+wb = (0.1 * np.random.default_rng(0).standard_normal((4, 4096, 1))).astype(np.float32)
+wb[3, 7] = np.nan  # the second global batch has a NaN on one replica only
+batches = iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices((wb[:, ::2], wb)).batch(2)))
+finite = [bool(trainer.train_step(*next(batches), step)["finite"]) for step in (0, 1)]
+copies = [[c.numpy() for c in strategy.experimental_local_results(v.value)]
+          for v in trainer.generator.trainable_variables + trainer.discriminators.trainable_variables]
+print(json.dumps({"finite": finite, "replicas": len(copies[0]),
+                  "agree": all(np.array_equal(c[0], c[1]) for c in copies)}))
+"""
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_over_two_devices_keeps_replicas_identical_and_skips_together():
+    """The PerReplica path of the training step (several GPUs), on two logical CPU devices."""
+    result = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT, TINY], cwd=REPO, env=_env(), capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report == {"finite": [True, False], "replicas": 2, "agree": True}
