@@ -90,6 +90,24 @@ def test_run_dir_refuses_a_foreign_folder(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["notes.txt"]
 
 
+@pytest.mark.parametrize("name", sorted(f for f in os.listdir(os.path.join(REPO, "recipes")) if f.endswith(".yaml")))
+def test_shipped_recipes_load_and_fit_their_segments(name):
+    from bwe.models.seanet import generator_delay_samples
+    from bwe.train import check_lengths
+
+    recipe = load_recipe(os.path.join(REPO, "recipes", name))
+    check_lengths(recipe, generator_delay_samples(recipe.model))
+
+
+def test_segments_too_short_for_the_stfts_are_refused():
+    from bwe.config import RecipeError
+    from bwe.train import check_lengths
+
+    recipe = load_recipe(TINY, ["data.segment_samples=512"])
+    with pytest.raises(RecipeError, match=r"data.segment_samples: 512 .* discriminators.stft_fft_sizes \(512\)"):
+        check_lengths(recipe, 16)
+
+
 # ---- CLI input errors -------------------------------------------------------------------------------------------
 
 
@@ -213,7 +231,7 @@ def _tensorboard_tags(log_dir) -> set[str]:
 def test_cli_trains_survives_kill_9_resumes_and_exports(tmp_path, corpus):
     run = tmp_path / "run"
     command = [sys.executable, "-m", "bwe.train", TINY, "--run-dir", str(run), f"data.train_dir={corpus / 'train'}",
-               f"data.valid_dir={corpus / 'valid'}", "train.steps=30"]
+               f"data.valid_dir={corpus / 'valid'}", "train.steps=30", "train.keep_periodic_every=10"]
     with open(tmp_path / "first.log", "w") as log:
         first = subprocess.Popen(command, cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 240
@@ -231,6 +249,10 @@ def test_cli_trains_survives_kill_9_resumes_and_exports(tmp_path, corpus):
     assert f"resuming from step {killed_at}" in second.stdout
     assert _latest_step(run / "checkpoints") == 30
     assert _latest_step(run / "checkpoints" / "best") is not None
+    periodic = sorted(f for f in os.listdir(run / "checkpoints" / "periodic") if f.endswith(".index"))
+    assert periodic == ["ckpt-10.index", "ckpt-20.index", "ckpt-30.index"]
+    assert sorted(f for f in os.listdir(run / "checkpoints") if f.endswith(".index")) == ["ckpt-25.index",
+                                                                                         "ckpt-30.index"]
     history = [json.loads(line) for line in (run / "valid_history.jsonl").read_text().splitlines()]
     assert history[-1]["step"] == 30 and all(np.isfinite(h["lsd"]) and np.isfinite(h["lsd_hf"]) for h in history)
     tags = _tensorboard_tags(run / "logs")
