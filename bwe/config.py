@@ -377,6 +377,9 @@ def save_recipe(recipe: Recipe, path: str | os.PathLike) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             yaml.safe_dump(recipe_to_dict(recipe), f, sort_keys=False)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file a plain open()'s permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
