@@ -252,3 +252,24 @@ def test_pipe_rejects_odd_byte_count(model_dir):
         input=b"\x00" * 257, capture_output=True, cwd=REPO, timeout=120,
     )
     assert proc.returncode == 2 and b"middle of a 16-bit sample" in proc.stderr
+
+
+def test_bundled_model_enhances_the_bundled_sample_with_no_flags(tmp_path):
+    """README's first command: the default model, no --model, on the bundled real 8 kHz sample."""
+    sample = os.path.join(REPO, "bwe", "pretrained", "sample_8k.wav")
+    out = tmp_path / "enhanced.wav"
+    proc = subprocess.run([sys.executable, "-m", "bwe.enhance", sample, str(out)], capture_output=True,
+                          cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()
+    x, rate_in = sf.read(sample, dtype="float32")
+    y, rate = sf.read(out, dtype="float32")
+    assert (rate_in, rate, len(y)) == (8000, 16000, 2 * len(x))
+    spectrum = np.abs(np.fft.rfft(y)) ** 2
+    freqs = np.fft.rfftfreq(len(y), 1 / 16000)
+    high = spectrum[(freqs > 4500) & (freqs < 7500)].sum() / spectrum.sum()
+    assert 1e-4 < high < 0.3  # a restored high band, not silence and not noise
+    # The low band is the input's: the model only adds 4-8 kHz (band-split residual).
+    reference = soxr.resample(x, 8000, 16000, quality="VHQ")
+    low = (freqs > 100) & (freqs < 3000)
+    difference = np.abs(np.fft.rfft(y - reference)) ** 2
+    assert difference[low].sum() < 1e-3 * spectrum[low].sum()
