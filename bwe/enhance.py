@@ -39,7 +39,7 @@ class EnhanceError(Exception):
     """A user-facing failure: printed as one line, no traceback."""
 
 
-def load_model(model_dir: str | None, int8: bool = False):
+def load_model(model_dir: str | None, int8: bool = False, threads: int = 1):
     """Load an exported model folder (default: the bundled one) and check its contract."""
     model_dir = model_dir or DEFAULT_MODEL_DIR
     if not os.path.isdir(model_dir):
@@ -47,7 +47,7 @@ def load_model(model_dir: str | None, int8: bool = False):
     from bwe.runtime import ExportedModel, ModelError  # imported here so --help stays instant
 
     try:
-        model = ExportedModel(model_dir, int8=int8)
+        model = ExportedModel(model_dir, int8=int8, num_threads=threads)
     except ModelError as e:
         raise EnhanceError(str(e)) from None
     meta = model.metadata
@@ -255,6 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run streaming.tflite frame by frame (16 ms) instead of the block model")
     parser.add_argument("--int8", action="store_true",
                         help="run the int8 streaming model (streaming_int8.tflite), frame by frame")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="LiteRT threads (default: all cores; real-time streaming on a phone uses 1)")
     return parser
 
 
@@ -264,7 +266,9 @@ def main(argv: list[str] | None = None) -> int:
         pipe = args.input == "-" or args.output == "-"
         if pipe and not (args.input == "-" and args.output == "-" and args.streaming):
             raise EnhanceError("stdin/stdout mode needs both '-' and --streaming: bwe-enhance --streaming - -")
-        model = load_model(args.model, args.int8)
+        if args.threads < 1:
+            raise EnhanceError(f"--threads must be at least 1, got {args.threads}")
+        model = load_model(args.model, args.int8, args.threads)
         if pipe:
             enhance_pipe(model, sys.stdin.buffer, sys.stdout.buffer)
             return 0
