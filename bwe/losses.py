@@ -42,15 +42,20 @@ def _check_kind(kind: str) -> None:
         raise ValueError(f"adversarial loss {kind!r} is not one of {', '.join(ADVERSARIAL_KINDS)}")
 
 
-def discriminator_adversarial_loss(real_outputs, fake_outputs, kind: str = "hinge") -> tf.Tensor:
-    """Discriminator side. hinge: mean(relu(1 - D(real))) + mean(relu(1 + D(fake)));
-    lsgan: mean((D(real) - 1)^2) + mean(D(fake)^2). Averaged over sub-discriminators."""
-    _check_kind(kind)
+def _check_real_fake_pair(real_outputs, fake_outputs) -> None:
+    """Both follow the (logits, feature_maps) contract and come from the same discriminators."""
     check_discriminator_outputs(real_outputs, "real discriminator outputs")
     check_discriminator_outputs(fake_outputs, "fake discriminator outputs")
     if len(real_outputs) != len(fake_outputs):
         raise DiscriminatorOutputError(
             f"{len(real_outputs)} real vs {len(fake_outputs)} fake discriminator outputs")
+
+
+def discriminator_adversarial_loss(real_outputs, fake_outputs, kind: str = "hinge") -> tf.Tensor:
+    """Discriminator side. hinge: mean(relu(1 - D(real))) + mean(relu(1 + D(fake)));
+    lsgan: mean((D(real) - 1)^2) + mean(D(fake)^2). Averaged over sub-discriminators."""
+    _check_kind(kind)
+    _check_real_fake_pair(real_outputs, fake_outputs)
     terms = []
     for (real, _), (fake, _) in zip(real_outputs, fake_outputs):
         if kind == "hinge":
@@ -77,11 +82,7 @@ def generator_adversarial_loss(fake_outputs, kind: str = "hinge") -> tf.Tensor:
 def feature_matching_loss(real_outputs, fake_outputs) -> tf.Tensor:
     """Mean absolute difference between the real (stop-gradient) and fake feature maps, each map averaged over
     its elements, then averaged over all maps of all sub-discriminators (layers x discriminators)."""
-    check_discriminator_outputs(real_outputs, "real discriminator outputs")
-    check_discriminator_outputs(fake_outputs, "fake discriminator outputs")
-    if len(real_outputs) != len(fake_outputs):
-        raise DiscriminatorOutputError(
-            f"{len(real_outputs)} real vs {len(fake_outputs)} fake discriminator outputs")
+    _check_real_fake_pair(real_outputs, fake_outputs)
     terms = []
     for k, ((_, real_maps), (_, fake_maps)) in enumerate(zip(real_outputs, fake_outputs)):
         if len(real_maps) != len(fake_maps):

@@ -29,6 +29,8 @@ import warnings
 import numpy as np
 import scipy.signal
 
+from bwe.data.audio import as_signal
+
 LSD_N_FFT = 2048
 LSD_HOP = 512
 LSD_POWER_FLOOR = 1e-8
@@ -37,19 +39,10 @@ HF_BAND = (4000.0, 8000.0)
 PESQ_RATE = 16000
 
 
-def _as_signal(x: np.ndarray, name: str) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 1 or x.shape[0] == 0:
-        raise ValueError(f"{name}: expected a non-empty 1-D signal [time], got shape {x.shape}")
-    if not np.isfinite(x).all():
-        raise ValueError(f"{name}: contains NaN or Inf samples")
-    return x
-
-
 def _pair(reference: np.ndarray, estimate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Validated float64 copies trimmed to the shorter length."""
-    ref = _as_signal(reference, "reference")
-    est = _as_signal(estimate, "estimate")
+    ref = as_signal(reference, "reference")
+    est = as_signal(estimate, "estimate")
     n = min(ref.shape[0], est.shape[0])
     return ref[:n], est[:n]
 
@@ -142,8 +135,8 @@ def estimate_delay(reference: np.ndarray, estimate: np.ndarray, max_delay: int) 
     (FFT) cross-correlation; signed, not absolute, so an inverted estimate is not "aligned" by a
     shift. 0 when either signal is all zeros.
     """
-    ref = _as_signal(reference, "reference")
-    est = _as_signal(estimate, "estimate")
+    ref = as_signal(reference, "reference")
+    est = as_signal(estimate, "estimate")
     if max_delay < 0:
         raise ValueError(f"max_delay must be >= 0, got {max_delay}")
     if not ref.any() or not est.any():
@@ -159,8 +152,8 @@ def align(reference: np.ndarray, estimate: np.ndarray, max_delay: int) -> tuple[
 
     Returns float64 ``(reference, estimate)`` views with ``estimate[n] ~ reference[n]``.
     """
-    ref = _as_signal(reference, "reference")
-    est = _as_signal(estimate, "estimate")
+    ref = as_signal(reference, "reference")
+    est = as_signal(estimate, "estimate")
     d = estimate_delay(ref, est, max_delay)
     if d > 0:
         est = est[d:]

@@ -55,6 +55,16 @@ class AudioError(ValueError):
     """An audio file cannot be read or written; the message names the file and the reason."""
 
 
+def as_signal(x: np.ndarray, name: str) -> np.ndarray:
+    """``x`` as float64 [time]; ValueError naming ``name`` if it is empty, not 1-D, or has NaN/Inf."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 1 or x.shape[0] == 0:
+        raise ValueError(f"{name}: expected a non-empty 1-D signal [time], got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name}: contains NaN or Inf samples")
+    return x
+
+
 def _check_input_file(path: str) -> None:
     if not os.path.exists(path):
         raise AudioError(f"{path}: no such file")

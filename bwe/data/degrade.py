@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import scipy.signal
 
-from bwe.data.audio import resample
+from bwe.data.audio import as_signal, resample
 
 WIDEBAND_RATE = 16000
 NARROWBAND_RATE = 8000
@@ -52,15 +52,6 @@ A = 87.6  # G.711 A-law constant
 EVAL_FILTER_ORDER = 8
 EVAL_RIPPLE_DB = 0.1
 EVAL_CUTOFF_HZ = 3800.0
-
-
-def _check_signal(x: np.ndarray, name: str = "x16k") -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 1 or x.shape[0] == 0:
-        raise ValueError(f"{name}: expected a non-empty 1-D signal [time], got shape {x.shape}")
-    if not np.isfinite(x).all():
-        raise ValueError(f"{name}: contains NaN or Inf samples")
-    return x
 
 
 def _sosfiltfilt(sos: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -108,7 +99,7 @@ def apply_lowpass(x16k: np.ndarray, params: dict[str, Any]) -> np.ndarray:
 
     Returns float64 [n] at 16 kHz.
     """
-    x = _check_signal(x16k)
+    x = as_signal(x16k, "x16k")
     family, cutoff, fs = params["family"], params["cutoff_hz"], WIDEBAND_RATE
     if family == "butterworth":
         sos = scipy.signal.butter(params["order"], cutoff, fs=fs, output="sos")
@@ -183,7 +174,7 @@ def simulate_narrowband(
         ``gain_db`` (the applied gain, after the anti-clipping cap), ``gain`` (linear; scale the
         wideband target by it too), ``gain_db_drawn`` and ``companding`` (one of :data:`COMPANDING`).
     """
-    x = _check_signal(x16k)
+    x = as_signal(x16k, "x16k")
     params = _draw_lowpass(rng, cutoff_range)
     params["zero_phase"] = True
     # Draw everything up front so the random stream does not depend on the signal.
@@ -229,6 +220,6 @@ def evaluation_degradation(x16k: np.ndarray) -> np.ndarray:
     8th-order Chebyshev I (0.1 dB ripple, 3.8 kHz), zero-phase, then soxr VHQ to 8 kHz.
     Deterministic; no gain, no companding.
     """
-    x = _check_signal(x16k)
+    x = as_signal(x16k, "x16k")
     filtered = _sosfiltfilt(evaluation_lowpass_sos(), x).astype(np.float32)
     return resample(filtered, WIDEBAND_RATE, NARROWBAND_RATE)
