@@ -24,7 +24,14 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from bwe.data.audio import AUDIO_EXTENSIONS, AudioError, check_output_path, list_audio_files, open_audio
+from bwe.data.audio import (
+    AUDIO_EXTENSIONS,
+    AudioError,
+    check_output_path,
+    list_audio_files,
+    open_audio,
+    output_format,
+)
 
 MODEL_RATE_IN = 8000
 MODEL_RATE_OUT = 16000
@@ -63,8 +70,8 @@ class AlignedStream:
     """Pushes 8 kHz audio of any block size through a model session; returns delay-compensated
     16 kHz audio.
 
-    The causal model's output lags its input by `delay` output samples (the fixed interpolator's
-    group delay). Offline we can afford to wait: the first `delay` samples are dropped, and
+    The causal model's output lags its input by `delay` output samples (the group delay of its fixed
+    interpolation and band-split filters, ``metadata["delay_samples"]``). Offline we can afford to wait: the first `delay` samples are dropped, and
     `finish()` feeds zeros to flush the last ones, so output sample k lines up with input time k.
     """
 
@@ -116,7 +123,7 @@ def _wideband_ratio(block: np.ndarray, rate: int) -> tuple[float, float]:
 def enhance_file(model, in_path: str, out_path: str, subtype: str = "PCM_16", streaming: bool = False) -> None:
     """Enhance one file to a 16 kHz mono file of the same duration (see module docstring)."""
     check_output_path(out_path, protect=[in_path])
-    out_format = _format_for(out_path, subtype)
+    out_format, subtype = output_format(out_path, subtype)
     source = open_audio(in_path)
     out_dir = os.path.dirname(os.path.abspath(out_path))
     fd, tmp_path = tempfile.mkstemp(prefix=".bwe-", suffix=os.path.splitext(out_path)[1] or ".wav", dir=out_dir)
@@ -162,16 +169,6 @@ def enhance_file(model, in_path: str, out_path: str, subtype: str = "PCM_16", st
         if os.path.exists(tmp_path):
             os.unlink(tmp_path)
         raise
-
-
-def _format_for(path: str, subtype: str) -> str | None:
-    ext = os.path.splitext(path)[1].lower().lstrip(".")
-    fmt = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG", "aiff": "AIFF", "aif": "AIFF"}.get(ext)
-    if fmt is None:
-        raise EnhanceError(f"{path}: unknown output file type {ext!r} (use .wav, .flac, .ogg or .aiff)")
-    if not sf.check_format(fmt, subtype):
-        raise EnhanceError(f"{path}: sample format {subtype!r} is not supported for {fmt} files")
-    return fmt
 
 
 def enhance_pipe(model, stdin, stdout) -> None:

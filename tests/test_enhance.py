@@ -64,6 +64,18 @@ def test_default_subtype_is_pcm16(tmp_path, model_dir, capsys):
     assert (info.format, info.subtype, info.samplerate, info.channels) == ("FLAC", "PCM_16", 16000, 1)
 
 
+def test_output_container_follows_the_extension(tmp_path, model_dir, capsys):
+    """OGG has no 16-bit PCM: the default subtype falls back to Vorbis; an explicit impossible one is refused."""
+    src = tmp_path / "in.wav"
+    sf.write(src, narrowband(0.5), 8000)
+    assert run_cli([src, tmp_path / "out.ogg", "--model", model_dir], capsys)[0] == 0
+    assert sf.info(tmp_path / "out.ogg").format == "OGG"
+    code, err = run_cli([src, tmp_path / "bad.ogg", "--model", model_dir, "--subtype", "PCM_24"], capsys)
+    assert code == 2 and "PCM_24" in err and not (tmp_path / "bad.ogg").exists()
+    code, err = run_cli([src, tmp_path / "out.xyz", "--model", model_dir], capsys)
+    assert code == 2 and "unknown audio extension" in err
+
+
 def test_streaming_equals_offline(tmp_path, model_dir, model, capsys):
     x = narrowband(0.9, seed=3)
     src, dst = tmp_path / "in.wav", tmp_path / "out.wav"

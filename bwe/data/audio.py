@@ -225,6 +225,23 @@ def _current_umask() -> int:
     return mask
 
 
+def output_format(path: str, subtype: str | None = "PCM_16") -> tuple[str, str | None]:
+    """``(container, subtype)`` for writing ``path``: the container from the extension.
+
+    The default "PCM_16" becomes None (the container's default, e.g. Vorbis for OGG) where the
+    container has no 16-bit PCM; any other subtype the container cannot hold is an AudioError.
+    """
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in _WRITE_FORMATS:
+        raise AudioError(f"{path}: unknown audio extension {ext!r}; use one of {sorted(_WRITE_FORMATS)}")
+    fmt = _WRITE_FORMATS[ext]
+    if subtype == "PCM_16" and not soundfile.check_format(fmt, subtype):
+        return fmt, None
+    if subtype is not None and not soundfile.check_format(fmt, subtype):
+        raise AudioError(f"{path}: subtype {subtype!r} cannot be stored in {fmt}")
+    return fmt, subtype
+
+
 def save_audio(
     path: PathLike,
     x: np.ndarray,
@@ -245,14 +262,7 @@ def save_audio(
             file at ``path`` is left as it was.
     """
     path = check_output_path(path, protect)
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in _WRITE_FORMATS:
-        raise AudioError(f"{path}: unknown audio extension {ext!r}; use one of {sorted(_WRITE_FORMATS)}")
-    fmt = _WRITE_FORMATS[ext]
-    if subtype == "PCM_16" and not soundfile.check_format(fmt, subtype):
-        subtype = None
-    elif subtype is not None and not soundfile.check_format(fmt, subtype):
-        raise AudioError(f"{path}: subtype {subtype!r} cannot be stored in {fmt}")
+    fmt, subtype = output_format(path, subtype)
     x = np.asarray(x)
     if x.ndim not in (1, 2) or x.shape[0] == 0:
         raise AudioError(f"{path}: expected non-empty samples of shape [time] or [time, channels], got {x.shape}")
