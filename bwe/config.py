@@ -49,11 +49,6 @@ class ModelConfig:
     highband_residual: bool = True
 
 
-@dataclass
-class ExportConfig:
-    int8_calibration_frames: int = 400  # frames streamed through the model to calibrate int8
-
-
 def _check_choice(path: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise RecipeError(f"{path}: {value!r} is not one of {', '.join(choices)}")
@@ -62,6 +57,24 @@ def _check_choice(path: str, value: str, choices: tuple[str, ...]) -> None:
 def _check_positive(path: str, value: float) -> None:
     if value <= 0:
         raise RecipeError(f"{path}: must be > 0, got {value!r}")
+
+
+INT8_MODES = ("dynamic", "full")
+
+
+@dataclass
+class ExportConfig:
+    # How streaming_int8.tflite is quantised. 'dynamic': int8 weights, activations quantised per call
+    # from their actual range (XNNPACK's int8 kernels on CPU). 'full': every tensor int8 with ranges
+    # calibrated once (what integer-only NPUs/DSPs need). TFLite has one scale per activation tensor,
+    # and this model's tensors carry the low band ~30 dB above the high band it generates, so 'full'
+    # leaves the high band only a few dB above its quantisation noise: use it only for such hardware.
+    int8_mode: str = "dynamic"
+    int8_calibration_frames: int = 400  # 'full' only: frames streamed through the float model to calibrate
+
+    def __post_init__(self) -> None:
+        _check_choice("export.int8_mode", self.int8_mode, INT8_MODES)
+        _check_positive("export.int8_calibration_frames", self.int8_calibration_frames)
 
 
 @dataclass

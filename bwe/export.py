@@ -11,9 +11,12 @@ OUT_DIR receives:
 * ``offline.tflite``: whole signal, ``[1, T8, 1] -> [1, 2*T8, 1]``; resize the time axis with
   ``resize_tensor_input`` to any length (a multiple of 128 gives exactly the streaming output);
 * ``streaming.tflite``: float32, one frame ``[1, 128, 1] -> [1, 256, 1]`` plus the states;
-* ``streaming_int8.tflite``: the same with int8 weights and activations (post-training quantisation
-  calibrated by streaming real speech through the float model, so the state tensors are calibrated
-  too); audio and states stay float32 at the interface, so it is a drop-in replacement;
+* ``streaming_int8.tflite``: the same with int8 weights; audio and states stay float32 at the
+  interface, so it is a drop-in replacement. ``export.int8_mode: dynamic`` (default) quantises the
+  activations per call from their actual range and runs XNNPACK's int8 kernels; ``full`` makes every
+  tensor int8 with ranges calibrated once by streaming real speech through the float model (states
+  included), for integer-only accelerators, at a large cost in high-band accuracy (see
+  ``bwe.config.ExportConfig``);
 * ``block.tflite``: float32, ``block_frames`` frames per call with the same states as
   ``streaming.tflite`` (states are interchangeable between the two): the fast path for files;
 * ``metadata.json``: rates, frame sizes, latency, delay, tensor names, the state list in feed order
@@ -48,6 +51,11 @@ DEFAULT_BLOCK_FRAMES = 64  # 1.024 s per call on the block model
 FLOAT_TOLERANCE = 1e-4
 SAMPLE_WAV = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained", "sample_8k.wav")
 CALIBRATION_GAINS_DB = (0.0, -12.0, 6.0)
+CALIBRATION_FILES = 50
+INT8_DESCRIPTIONS = {
+    "dynamic": "dynamic range: int8 weights, activations quantised per call from their actual range",
+    "full": "full integer: int8 weights and activations, ranges calibrated on speech",
+}
 
 
 class ExportError(RuntimeError):
@@ -115,7 +123,9 @@ def calibration_audio(calibration_dir: str | None, frames: int, frame: int) -> t
     """``frames * frame`` samples of 8 kHz speech for int8 calibration, and a description.
 
     Default: the bundled real telephone-band prompt at 0, -12 and +6 dB (the levels training sees),
-    repeated as needed. With ``calibration_dir``: its audio files resampled to 8 kHz, in order.
+    repeated as needed. With ``calibration_dir``: up to ``CALIBRATION_FILES`` of its audio files, spread
+    evenly over the sorted list (so several speakers and sources are seen), resampled to 8 kHz, an
+    equal share from the start of each, the shares refilled from the files again if they run short.
     """
     from bwe.data.audio import list_audio_files, load_audio
 
@@ -127,13 +137,14 @@ def calibration_audio(calibration_dir: str | None, frames: int, frame: int) -> t
         files = list_audio_files(calibration_dir)
         if not files:
             raise ExportError(f"--calibration-dir {calibration_dir}: no audio files found")
-        for path in files:
+        chosen = [files[int(i)] for i in np.linspace(0, len(files) - 1, min(CALIBRATION_FILES, len(files)))]
+        chosen = list(dict.fromkeys(chosen))
+        share = -(-needed // len(chosen))
+        for path in chosen:
             x, _ = load_audio(path, target_rate=8000)
-            pieces.append(x)
-            total += len(x)
-            if total >= needed:
-                break
-        description = f"{len(pieces)} file(s) from {calibration_dir}"
+            pieces.append(x[:share])
+            total += len(pieces[-1])
+        description = f"{len(chosen)} file(s) from {calibration_dir}"
     else:
         x, _ = load_audio(SAMPLE_WAV, target_rate=8000)
         description = f"bundled sample_8k.wav at {', '.join(f'{g:+.0f}' for g in CALIBRATION_GAINS_DB)} dB"
@@ -201,6 +212,14 @@ def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
     return float(10 * np.log10(np.sum(reference**2) / max(noise, 1e-20)))
 
 
+def highband(x: np.ndarray, rate: int, cutoff: float = 4000.0) -> np.ndarray:
+    """``x`` with every DFT bin below ``cutoff`` zeroed: the band the network generates, for its own SNR
+    (the whole-signal SNR is dominated by the low band, which the model passes through)."""
+    spectrum = np.fft.rfft(x)
+    spectrum[np.fft.rfftfreq(len(x), 1.0 / rate) < cutoff] = 0
+    return np.fft.irfft(spectrum, len(x))
+
+
 # ---- the export ---------------------------------------------------------------------------------
 
 
@@ -248,12 +267,14 @@ def _write_saved_model(path, offline, stream, block, state_specs):
     tf.saved_model.save(tf.Module(), path, signatures=signatures)
 
 
-def _convert(saved_model: str, key: str, representative=None) -> bytes:
+def _convert(saved_model: str, key: str, quantize: bool = False, representative=None) -> bytes:
+    """Float TFLite; with ``quantize``, int8 weights, and with ``representative`` too, int8 everywhere."""
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=[key])
-    if representative is not None:
+    if quantize:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if representative is not None:
         converter.representative_dataset = representative
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     return converter.convert()
@@ -315,19 +336,24 @@ def export_generator(
             with open(os.path.join(tmp, files[key]), "wb") as f:
                 f.write(_convert(saved_model, signature))
 
-        # Calibration data: the float streaming model's own inputs and states, frame by frame.
-        frames = recipe.export.int8_calibration_frames
-        calib, calib_desc = calibration_audio(calibration_dir, frames, FRAME_INPUT_SAMPLES)
         state_names = [(a, b) for a, b, _ in state_specs]
-        log(f"calibrating int8 on {frames} frames ({calib_desc})")
-        _, records = run_stream_tflite(os.path.join(tmp, files["streaming"]), calib, state_names,
-                                       FRAME_INPUT_SAMPLES, record=True)
+        int8_mode = recipe.export.int8_mode
+        representative, calibration = None, None
+        if int8_mode == "full":
+            # Calibration data: the float streaming model's own inputs and states, frame by frame.
+            frames = recipe.export.int8_calibration_frames
+            calib, calib_desc = calibration_audio(calibration_dir, frames, FRAME_INPUT_SAMPLES)
+            log(f"calibrating int8 on {frames} frames ({calib_desc})")
+            _, records = run_stream_tflite(os.path.join(tmp, files["streaming"]), calib, state_names,
+                                           FRAME_INPUT_SAMPLES, record=True)
+            calibration = {"frames": frames, "audio": calib_desc}
 
-        def representative():
-            yield from records
+            def representative():
+                yield from records
 
+        log(f"converting {files['streaming_int8']} ({int8_mode} int8)")
         with open(os.path.join(tmp, files["streaming_int8"]), "wb") as f:
-            f.write(_convert(saved_model, "streaming", representative))
+            f.write(_convert(saved_model, "streaming", quantize=True, representative=representative))
 
         # Checks: float files match TensorFlow; int8 SNR against float, on held-back audio.
         log("checking the exported files")
@@ -351,6 +377,7 @@ def export_generator(
         int8_out, _ = run_stream_tflite(os.path.join(tmp, files["streaming_int8"]), check, state_names,
                                         FRAME_INPUT_SAMPLES)
         int8_snr = snr_db(reference, int8_out)
+        int8_highband_snr = snr_db(highband(reference, OUTPUT_RATE), highband(int8_out, OUTPUT_RATE))
         delay = generator_delay_samples(cfg)
         frame_ms = 1000.0 * FRAME_INPUT_SAMPLES / INPUT_RATE
         metadata = {
@@ -374,7 +401,8 @@ def export_generator(
                 "streaming": {"file": files["streaming"], "signature": "streaming", "dtype": "float32",
                               "frames_per_call": 1},
                 "streaming_int8": {"file": files["streaming_int8"], "signature": "streaming", "dtype": "int8",
-                                   "frames_per_call": 1, "io_dtype": "float32"},
+                                   "quantization": INT8_DESCRIPTIONS[int8_mode], "frames_per_call": 1,
+                                   "io_dtype": "float32"},
                 "block": {"file": files["block"], "signature": "block", "dtype": "float32",
                           "frames_per_call": block_frames},
             },
@@ -392,7 +420,8 @@ def export_generator(
             "checks": {
                 "max_abs_error_vs_tensorflow": errors,
                 "int8_snr_db_vs_float": round(int8_snr, 2),
-                "int8_calibration": {"frames": frames, "audio": calib_desc},
+                "int8_highband_snr_db_vs_float": round(int8_highband_snr, 2),
+                "int8_calibration": calibration,
             },
             "source": source,
             "recipe": recipe_to_dict(recipe),
@@ -404,7 +433,8 @@ def export_generator(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     log(f"exported to {out_dir} in {time.time() - started:.1f} s "
-        f"(float error {max(errors.values()):.2g}, int8 SNR {int8_snr:.1f} dB)")
+        f"(float error {max(errors.values()):.2g}, int8 SNR {int8_snr:.1f} dB, "
+        f"4-8 kHz {int8_highband_snr:.1f} dB)")
     return metadata
 
 
@@ -446,11 +476,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--recipe", help="recipe YAML (required with --random-init; otherwise the run's recipe.yaml)")
     parser.add_argument("--random-init", action="store_true", help="export an untrained model (tests, timing)")
     parser.add_argument("--seed", type=int, default=0, help="seed for --random-init (default 0)")
-    parser.add_argument("--calibration-dir", help="audio files for int8 calibration (default: bundled speech)")
+    parser.add_argument("--calibration-dir",
+                        help="audio files for int8 calibration with export.int8_mode=full (default: bundled speech)")
     parser.add_argument("--block-frames", type=int, default=DEFAULT_BLOCK_FRAMES,
                         help=f"16 ms frames per call of block.tflite (default {DEFAULT_BLOCK_FRAMES})")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="recipe override, e.g. --set export.int8_calibration_frames=200")
+                        help="recipe override, e.g. --set export.int8_mode=full")
     parser.add_argument("-q", "--quiet", action="store_true")
     return parser
 

@@ -16,7 +16,6 @@ import numpy as np
 
 _CACHE: dict = {}
 RECIPE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes", "tiny.yaml")
-CALIBRATION_FRAMES = 60
 
 
 def tiny_generator():
@@ -48,7 +47,7 @@ def exported_tiny() -> tuple:
         atexit.register(shutil.rmtree, root, True)
         run_dir = os.path.join(root, "run")
         os.makedirs(os.path.join(run_dir, "checkpoints"))
-        recipe = load_recipe(RECIPE, [f"export.int8_calibration_frames={CALIBRATION_FRAMES}"])
+        recipe = load_recipe(RECIPE)
         save_recipe(recipe, os.path.join(run_dir, "recipe.yaml"))
         generator = tiny_generator()
         manager = tf.train.CheckpointManager(tf.train.Checkpoint(generator=generator),

@@ -17,9 +17,12 @@ from exported_tiny import RECIPE, exported_tiny
 from signals import speech_like
 
 tf.config.experimental.enable_op_determinism()
-# Documented int8 bound: on the random-init tiny model, int8 output SNR against the float model.
-# (A random network's output is ~18 dB louder than its input, the worst case for a fixed scale.)
-INT8_MIN_SNR_DB = 10.0
+# Documented int8 bound (export.int8_mode: dynamic, the default): on the random-init tiny model, int8
+# output SNR against the float model, whole band and 4-8 kHz (measured: 34 dB).
+INT8_MIN_SNR_DB = 25.0
+# export.int8_mode: full only has to run and be honest about its (much worse) figures: a fixed scale
+# per tensor (measured: 9 dB on the tiny model, 17 dB whole band / 3 dB high band on the default model).
+FULL_INT8_MIN_SNR_DB = 3.0
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +119,12 @@ def test_int8_within_documented_bound(exported, audio):
     float_out = _stream_with_metadata_only(out_dir, audio)
     int8_out = _stream_with_metadata_only(out_dir, audio, "streaming_int8")
     assert export_module.snr_db(float_out, int8_out) >= INT8_MIN_SNR_DB
+    highband_snr = export_module.snr_db(export_module.highband(float_out, 16000), export_module.highband(int8_out, 16000))
+    assert highband_snr >= INT8_MIN_SNR_DB
     assert meta["checks"]["int8_snr_db_vs_float"] >= INT8_MIN_SNR_DB
+    assert meta["checks"]["int8_highband_snr_db_vs_float"] >= INT8_MIN_SNR_DB
+    assert meta["files"]["streaming_int8"]["quantization"].startswith("dynamic range")
+    assert meta["checks"]["int8_calibration"] is None  # dynamic range needs no calibration
     sizes = {k: os.path.getsize(os.path.join(out_dir, e["file"])) for k, e in meta["files"].items()}
     assert sizes["streaming_int8"] < sizes["streaming"]
 
@@ -175,3 +183,44 @@ def test_calibration_dir_errors(tmp_path):
         export_module.calibration_audio(str(tmp_path / "nope"), 10, 128)
     with pytest.raises(ExportError, match="no audio files"):
         export_module.calibration_audio(str(tmp_path), 10, 128)
+
+
+def test_full_integer_int8_is_calibrated_and_reported(tmp_path):
+    out = tmp_path / "full"
+    assert main(["--recipe", RECIPE, "--random-init", str(out), "--set", "export.int8_mode=full",
+                 "--set", "export.int8_calibration_frames=40", "--block-frames", "8", "-q"]) == 0
+    with open(out / "metadata.json", encoding="utf-8") as f:
+        meta = json.load(f)
+    assert meta["files"]["streaming_int8"]["quantization"].startswith("full integer")
+    assert meta["checks"]["int8_calibration"]["frames"] == 40
+    assert "sample_8k.wav" in meta["checks"]["int8_calibration"]["audio"]
+    assert meta["checks"]["int8_snr_db_vs_float"] >= FULL_INT8_MIN_SNR_DB
+
+
+def test_highband_keeps_only_bins_above_cutoff():
+    t = np.arange(1600) / 16000
+    low, high = np.sin(2 * np.pi * 1000 * t), 0.1 * np.sin(2 * np.pi * 6000 * t)
+    np.testing.assert_allclose(export_module.highband(low + high, 16000), high, atol=1e-9)
+
+
+def test_calibration_spreads_over_the_folder(tmp_path):
+    import soundfile as sf
+
+    for i in range(3):  # each file a constant of its own value, so each share can be found
+        sf.write(tmp_path / f"f{i}.wav", np.full(8000, 0.1 * (i + 1), np.float32), 8000, subtype="FLOAT")
+    audio, description = export_module.calibration_audio(str(tmp_path), 30, 128)
+    assert audio.shape == (30 * 128,)
+    assert description.startswith("3 file(s)")
+    for i in range(3):  # an equal share (1280 samples) from each file
+        assert np.sum(np.isclose(audio, 0.1 * (i + 1), atol=1e-3)) >= 1200
+
+
+def test_unknown_int8_mode_is_refused_with_the_key(tmp_path, capsys):
+    from bwe.config import RecipeError
+
+    with pytest.raises(RecipeError, match=r"export.int8_mode: 'int4' is not one of dynamic, full"):
+        load_recipe(RECIPE, ["export.int8_mode=int4"])
+    assert main(["--recipe", RECIPE, "--random-init", str(tmp_path / "out"), "--set", "export.int8_mode=int4",
+                 "-q"]) == 2
+    assert "export.int8_mode" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
