@@ -50,6 +50,12 @@ EXIT_BAD_INPUT = 2
 EXIT_NONFINITE = 3
 EXIT_INTERRUPTED = 130
 VALID_HISTORY_FILE = "valid_history.jsonl"
+try:  # WB-PESQ in validation needs the optional `pesq` package (the "eval" extra)
+    import pesq  # noqa: F401
+
+    PESQ_AVAILABLE = True
+except ImportError:
+    PESQ_AVAILABLE = False
 
 
 class TrainingStopped(RuntimeError):
@@ -340,8 +346,15 @@ class Trainer:
         return out[self.delay: self.delay + 2 * n]
 
     def validate(self, step: int) -> dict[str, float]:
-        """LSD / LSD-LF / LSD-HF (bwe.metrics) over the fixed validation pairs; logs them and example audio."""
-        from bwe.metrics import lsd_all
+        """LSD / LSD-LF / LSD-HF (bwe.metrics) over the fixed validation pairs, and WB-PESQ (mean over the
+        files it can score) when the ``pesq`` package is installed; logs them and example audio.
+
+        The best checkpoint follows LSD only; PESQ is there because the two pull apart in BWE (a
+        louder, noisier high band can lower LSD and PESQ together), so a run shows both trends.
+        """
+        import warnings
+
+        from bwe.metrics import lsd_all, pesq_wb
 
         tf = self.tf
         per_file = defaultdict(list)
@@ -351,6 +364,12 @@ class Trainer:
             outputs.append(estimate)
             for key, value in lsd_all(wideband, estimate).items():
                 per_file[key].append(value)
+            if PESQ_AVAILABLE:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # unscorable files are simply left out of the mean
+                    score = pesq_wb(wideband, estimate)
+                if score is not None:
+                    per_file["pesq_wb"].append(score)
         result = {key: float(np.mean(values)) for key, values in per_file.items()}
         audio_every = self.recipe.train.audio_every or self.recipe.train.valid_every
         with self.writer.as_default(step=step):
@@ -448,8 +467,9 @@ class Trainer:
                     if valid["lsd"] < float(self.best_valid_lsd.numpy()):
                         self.best_valid_lsd.assign(valid["lsd"])
                         self._save("best")
+                    pesq = f", WB-PESQ {valid['pesq_wb']:.3f}" if "pesq_wb" in valid else ""
                     bar.write(f"step {finished}: valid LSD {valid['lsd']:.3f} (LF {valid['lsd_lf']:.3f}, "
-                              f"HF {valid['lsd_hf']:.3f}); best {float(self.best_valid_lsd.numpy()):.3f}")
+                              f"HF {valid['lsd_hf']:.3f}){pesq}; best LSD {float(self.best_valid_lsd.numpy()):.3f}")
                 if finished % cfg.checkpoint_every == 0 or finished == cfg.steps:
                     self._save("latest")
                     last_saved = finished
