@@ -1,0 +1,74 @@
+"""eval/pesq_headroom.py: the variants are what they claim, and the CLI refuses bad input."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bwe.baselines import folding, sinc
+from bwe.data.degrade import evaluation_degradation
+from bwe.metrics import lsd, lsd_all
+from signals import speech_like, write_wav
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(REPO, "eval", "pesq_headroom.py")
+sys.path.insert(0, os.path.join(REPO, "eval"))
+import pesq_headroom  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def pair():
+    reference = speech_like(2.0, 16000, seed=7)
+    narrowband = evaluation_degradation(reference)
+    return reference, narrowband, folding(narrowband)[: len(reference)]
+
+
+def test_variants_change_only_the_high_band_as_named(pair):
+    reference, narrowband, output = pair
+    v = pesq_headroom.variants(reference, output, [1.0, 0.5, 0.0], 500.0, sinc(narrowband))
+    assert list(v) == ["sinc baseline", "gain 1", "gain 0.5", "gain 0", "oracle frame level", "oracle band levels",
+                       "reference high band"]
+    # The STFT round trip is transparent: gain 1 is the output itself.
+    np.testing.assert_allclose(v["gain 1"], output, atol=1e-4)
+    low, high = v["gain 0"], v["gain 1"] - v["gain 0"]
+    np.testing.assert_allclose(v["gain 0.5"], low + 0.5 * high, atol=1e-5)
+    assert lsd_all(reference, v["reference high band"])["lsd_hf"] < 0.1
+    # Matching the reference's energy per frame, then per band and frame, brings the high band closer.
+    hf = {k: lsd_all(reference, x)["lsd_hf"] for k, x in v.items()}
+    assert hf["oracle band levels"] < hf["oracle frame level"] < hf["gain 1"]
+    # The low band is the system's own in every variant.
+    for name in ("gain 0", "oracle band levels", "reference high band"):
+        assert lsd(output, v[name], band=(0.0, 3500.0)) < 0.05
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, SCRIPT, *map(str, args)], capture_output=True, text=True, cwd=REPO)
+
+
+def test_cli_reports_every_variant_as_json(tmp_path):
+    for seed in (1, 2):
+        write_wav(tmp_path / f"s{seed}.wav", speech_like(2.0, 16000, seed=seed), 16000)
+    result = _run("--model", "folding", "--data", tmp_path, "--gains", "1,0", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert set(rows) == {"sinc baseline", "gain 1", "gain 0", "oracle frame level", "oracle band levels",
+                         "reference high band"}
+    assert all(row["files"] == 2 for row in rows.values())
+    assert rows["reference high band"]["lsd_hf"] < rows["gain 1"]["lsd_hf"] < rows["gain 0"]["lsd_hf"]
+
+
+def test_cli_refuses_bad_input(tmp_path):
+    bad_gains = _run("--model", "folding", "--data", tmp_path, "--gains", "1,loud")
+    assert bad_gains.returncode == 2 and "--gains" in bad_gains.stderr
+    missing = _run("--model", "folding", "--data", tmp_path / "nope")
+    assert missing.returncode == 2 and "not a directory" in missing.stderr
+    empty = _run("--model", "folding", "--data", tmp_path)
+    assert empty.returncode == 2 and "no audio files" in empty.stderr
+    write_wav(tmp_path / "a.wav", speech_like(1.0, 16000, seed=3), 16000)
+    unknown = _run("--model", "nosuchmodel", "--data", tmp_path)
+    assert unknown.returncode == 2 and "neither a baseline" in unknown.stderr
+    for stream in (bad_gains, missing, empty, unknown):
+        assert "Traceback" not in stream.stderr
