@@ -19,6 +19,8 @@ OUT_DIR receives:
   ``bwe.config.ExportConfig``);
 * ``block.tflite``: float32, ``block_frames`` frames per call with the same states as
   ``streaming.tflite`` (states are interchangeable between the two): the fast path for files;
+* ``block_int8.tflite`` (``int8_mode: dynamic`` only): the block model with int8 weights, the fast
+  path for files with ``--int8``;
 * ``metadata.json``: rates, frame sizes, latency, delay, tensor names, the state list in feed order
   (all start at zeros), parameter/MAC counts, the resolved recipe and measured export checks.
 
@@ -354,6 +356,11 @@ def export_generator(
         log(f"converting {files['streaming_int8']} ({int8_mode} int8)")
         with open(os.path.join(tmp, files["streaming_int8"]), "wb") as f:
             f.write(_convert(saved_model, "streaming", quantize=True, representative=representative))
+        if int8_mode == "dynamic":  # needs no calibration, so the block model gets an int8 twin for fast files
+            files["block_int8"] = "block_int8.tflite"
+            log(f"converting {files['block_int8']}")
+            with open(os.path.join(tmp, files["block_int8"]), "wb") as f:
+                f.write(_convert(saved_model, "block", quantize=True))
 
         # Checks: float files match TensorFlow; int8 SNR against float, on held-back audio.
         log("checking the exported files")
@@ -378,6 +385,11 @@ def export_generator(
                                         FRAME_INPUT_SAMPLES)
         int8_snr = snr_db(reference, int8_out)
         int8_highband_snr = snr_db(highband(reference, OUTPUT_RATE), highband(int8_out, OUTPUT_RATE))
+        int8_snrs = {"int8_snr_db_vs_float": round(int8_snr, 2),
+                     "int8_highband_snr_db_vs_float": round(int8_highband_snr, 2)}
+        if "block_int8" in files:
+            block_int8_out = _run_block(os.path.join(tmp, files["block_int8"]), block_check, state_specs)
+            int8_snrs["block_int8_snr_db_vs_float"] = round(snr_db(block_ref, block_int8_out), 2)
         delay = generator_delay_samples(cfg)
         frame_ms = 1000.0 * FRAME_INPUT_SAMPLES / INPUT_RATE
         metadata = {
@@ -405,22 +417,25 @@ def export_generator(
                                    "io_dtype": "float32"},
                 "block": {"file": files["block"], "signature": "block", "dtype": "float32",
                           "frames_per_call": block_frames},
+                **({"block_int8": {"file": files["block_int8"], "signature": "block", "dtype": "int8",
+                                   "quantization": INT8_DESCRIPTIONS[int8_mode], "frames_per_call": block_frames,
+                                   "io_dtype": "float32"}} if "block_int8" in files else {}),
             },
             "offline_runtime": ("bwe.runtime runs whole files through block.tflite with the states carried "
                                 "between blocks (then frame by frame for the remainder): bounded memory, output "
-                                "identical to one-piece processing"),
+                                "identical to one-piece processing; int8: block_int8.tflite (if present) and "
+                                "streaming_int8.tflite the same way"),
             "states": [{"input": a, "output": b, "shape": list(shape), "dtype": "float32"}
                        for a, b, shape in state_specs],
             "tensor_names": {key: _tensor_names(os.path.join(tmp, files[key]), sig) for key, sig in
                              (("streaming", "streaming"), ("streaming_int8", "streaming"), ("block", "block"),
-                              ("offline", "serving_default"))},
+                              ("offline", "serving_default"), ("block_int8", "block")) if key in files},
             "params": count_params(cfg),
             "macs_per_frame": macs_per_frame(cfg),
             "causal": cfg.causal,
             "checks": {
                 "max_abs_error_vs_tensorflow": errors,
-                "int8_snr_db_vs_float": round(int8_snr, 2),
-                "int8_highband_snr_db_vs_float": round(int8_highband_snr, 2),
+                **int8_snrs,
                 "int8_calibration": calibration,
             },
             "source": source,

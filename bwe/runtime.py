@@ -167,9 +167,16 @@ class ExportedModel:
         return StreamSession(self._runner("streaming_int8" if self.int8 else "streaming"))
 
     def block_stream(self) -> StreamSession:
-        """Like `stream`, but whole blocks go through ``block.tflite`` (float) for speed; same output."""
+        """Like `stream`, but whole blocks go through ``block.tflite`` for speed; same output.
+
+        With ``int8``: ``block_int8.tflite`` when the export has it (dynamic-range int8 quantises each
+        call's activations from their own range, so its output is close to, not identical with,
+        ``streaming_int8.tflite``'s), else ``streaming_int8.tflite`` frame by frame.
+        """
         if self.int8:
-            return self.stream()
+            if "block_int8" not in self.metadata["files"]:
+                return self.stream()
+            return StreamSession(self._runner("streaming_int8"), self._runner("block_int8"))
         return StreamSession(self._runner("streaming"), self._runner("block"))
 
     def __call__(self, x8k: np.ndarray) -> np.ndarray:

@@ -90,14 +90,17 @@ def time_offline(model_dir: str, meta: dict, threads: int, seconds: float) -> di
         t0 = time.perf_counter()
         interpreter.invoke()
         offline_s = time.perf_counter() - t0
-    model = ExportedModel(model_dir, num_threads=threads)
-    model(x[: 64 * meta["frame_input_samples"]])  # load the interpreters before timing
-    t0 = time.perf_counter()
-    model(x)
-    runtime_s = time.perf_counter() - t0
     duration = len(x) / rate
-    return {"seconds": duration, "offline_tflite_rtf": None if offline_s is None else offline_s / duration,
-            "runtime_blocks_rtf": runtime_s / duration}
+    result = {"seconds": duration, "offline_tflite_rtf": None if offline_s is None else offline_s / duration}
+    variants = [("runtime_blocks_rtf", False)] + ([("runtime_blocks_int8_rtf", True)]
+                                                  if "block_int8" in meta["files"] else [])
+    for key, int8 in variants:
+        model = ExportedModel(model_dir, int8=int8, num_threads=threads)
+        model(x[: 64 * meta["frame_input_samples"]])  # load the interpreters before timing
+        t0 = time.perf_counter()
+        model(x)
+        result[key] = (time.perf_counter() - t0) / duration
+    return result
 
 
 def macs_per_layer(meta: dict) -> dict[str, int]:
@@ -147,7 +150,11 @@ def format_report(report: dict) -> str:
         o = report["offline"]
         offline = "not in this export" if o["offline_tflite_rtf"] is None else f"{o['offline_tflite_rtf']:.4f}"
         lines += ["", f"whole signal ({o['seconds']:.0f} s): offline.tflite RTF {offline}, "
-                      f"bwe.runtime (block.tflite) RTF {o['runtime_blocks_rtf']:.4f}"]
+                      f"bwe.runtime (block.tflite) RTF {o['runtime_blocks_rtf']:.4f} "
+                      f"({1 / o['runtime_blocks_rtf']:.0f}x real time)"]
+        if "runtime_blocks_int8_rtf" in o:
+            lines.append(f"  int8 (block_int8.tflite) RTF {o['runtime_blocks_int8_rtf']:.4f} "
+                         f"({1 / o['runtime_blocks_int8_rtf']:.0f}x real time)")
     if "macs_per_layer" in report:
         total = sum(report["macs_per_layer"].values())
         lines += ["", "MACs per 16 ms frame by layer:"]

@@ -118,6 +118,7 @@ def test_int8_within_documented_bound(exported, audio):
     _, _, out_dir, meta = exported
     float_out = _stream_with_metadata_only(out_dir, audio)
     int8_out = _stream_with_metadata_only(out_dir, audio, "streaming_int8")
+    sizes = {k: os.path.getsize(os.path.join(out_dir, e["file"])) for k, e in meta["files"].items()}
     assert export_module.snr_db(float_out, int8_out) >= INT8_MIN_SNR_DB
     highband_snr = export_module.snr_db(export_module.highband(float_out, 16000), export_module.highband(int8_out, 16000))
     assert highband_snr >= INT8_MIN_SNR_DB
@@ -125,7 +126,12 @@ def test_int8_within_documented_bound(exported, audio):
     assert meta["checks"]["int8_highband_snr_db_vs_float"] >= INT8_MIN_SNR_DB
     assert meta["files"]["streaming_int8"]["quantization"].startswith("dynamic range")
     assert meta["checks"]["int8_calibration"] is None  # dynamic range needs no calibration
-    sizes = {k: os.path.getsize(os.path.join(out_dir, e["file"])) for k, e in meta["files"].items()}
+    # The int8 block model (the fast path for files) stays within the same bound of the float one.
+    assert meta["files"]["block_int8"]["frames_per_call"] == meta["files"]["block"]["frames_per_call"]
+    block_int8_out = _stream_with_metadata_only(out_dir, audio, "block_int8")
+    assert export_module.snr_db(_stream_with_metadata_only(out_dir, audio, "block"), block_int8_out) >= INT8_MIN_SNR_DB
+    assert meta["checks"]["block_int8_snr_db_vs_float"] >= INT8_MIN_SNR_DB
+    assert sizes["block_int8"] < sizes["block"]
     assert sizes["streaming_int8"] < sizes["streaming"]
 
 
@@ -195,6 +201,8 @@ def test_full_integer_int8_is_calibrated_and_reported(tmp_path):
     assert meta["checks"]["int8_calibration"]["frames"] == 40
     assert "sample_8k.wav" in meta["checks"]["int8_calibration"]["audio"]
     assert meta["checks"]["int8_snr_db_vs_float"] >= FULL_INT8_MIN_SNR_DB
+    assert "block_int8" not in meta["files"]  # a block-shaped calibration is not made; files use frames
+    assert not os.path.exists(out / "block_int8.tflite")
 
 
 def test_highband_keeps_only_bins_above_cutoff():
