@@ -127,7 +127,7 @@ def calibration_audio(calibration_dir: str | None, frames: int, frame: int) -> t
     Default: the bundled real telephone-band prompt at 0, -12 and +6 dB (the levels training sees),
     repeated as needed. With ``calibration_dir``: up to ``CALIBRATION_FILES`` of its audio files, spread
     evenly over the sorted list (so several speakers and sources are seen), resampled to 8 kHz, an
-    equal share from the start of each, the shares refilled from the files again if they run short.
+    equal share from the start of each (the whole taken again from the start if short files leave it short).
     """
     from bwe.data.audio import list_audio_files, load_audio
 
