@@ -99,6 +99,18 @@ def test_shipped_recipes_load_and_fit_their_segments(name):
     check_lengths(recipe, generator_delay_samples(recipe.model))
 
 
+def test_exponent_floats_without_a_dot_are_numbers():
+    from bwe.config import RecipeError
+
+    # PyYAML (YAML 1.1) reads "5e-5" as a string; a learning rate written that way must still load.
+    recipe = load_recipe(TINY, ["optim.generator_lr=5e-5", "optim.discriminator_lr=1E-4"])
+    assert recipe.optim.generator_lr == 5e-5 and recipe.optim.discriminator_lr == 1e-4
+    with pytest.raises(RecipeError, match="optim.generator_lr: expected a number, got 'fast'"):
+        load_recipe(TINY, ["optim.generator_lr=fast"])
+    with pytest.raises(RecipeError, match="train.steps: expected an integer"):
+        load_recipe(TINY, ["train.steps=1e3"])  # integers stay strict
+
+
 def test_segments_too_short_for_the_stfts_are_refused():
     from bwe.config import RecipeError
     from bwe.train import check_lengths
