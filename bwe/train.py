@@ -221,6 +221,11 @@ class Trainer:
         except (AssertionError, ValueError) as e:
             raise RunDirError(f"checkpoint {latest} does not fit this recipe's networks ({e}). "
                               "Use a new --run-dir for a different model.") from None
+        if self.recipe.optim.lr_schedule == "constant":
+            # A constant rate is an optimizer variable, so the checkpoint just restored it; the recipe's
+            # value must win, or a --force resume with another optim.*_lr would silently train as before.
+            self.generator_optimizer.learning_rate = self.recipe.optim.generator_lr
+            self.discriminator_optimizer.learning_rate = self.recipe.optim.discriminator_lr
         return int(self.step.numpy())
 
     # -- one training step ---------------------------------------------------------------------------------------

@@ -161,6 +161,18 @@ def tiny_trainer(tmp_path_factory):
     return Trainer(recipe, str(tmp_path_factory.mktemp("run")))
 
 
+def test_resume_takes_the_learning_rates_of_the_new_recipe(tmp_path):
+    from bwe.train import Trainer
+
+    first = Trainer(load_recipe(TINY, ["optim.generator_lr=2e-4"]), str(tmp_path))
+    first._save("latest")
+    resumed = Trainer(load_recipe(TINY, ["optim.generator_lr=5e-5", "optim.discriminator_lr=3e-5"]), str(tmp_path))
+    assert resumed.restore() == 0
+    rates = resumed.learning_rates()
+    assert rates["learning_rate/generator"] == pytest.approx(5e-5)
+    assert rates["learning_rate/discriminator"] == pytest.approx(3e-5)
+
+
 def _batch(seed, nan=False):
     wb = np.stack([speech_like(4096 / 16000, seed=seed + i) for i in range(2)])[..., None].astype(np.float32)
     nb = wb[:, ::2].copy()
