@@ -167,7 +167,7 @@ class ExportedModel:
         return StreamSession(self._runner("streaming_int8" if self.int8 else "streaming"))
 
     def block_stream(self) -> StreamSession:
-        """Like `stream`, but whole blocks go through ``block.tflite`` for speed; same output.
+        """Like `stream`, but whole blocks go through the block model for speed (float: the same output).
 
         With ``int8``: ``block_int8.tflite`` when the export has it (dynamic-range int8 quantises each
         call's activations from their own range, so its output is close to, not identical with,
