@@ -129,7 +129,7 @@ def calibration_audio(calibration_dir: str | None, frames: int, frame: int) -> t
     evenly over the sorted list (so several speakers and sources are seen), resampled to 8 kHz, an
     equal share from the start of each (the whole taken again from the start if short files leave it short).
     """
-    from bwe.data.audio import list_audio_files, load_audio
+    from bwe.data.audio import list_audio_files, load_audio, spread_indices
 
     needed = frames * frame
     pieces, total = [], 0
@@ -139,8 +139,7 @@ def calibration_audio(calibration_dir: str | None, frames: int, frame: int) -> t
         files = list_audio_files(calibration_dir)
         if not files:
             raise ExportError(f"--calibration-dir {calibration_dir}: no audio files found")
-        chosen = [files[int(i)] for i in np.linspace(0, len(files) - 1, min(CALIBRATION_FILES, len(files)))]
-        chosen = list(dict.fromkeys(chosen))
+        chosen = [files[i] for i in spread_indices(len(files), CALIBRATION_FILES)]
         share = -(-needed // len(chosen))
         for path in chosen:
             x, _ = load_audio(path, target_rate=8000)

@@ -59,7 +59,7 @@ if _EVAL_DIR not in sys.path:
     sys.path.insert(1, _EVAL_DIR)
 
 from bwe.baselines import BASELINES, sinc  # noqa: E402
-from bwe.data.audio import AudioError, list_audio_files, load_audio  # noqa: E402
+from bwe.data.audio import AudioError, list_audio_files, load_audio, spread_indices  # noqa: E402
 from bwe.data.degrade import EVAL_CUTOFF_HZ, EVAL_FILTER_ORDER, EVAL_RIPPLE_DB, evaluation_degradation  # noqa: E402
 from bwe.metrics import LSD_N_FFT, estimate_delay, lsd_all, pesq_wb  # noqa: E402
 from stats import mean_ci95, nan_to_none  # noqa: E402
@@ -218,9 +218,7 @@ def evaluate_pair(
 
 def panel_indices(n_files: int, n_panels: int) -> set[int]:
     """Indices of ``n_panels`` files spread evenly over ``n_files`` (first and last included)."""
-    if n_panels <= 0 or n_files == 0:
-        return set()
-    return {int(round(i)) for i in np.linspace(0, n_files - 1, min(n_panels, n_files))}
+    return set(spread_indices(n_files, n_panels))
 
 
 def evaluate_files(

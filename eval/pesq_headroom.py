@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bwe.baselines import sinc  # noqa: E402
-from bwe.data.audio import list_audio_files, load_audio  # noqa: E402
+from bwe.data.audio import list_audio_files, load_audio, spread_indices  # noqa: E402
 from bwe.data.degrade import evaluation_degradation  # noqa: E402
 from bwe.metrics import lsd_all, pesq_wb  # noqa: E402
 from evaluate import EvaluationError, load_system  # noqa: E402
@@ -146,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not files:
         print(f"pesq_headroom.py: error: --data {args.data}: no audio files", file=sys.stderr)
         return 2
-    files = [files[i] for i in np.unique(np.linspace(0, len(files) - 1, min(args.limit, len(files))).astype(int))]
+    files = [files[i] for i in spread_indices(len(files), args.limit)]
     try:
         system = load_system(args.model)
     except EvaluationError as e:

@@ -17,6 +17,7 @@ from bwe.data.audio import (
     load_raw,
     resample,
     save_audio,
+    spread_indices,
 )
 from signals import speech_like, write_wav
 
@@ -279,3 +280,10 @@ def test_save_into_unwritable_directory_as_root(tmp_path, speech16k, monkeypatch
     monkeypatch.setattr(os, "access", lambda path, mode: False)
     with pytest.raises(AudioError, match="not writable"):
         save_audio(tmp_path / "a.wav", speech16k, 16000)
+
+
+def test_spread_indices_cover_first_and_last_without_repeats():
+    assert spread_indices(10, 3) == [0, 4, 9]  # linspace 0, 4.5, 9 rounded half to even
+    assert spread_indices(3, 10) == [0, 1, 2]  # fewer items than asked: all of them, once
+    assert spread_indices(5, 1) == [0]
+    assert spread_indices(5, 0) == [] and spread_indices(0, 4) == []

@@ -287,6 +287,17 @@ def save_audio(
     return path
 
 
+def spread_indices(n_items: int, n: int) -> list[int]:
+    """Indices of up to ``n`` of ``n_items`` items, spread evenly (first and last included), sorted.
+
+    Sorted file lists run speaker by speaker and source by source, so taking these instead of the
+    first ``n`` files samples all of them.
+    """
+    if n <= 0 or n_items <= 0:
+        return []
+    return np.unique(np.linspace(0, n_items - 1, min(n, n_items)).round().astype(int)).tolist()
+
+
 def list_audio_files(root: PathLike) -> list[str]:
     """All audio files (by :data:`AUDIO_EXTENSIONS`, case-insensitive) under ``root``, recursively, sorted.
 

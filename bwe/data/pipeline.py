@@ -49,7 +49,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import soundfile
 
-from bwe.data.audio import AudioError, load_audio
+from bwe.data.audio import AudioError, load_audio, spread_indices
 from bwe.data.degrade import evaluation_degradation, make_training_pair
 
 logger = logging.getLogger(__name__)
@@ -401,7 +401,7 @@ def validation_set(
         raise ValueError(f"max_files and max_seconds must be positive, got {max_files}, {max_seconds}")
     files = list(files)
     if len(files) > max_files:
-        files = [files[i] for i in np.unique(np.linspace(0, len(files) - 1, max_files).round().astype(int))]
+        files = [files[i] for i in spread_indices(len(files), max_files)]
     pairs = []
     skipped = {}
     limit = int(max_seconds * WIDEBAND_RATE)
