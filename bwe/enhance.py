@@ -71,8 +71,9 @@ class AlignedStream:
     16 kHz audio.
 
     The causal model's output lags its input by `delay` output samples (the group delay of its fixed
-    interpolation and band-split filters, ``metadata["delay_samples"]``). Offline we can afford to wait: the first `delay` samples are dropped, and
-    `finish()` feeds zeros to flush the last ones, so output sample k lines up with input time k.
+    interpolation and band-split filters, ``metadata["delay_samples"]``). Offline we can afford to
+    wait: the first `delay` samples are dropped, and `finish()` feeds zeros to flush the last ones,
+    so output sample k lines up with input time k.
     """
 
     def __init__(self, model, streaming: bool):

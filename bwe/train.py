@@ -27,6 +27,7 @@ several GPUs are visible, the default strategy otherwise. ``train.batch_size`` i
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import math
@@ -50,12 +51,9 @@ EXIT_BAD_INPUT = 2
 EXIT_NONFINITE = 3
 EXIT_INTERRUPTED = 130
 VALID_HISTORY_FILE = "valid_history.jsonl"
-try:  # WB-PESQ in validation needs the optional `pesq` package (the "eval" extra)
-    import pesq  # noqa: F401
-
-    PESQ_AVAILABLE = True
-except ImportError:
-    PESQ_AVAILABLE = False
+# WB-PESQ in validation needs the optional `pesq` package (the "eval" extra); only look for it here,
+# bwe.metrics imports it when a validation runs.
+PESQ_AVAILABLE = importlib.util.find_spec("pesq") is not None
 
 
 class TrainingStopped(RuntimeError):
