@@ -80,6 +80,10 @@ class AlignedStream:
         self.session = model.stream() if streaming else model.block_stream()
         self.frame = int(model.metadata["frame_input_samples"])
         self.delay = int(model.metadata["delay_samples"])
+        # Input is held back until a whole number of these is ready: one frame when streaming, one
+        # block of the block model otherwise. Feeding a file's 10 s read blocks as they come would
+        # send each block's remainder frame by frame, which made whole-file runs ~30 % slower.
+        self.granule = self.session.block_input_samples or self.frame
         self._pending = np.zeros(0, np.float32)
         self._to_drop = self.delay
 
@@ -94,7 +98,7 @@ class AlignedStream:
     def push(self, x8: np.ndarray) -> np.ndarray:
         """Feed any number of 8 kHz samples; returns the 16 kHz samples that are now final."""
         buf = np.concatenate([self._pending, np.asarray(x8, np.float32)])
-        usable = len(buf) // self.frame * self.frame
+        usable = len(buf) // self.granule * self.granule
         self._pending = buf[usable:]
         if usable == 0:
             return np.zeros(0, np.float32)
@@ -103,13 +107,14 @@ class AlignedStream:
     def finish(self, total_output: int, produced: int) -> np.ndarray:
         """Flush the tail so that exactly `total_output` samples have been produced in all."""
         missing = total_output - produced
-        tail = [np.zeros(0, np.float32)]
-        while missing > 0:
-            # Complete the pending partial frame with zeros first, then whole frames of zeros.
-            y = self.push(np.zeros(self.frame - len(self._pending), np.float32))
-            tail.append(y[:missing])
-            missing -= len(y)
-        return np.concatenate(tail)
+        if missing <= 0:
+            return np.zeros(0, np.float32)
+        # The held-back input, then zeros, up to whole frames covering the delayed last samples.
+        needed = max(len(self._pending), -(-(missing + self._to_drop) // 2))
+        needed = -(-needed // self.frame) * self.frame
+        x = np.concatenate([self._pending, np.zeros(needed - len(self._pending), np.float32)])
+        self._pending = np.zeros(0, np.float32)
+        return self._run(x)[:missing]
 
 
 def _wideband_ratio(block: np.ndarray, rate: int) -> tuple[float, float]:

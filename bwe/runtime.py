@@ -12,7 +12,7 @@ the model's raw output, which lags the input by ``metadata["delay_samples"]`` 16
 ``ExportedModel.__call__`` removes that lag by dropping the first ``delay_samples`` outputs and
 flushing the model with zeros.
 
-Whole signals run through ``block.tflite`` (64 frames = 1.024 s per call by default) with the state
+Whole signals run through ``block.tflite`` (256 frames = 4.1 s per call by default) with the state
 carried across calls, then frame by frame for the last partial block: memory stays bounded for
 hour-long input and the output is identical to one-piece processing, because the block and the
 frame model share one state layout.
@@ -26,7 +26,6 @@ import os
 import numpy as np
 
 METADATA_FILE = "metadata.json"
-OFFLINE_CHUNK_FRAMES = 256  # frames per outer step of ExportedModel.__call__ (~33 s): bounds memory
 REQUIRED_KEYS = ("input_rate", "output_rate", "frame_input_samples", "frame_output_samples", "delay_samples",
                  "audio_input", "audio_output", "states", "files")
 
@@ -96,6 +95,8 @@ class StreamSession:
         self._frame = frame_runner
         self._block = block_runner
         self.frame_input_samples = frame_runner.frame_in
+        # Input per block-model call, or 0 without one; callers batch input to multiples of it.
+        self.block_input_samples = block_runner.frame_in if block_runner is not None else 0
         self.reset()
 
     def reset(self) -> None:
@@ -193,7 +194,8 @@ class ExportedModel:
         total = -(-needed // frame) * frame
         session = self.block_stream()
         out = np.empty(2 * total, np.float32)
-        chunk = OFFLINE_CHUNK_FRAMES * frame
+        # One block-model call at a time bounds the memory of the padding copies below.
+        chunk = session.block_input_samples or frame
         for start in range(0, total, chunk):
             piece = x[start : start + chunk]
             length = min(chunk, total - start)

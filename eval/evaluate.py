@@ -124,7 +124,7 @@ def load_system(name: str) -> System:
 
     ``DIR:int8`` runs the folder's int8 streaming model (``streaming_int8.tflite``, frame by frame)
     instead of the float one (``block.tflite``, which gives exactly the output of the float
-    streaming model, one call per 64 frames).
+    streaming model, one call per block of frames).
     """
     if name in BASELINES:
         return BASELINES[name]

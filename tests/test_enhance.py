@@ -86,15 +86,30 @@ def test_streaming_equals_offline(tmp_path, model_dir, model, capsys):
 
 
 def test_chunked_reading_equals_one_piece(tmp_path, model_dir, model, capsys, monkeypatch):
-    """Blocks that are not a multiple of the frame still give the one-piece output."""
+    """Read blocks that are not a multiple of the frame still give the one-piece output, and input is held
+    back until a whole block-model call is ready: only the tail goes through the one-frame model."""
+    from bwe import runtime
+
     x = narrowband(2.0, seed=5)
     src, dst = tmp_path / "in.wav", tmp_path / "out.wav"
     sf.write(src, x, 8000, subtype="FLOAT")
+    reference = model(x)
+    calls = {}
+    original_run = runtime._StatefulRunner.run
+
+    def counting_run(self, frame, states):
+        calls[len(frame)] = calls.get(len(frame), 0) + 1
+        return original_run(self, frame, states)
+
+    monkeypatch.setattr(runtime._StatefulRunner, "run", counting_run)
     monkeypatch.setattr(enhance, "READ_BLOCK_SECONDS", 0.0371)
     assert run_cli([src, dst, "--model", model_dir, "--subtype", "FLOAT"], capsys)[0] == 0
     y, _ = sf.read(dst, dtype="float32")
-    # Equal up to float rounding: partial blocks run through the one-frame model instead of the block model.
-    np.testing.assert_allclose(y, model(x), atol=1e-5)
+    np.testing.assert_allclose(y, reference, atol=1e-6)
+    meta = json.loads(open(os.path.join(model_dir, "metadata.json")).read())
+    block = meta["files"]["block"]["frames_per_call"] * meta["frame_input_samples"]
+    assert calls.get(block, 0) == len(x) // block
+    assert calls.get(meta["frame_input_samples"], 0) < meta["files"]["block"]["frames_per_call"] + 1
 
 
 def test_any_rate_and_channels_are_resampled_and_wideband_input_warned(tmp_path, model_dir, model, capsys):
