@@ -317,3 +317,16 @@ def test_bundled_int8_model_matches_the_float_one_on_the_bundled_sample():
     for name, (y_float, y_int8) in pairs.items():
         assert snr_db(y_float, y_int8) >= 40.0, name
         assert snr_db(highband(y_float, 16000), highband(y_int8, 16000)) >= 20.0, name
+
+
+def test_bundled_model_was_trained_with_the_shipped_recipe():
+    """recipes/pretrained.yaml reproduces the bundled model: the export recorded the same recipe
+    (the data folders excepted, which name the training machine's paths)."""
+    from bwe.config import load_recipe, recipe_to_dict
+
+    bundled = json.loads(open(os.path.join(REPO, "bwe", "pretrained", "metadata.json")).read())["recipe"]
+    shipped = recipe_to_dict(load_recipe(os.path.join(REPO, "recipes", "pretrained.yaml")))
+    for recipe in (bundled, shipped):
+        recipe["data"].pop("train_dir")
+        recipe["data"].pop("valid_dir")
+    assert bundled == shipped
