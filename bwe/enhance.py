@@ -82,7 +82,7 @@ class AlignedStream:
         self.delay = int(model.metadata["delay_samples"])
         # Input is held back until a whole number of these is ready: one frame when streaming, one
         # block of the block model otherwise. Feeding a file's 10 s read blocks as they come would
-        # send each block's remainder frame by frame, which made whole-file runs ~30 % slower.
+        # send each block's remainder frame by frame, which made whole-file runs ~15 % slower.
         self.granule = self.session.block_input_samples or self.frame
         self._pending = np.zeros(0, np.float32)
         self._to_drop = self.delay
