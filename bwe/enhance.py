@@ -66,57 +66,6 @@ def load_model(model_dir: str | None, int8: bool = False, threads: int = 1):
     return model
 
 
-class AlignedStream:
-    """Pushes 8 kHz audio of any block size through a model session; returns delay-compensated
-    16 kHz audio.
-
-    The causal model's output lags its input by `delay` output samples (the group delay of its fixed
-    interpolation and band-split filters, ``metadata["delay_samples"]``). Offline we can afford to
-    wait: the first `delay` samples are dropped, and `finish()` feeds zeros to flush the last ones,
-    so output sample k lines up with input time k.
-    """
-
-    def __init__(self, model, streaming: bool):
-        self.session = model.stream() if streaming else model.block_stream()
-        self.frame = int(model.metadata["frame_input_samples"])
-        self.delay = int(model.metadata["delay_samples"])
-        # Input is held back until a whole number of these is ready: one frame when streaming, one
-        # block of the block model otherwise. Feeding a file's 10 s read blocks as they come would
-        # send each block's remainder frame by frame, which made whole-file runs ~15 % slower.
-        self.granule = self.session.block_input_samples or self.frame
-        self._pending = np.zeros(0, np.float32)
-        self._to_drop = self.delay
-
-    def _run(self, x8: np.ndarray) -> np.ndarray:
-        y = self.session.process(x8)
-        if self._to_drop:
-            dropped = min(self._to_drop, len(y))
-            y = y[dropped:]
-            self._to_drop -= dropped
-        return y
-
-    def push(self, x8: np.ndarray) -> np.ndarray:
-        """Feed any number of 8 kHz samples; returns the 16 kHz samples that are now final."""
-        buf = np.concatenate([self._pending, np.asarray(x8, np.float32)])
-        usable = len(buf) // self.granule * self.granule
-        self._pending = buf[usable:]
-        if usable == 0:
-            return np.zeros(0, np.float32)
-        return self._run(buf[:usable])
-
-    def finish(self, total_output: int, produced: int) -> np.ndarray:
-        """Flush the tail so that exactly `total_output` samples have been produced in all."""
-        missing = total_output - produced
-        if missing <= 0:
-            return np.zeros(0, np.float32)
-        # The held-back input, then zeros, up to whole frames covering the delayed last samples.
-        needed = max(len(self._pending), -(-(missing + self._to_drop) // 2))
-        needed = -(-needed // self.frame) * self.frame
-        x = np.concatenate([self._pending, np.zeros(needed - len(self._pending), np.float32)])
-        self._pending = np.zeros(0, np.float32)
-        return self._run(x)[:missing]
-
-
 def _wideband_ratio(block: np.ndarray, rate: int) -> tuple[float, float]:
     """(energy above 4 kHz, total energy) of a mono block at `rate`."""
     if rate <= MODEL_RATE_IN or len(block) < 2:
@@ -140,7 +89,7 @@ def enhance_file(model, in_path: str, out_path: str, subtype: str = "PCM_16", st
             total_output = int(round(source.frames * MODEL_RATE_OUT / rate))
             resampler = None if rate == MODEL_RATE_IN else soxr.ResampleStream(
                 rate, MODEL_RATE_IN, 1, dtype="float32", quality="VHQ")
-            stream = AlignedStream(model, streaming)
+            stream = model.aligned(streaming)
             high = total = 0.0
             produced = 0
             block_frames = max(int(READ_BLOCK_SECONDS * rate), 1)
@@ -184,7 +133,7 @@ def enhance_pipe(model, stdin, stdout) -> None:
     lags the input only by the model's latency. At EOF the partial last frame is zero-padded and the
     delayed tail is flushed, so the total output is exactly twice the input length.
     """
-    stream = AlignedStream(model, streaming=True)
+    stream = model.aligned(streaming=True)
     frame_bytes = stream.frame * 2
     produced = consumed = 0
     carry = b""

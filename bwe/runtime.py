@@ -9,8 +9,9 @@
 Everything is driven by ``metadata.json``: file names, tensor names and the list of state tensors
 (fed back from each call's outputs to the next call's inputs, starting at zeros). Sessions return
 the model's raw output, which lags the input by ``metadata["delay_samples"]`` 16 kHz samples;
-``ExportedModel.__call__`` removes that lag by dropping the first ``delay_samples`` outputs and
-flushing the model with zeros.
+``ExportedModel.__call__`` and ``ExportedModel.aligned()`` (for audio that arrives in pieces, e.g. a
+file read in blocks) remove that lag by dropping the first ``delay_samples`` outputs and flushing
+the model with zeros.
 
 Whole signals run through ``block.tflite`` (256 frames = 4.1 s per call by default) with the state
 carried across calls, then frame by frame for the last partial block: memory stays bounded for
@@ -124,6 +125,55 @@ class StreamSession:
         return out
 
 
+class AlignedStream:
+    """Pushes 8 kHz audio of any block size through a session; returns delay-compensated 16 kHz audio.
+
+    The causal model's output lags its input by ``delay_samples`` output samples (the group delay of
+    its fixed interpolation and band-split filters). Offline we can afford to wait: the first
+    ``delay_samples`` outputs are dropped, and `finish` feeds zeros to flush the last ones, so output
+    sample k lines up with input time k.
+    """
+
+    def __init__(self, session: StreamSession, delay_samples: int):
+        self.session = session
+        self.frame = session.frame_input_samples
+        # Input is held back until a whole number of these is ready: one frame when streaming, one
+        # block of the block model otherwise. Feeding a file's 10 s read blocks as they come would
+        # send each block's remainder frame by frame, which made whole-file runs ~15 % slower.
+        self.granule = session.block_input_samples or self.frame
+        self._pending = np.zeros(0, np.float32)
+        self._to_drop = delay_samples
+
+    def _run(self, x8: np.ndarray) -> np.ndarray:
+        y = self.session.process(x8)
+        if self._to_drop:
+            dropped = min(self._to_drop, len(y))
+            y = y[dropped:]
+            self._to_drop -= dropped
+        return y
+
+    def push(self, x8: np.ndarray) -> np.ndarray:
+        """Feed any number of 8 kHz samples; returns the 16 kHz samples that are now final."""
+        buf = np.concatenate([self._pending, np.asarray(x8, np.float32).reshape(-1)])
+        usable = len(buf) // self.granule * self.granule
+        self._pending = buf[usable:]
+        if usable == 0:
+            return np.zeros(0, np.float32)
+        return self._run(buf[:usable])
+
+    def finish(self, total_output: int, produced: int) -> np.ndarray:
+        """Flush the tail so that exactly `total_output` samples have been produced in all."""
+        missing = total_output - produced
+        if missing <= 0:
+            return np.zeros(0, np.float32)
+        # The held-back input, then zeros, up to whole frames covering the delayed last samples.
+        needed = max(len(self._pending), -(-(missing + self._to_drop) // 2))
+        needed = -(-needed // self.frame) * self.frame
+        x = np.concatenate([self._pending, np.zeros(needed - len(self._pending), np.float32)])
+        self._pending = np.zeros(0, np.float32)
+        return self._run(x)[:missing]
+
+
 class ExportedModel:
     """An exported bwe model folder: metadata, offline enhancement and streaming sessions.
 
@@ -180,6 +230,10 @@ class ExportedModel:
             return StreamSession(self._runner("streaming_int8"), self._runner("block_int8"))
         return StreamSession(self._runner("streaming"), self._runner("block"))
 
+    def aligned(self, streaming: bool = False) -> AlignedStream:
+        """A delay-compensated session: `stream` (frame by frame) or `block_stream` (whole blocks)."""
+        return AlignedStream(self.stream() if streaming else self.block_stream(), self.delay_samples)
+
     def __call__(self, x8k: np.ndarray) -> np.ndarray:
         """Enhance a whole 8 kHz signal: float32 [n] -> 16 kHz float32 [2n], time-aligned with the input."""
         x = np.asarray(x8k, dtype=np.float32)
@@ -187,19 +241,13 @@ class ExportedModel:
             raise ValueError(f"expected a mono signal of shape [n], got {x.shape}")
         if not np.all(np.isfinite(x)):
             raise ValueError("input contains NaN or Inf samples")
-        n_out = 2 * len(x)
-        frame = self.frame_input_samples
-        # Enough input (zeros after the signal) that the delayed output covers all 2n samples.
-        needed = -(-(n_out + self.delay_samples) // 2)
-        total = -(-needed // frame) * frame
-        session = self.block_stream()
-        out = np.empty(2 * total, np.float32)
-        # One block-model call at a time bounds the memory of the padding copies below.
-        chunk = session.block_input_samples or frame
-        for start in range(0, total, chunk):
-            piece = x[start : start + chunk]
-            length = min(chunk, total - start)
-            if len(piece) < length:
-                piece = np.concatenate([piece, np.zeros(length - len(piece), np.float32)])
-            out[2 * start : 2 * (start + length)] = session.process(piece)
-        return out[self.delay_samples : self.delay_samples + n_out]
+        stream = self.aligned()
+        out = np.empty(2 * len(x), np.float32)
+        produced = 0
+        # One block-model call at a time bounds the memory beside the output.
+        for start in range(0, len(x), stream.granule):
+            y = stream.push(x[start : start + stream.granule])
+            out[produced : produced + len(y)] = y
+            produced += len(y)
+        out[produced:] = stream.finish(len(out), produced)
+        return out
