@@ -122,9 +122,10 @@ INT8_SUFFIX = ":int8"
 def load_system(name: str) -> System:
     """A baseline by name, or an exported model from its directory (needs ``bwe.runtime``).
 
-    ``DIR:int8`` runs the folder's int8 streaming model (``streaming_int8.tflite``, frame by frame)
-    instead of the float one (``block.tflite``, which gives exactly the output of the float
-    streaming model, one call per block of frames).
+    A model runs whole files through its block model (``block.tflite``, which gives exactly the
+    output of the float streaming model, one call per block of frames); ``DIR:int8`` runs the int8
+    one instead (``block_int8.tflite``, or ``streaming_int8.tflite`` frame by frame when the export
+    has no int8 block model).
     """
     if name in BASELINES:
         return BASELINES[name]

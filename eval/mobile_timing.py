@@ -97,8 +97,7 @@ def time_offline(model_dir: str, meta: dict, threads: int, seconds: float) -> di
     for key, int8 in variants:
         model = ExportedModel(model_dir, int8=int8, num_threads=threads)
         # Warm up both interpreters (a block and a frame): a first invoke packs the weights.
-        block_frames = meta["files"]["block"].get("frames_per_call", 64)
-        model(x[: (block_frames + 1) * meta["frame_input_samples"]])
+        model(x[: (meta["files"]["block"]["frames_per_call"] + 1) * meta["frame_input_samples"]])
         times = []
         for _ in range(3):
             t0 = time.perf_counter()
