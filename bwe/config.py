@@ -190,6 +190,10 @@ class DataConfig:
     segment_samples: int = 8192  # wideband (16 kHz) samples per training example; multiple of 256
     min_seconds: float = 0.5  # shorter files are skipped (and counted)
     loudness_lufs: float = -26.0  # each file is levelled to this integrated loudness (BS.1770) once
+    # Training files whose content stops below this frequency are skipped (bwe.data.audio.
+    # effective_bandwidth_hz): a target without 7-8 kHz teaches the model to leave that band empty.
+    # 0 = keep every file.
+    min_bandwidth_hz: float = 0.0
     # Narrowband simulation (bwe.data.degrade.simulate_narrowband), drawn anew for every example:
     cutoff_hz_range: list[float] = field(default_factory=lambda: [3400.0, 4000.0])  # random low-pass cutoff
     gain_db_range: list[float] = field(default_factory=lambda: [-18.0, 6.0])  # level change, target too
@@ -209,6 +213,8 @@ class DataConfig:
             raise RecipeError(f"data.min_seconds: must be >= 0, got {self.min_seconds!r}")
         if not -70.0 <= self.loudness_lufs <= 0.0:
             raise RecipeError(f"data.loudness_lufs: must be in [-70, 0] LUFS, got {self.loudness_lufs!r}")
+        if not 0.0 <= self.min_bandwidth_hz <= 8000.0:
+            raise RecipeError(f"data.min_bandwidth_hz: must be in [0, 8000] Hz (0 = off), got {self.min_bandwidth_hz!r}")
         if not 0.0 <= self.companding_probability <= 1.0:
             raise RecipeError(f"data.companding_probability: must be in [0, 1], got {self.companding_probability!r}")
         if len(self.gain_db_range) != 2 or self.gain_db_range[0] > self.gain_db_range[1]:

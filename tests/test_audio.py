@@ -12,6 +12,7 @@ from bwe.data.audio import (
     AUDIO_EXTENSIONS,
     AudioError,
     check_output_path,
+    effective_bandwidth_hz,
     list_audio_files,
     load_audio,
     load_raw,
@@ -287,3 +288,33 @@ def test_spread_indices_cover_first_and_last_without_repeats():
     assert spread_indices(3, 10) == [0, 1, 2]  # fewer items than asked: all of them, once
     assert spread_indices(5, 1) == [0]
     assert spread_indices(5, 0) == [] and spread_indices(0, 4) == []
+
+
+@pytest.mark.parametrize("source_rate, low, high", [(12000, 5750, 6000), (14500, 6750, 7000), (16000, 8000, 8000)])
+def test_effective_bandwidth_finds_where_content_stops(source_rate, low, high):
+    # Speech made at a lower rate and resampled to 16 kHz has nothing above the old Nyquist
+    # frequency (less soxr's transition band); true 16 kHz speech reaches 8 kHz.
+    x = resample(speech_like(2.0, source_rate, seed=1), source_rate, 16000)
+    assert low <= effective_bandwidth_hz(x, 16000) <= high
+
+
+def test_effective_bandwidth_against_a_steep_low_pass():
+    noise = np.random.default_rng(0).standard_normal(32000)
+    sos = scipy.signal.ellip(10, 0.1, 80.0, 5000.0, fs=16000, output="sos")
+    # The 250 Hz band that holds the filter's edge still counts: content reaches into 5-5.25 kHz.
+    assert effective_bandwidth_hz(scipy.signal.sosfilt(sos, noise), 16000) == 5250.0
+    assert effective_bandwidth_hz(noise, 16000) == 8000.0
+    # 40 dB down from 5 kHz on: inside a 50 dB margin, outside the 30 dB default.
+    shelf = scipy.signal.sosfilt(sos, noise) + 0.01 * noise
+    assert effective_bandwidth_hz(shelf, 16000) == 5250.0
+    assert effective_bandwidth_hz(shelf, 16000, drop_db=50.0) == 8000.0
+
+
+def test_effective_bandwidth_of_silence_and_bad_input():
+    assert effective_bandwidth_hz(np.zeros(4000), 16000) == 0.0
+    with pytest.raises(ValueError, match="too few"):
+        effective_bandwidth_hz(np.ones(1000), 16000)
+    with pytest.raises(ValueError, match="rate"):
+        effective_bandwidth_hz(np.ones(4000), 4000)
+    with pytest.raises(ValueError, match="NaN"):
+        effective_bandwidth_hz(np.full(4000, np.nan), 16000)

@@ -175,6 +175,34 @@ def test_bad_files_are_skipped_and_counted_not_fatal(corpus, tmp_path):
         batches(make_dataset(None, cfg(cache=False), 2, seed=0, audio=only_bad), 1)
 
 
+@pytest.mark.parametrize("cache", [True, False])
+def test_band_limited_files_are_skipped_only_when_asked(corpus, tmp_path, cache):
+    # A file stored at 16 kHz but made at 12 kHz has nothing above ~6 kHz: a target like that
+    # teaches the model to leave the top of the band empty.
+    band_limited = str(tmp_path / "from12k.wav")
+    soundfile.write(band_limited, soxr.resample(speech_like(1.0, 12000, seed=7), 12000, 16000), 16000)
+    files = [corpus[0], band_limited]
+    assert LevelledAudio(files, -26.0, cache=cache).skipped == {}
+
+    audio = LevelledAudio(files, -26.0, cache=cache, min_bandwidth_hz=7250)
+    if not cache:  # judged when first decoded
+        batches(make_dataset(None, cfg(cache=False), 4, seed=0, audio=audio), 2)
+    assert list(audio.skipped) == [band_limited]
+    assert audio.skipped[band_limited].startswith("band-limited: content reaches 6000 Hz, below data.min_bandwidth_hz 7250")
+    if cache:
+        assert audio.usable.tolist() == [0]
+
+
+def test_min_bandwidth_reaches_the_dataset_from_the_recipe(corpus, tmp_path, caplog):
+    band_limited = str(tmp_path / "from12k.wav")
+    soundfile.write(band_limited, soxr.resample(speech_like(1.0, 12000, seed=7), 12000, 16000), 16000)
+    with caplog.at_level("WARNING"):
+        nb, wb = batches(make_dataset([corpus[0], band_limited], cfg(min_bandwidth_hz=7250), 2, seed=0), 1)[0]
+    assert "skipped 1 of 2 files (1 band-limited" in caplog.text
+    with pytest.raises(Exception, match="data.min_bandwidth_hz"):
+        cfg(min_bandwidth_hz=9000)
+
+
 def test_start_index_resumes_and_shards_partition_the_stream(corpus):
     audio = LevelledAudio(corpus, -26.0)
     full = batches(make_dataset(corpus, cfg(), 2, seed=5, audio=audio), 4)

@@ -43,13 +43,14 @@ import logging
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import soundfile
 
-from bwe.data.audio import AudioError, load_audio, spread_indices
+from bwe.data.audio import BANDWIDTH_MIN_SAMPLES, AudioError, effective_bandwidth_hz, load_audio, spread_indices
 from bwe.data.degrade import evaluation_degradation, make_training_pair
 
 logger = logging.getLogger(__name__)
@@ -164,11 +165,13 @@ class LevelledAudio:
     returns None for them.
     """
 
-    def __init__(self, files: Sequence[str], loudness_lufs: float, cache: bool = True, workers: int | None = None):
+    def __init__(self, files: Sequence[str], loudness_lufs: float, cache: bool = True, workers: int | None = None,
+                 min_bandwidth_hz: float = 0.0):
         self.files = [os.fspath(f) for f in files]
         if not self.files:
             raise DataPipelineError("the file list is empty")
         self.loudness_lufs = float(loudness_lufs)
+        self.min_bandwidth_hz = float(min_bandwidth_hz)
         self.cache = cache
         self.skipped: dict[str, str] = {}
         self._gains: dict[int, float] = {}
@@ -195,7 +198,10 @@ class LevelledAudio:
             first = next(iter(self.skipped.items()))
             raise DataPipelineError(f"none of the {len(self.files)} files can be used (e.g. {first[0]}: {first[1]})")
         if self.skipped:
-            logger.warning("skipped %d of %d files (e.g. %s: %s)", len(self.skipped), len(self.files),
+            kinds = Counter("band-limited" if reason.startswith("band-limited") else "unusable"
+                            for reason in self.skipped.values())
+            logger.warning("skipped %d of %d files (%s; e.g. %s: %s)", len(self.skipped), len(self.files),
+                           ", ".join(f"{n} {kind}" for kind, n in kinds.most_common()),
                            *next(iter(self.skipped.items())))
         self._ready = True
 
@@ -223,11 +229,17 @@ class LevelledAudio:
             self._skip(index, str(e))
             return None
         gain_db = self._gains.get(index)
-        if gain_db is None:
+        if gain_db is None:  # first decode of this file: judge it once
             gain_db = loudness_gain_db(x, self.loudness_lufs)
             if gain_db is None:
                 self._skip(index, "silent (nothing above the -70 LUFS gate)")
                 return None
+            if self.min_bandwidth_hz > 0 and x.shape[0] >= BANDWIDTH_MIN_SAMPLES:
+                bandwidth = effective_bandwidth_hz(x, WIDEBAND_RATE)
+                if bandwidth < self.min_bandwidth_hz:
+                    self._skip(index, f"band-limited: content reaches {bandwidth:.0f} Hz, "
+                                      f"below data.min_bandwidth_hz {self.min_bandwidth_hz:.0f}")
+                    return None
             self._gains[index] = gain_db
         return (x * np.float32(10.0 ** (gain_db / 20.0))).astype(np.float32, copy=False)
 
@@ -355,7 +367,8 @@ def make_dataset(
         raise ValueError(f"shard_index {shard_index} must be in [0, num_shards={num_shards})")
     _EXIT_GUARD.register()
     if audio is None:
-        audio = LevelledAudio(files, data_cfg.loudness_lufs, cache=data_cfg.cache)
+        audio = LevelledAudio(files, data_cfg.loudness_lufs, cache=data_cfg.cache,
+                              min_bandwidth_hz=data_cfg.min_bandwidth_hz)
     maker = ExampleMaker(audio, data_cfg, seed, training)
     t16 = maker.segment
     logger.info("dataset: %d files, %d examples per epoch, %d skipped", len(audio), len(maker), len(audio.skipped))
