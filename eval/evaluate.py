@@ -26,8 +26,10 @@ Writes, atomically:
                        delay, offset (pesq_wb is the text ``unscorable`` when PESQ finds no utterance,
                        never a number; set is ``data`` or ``pairs``; delay is the output's residual
                        lag in samples; offset the pair's alignment shift, empty for ``data``)
-  OUT/summary.json     per set and system: mean and 95 % confidence interval of every metric
-  OUT/report.md        the tables (means; confidence intervals), box plots and spectrograms
+  OUT/summary.json     per set and system: mean and 95 % confidence interval of every metric;
+                       for ``--data`` spread over several first-level folders (sources, speakers),
+                       the same per folder under ``by_folder``
+  OUT/report.md        the tables (means; confidence intervals; per folder), box plots and spectrograms
   OUT/figures/*.png    box plots per metric and set; spectrogram panels (reference / input /
                        each system) for ``--spectrograms`` files per set
 
@@ -340,6 +342,20 @@ def summarize(rows: Sequence[Row]) -> dict[str, dict[str, float]]:
     return summary
 
 
+def folder_of(file: str) -> str:
+    """The first folder of a file's path relative to ``--data`` ("." for a file directly in it)."""
+    parts = file.replace(os.sep, "/").split("/")
+    return parts[0] if len(parts) > 1 else "."
+
+
+def summarize_by_folder(rows: Sequence[Row]) -> dict[str, dict[str, dict[str, float]]]:
+    """:func:`summarize` per first-level folder (in order of appearance); empty unless there are several."""
+    folders = list(dict.fromkeys(folder_of(r.file) for r in rows))
+    if len(folders) < 2:
+        return {}
+    return {folder: summarize([r for r in rows if folder_of(r.file) == folder]) for folder in folders}
+
+
 def write_text_atomic(path: str, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same directory and a rename."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -424,6 +440,19 @@ def report_section(result: SetResult, source: str, figures: dict[str, str], n_fi
         "WB-PESQ is the mean over the files PESQ could score; `unscorable` files (no utterance found) are counted, "
         "not scored. A median delay other than +0 samples means a system's output is not time-aligned with its input.",
     ]
+    by_folder = summarize_by_folder(result.rows) if result.name == DATA_SET else {}
+    if by_folder:
+        lines += [
+            "",
+            "By first-level folder (a corpus that mixes sources shows here which of them a system does worse on):",
+            "",
+            "| folder | system | files | LSD | LSD-HF | WB-PESQ |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        for folder, systems in by_folder.items():
+            for model, s in systems.items():
+                pesq = "n/a" if s["pesq_scored"] == 0 else f"{s['pesq_wb']:.3f}"
+                lines.append(f"| {folder} | {model} | {s['files']} | {s['lsd']:.3f} | {s['lsd_hf']:.3f} | {pesq} |")
     if result.name == PAIRS_SET and summary:
         offsets = sorted({r.offset for r in result.rows if r.offset is not None})
         lines += ["", f"Pair alignment shifts (samples at 16 kHz): {offsets[0]:+d} to {offsets[-1]:+d}."]
@@ -483,6 +512,7 @@ def summary_json(sections: Sequence[tuple[SetResult, str, dict[str, str], int]])
             "skipped": result.skipped,
             "unpaired": result.unpaired,
             "systems": summarize(result.rows),
+            **({"by_folder": summarize_by_folder(result.rows)} if result.name == DATA_SET else {}),
         }
         for result, source, _, n_files in sections
     }

@@ -1,6 +1,7 @@
 """eval/evaluate.py end to end, as a user runs it, checked against bwe.metrics directly."""
 
 import csv
+import json
 import os
 import re
 import subprocess
@@ -93,6 +94,21 @@ def test_report_has_means_side_by_side(evaluated):
         for m in ("sinc", "folding")
     )
     assert fold_line[0] < sinc_line[0] and fold_line[2] < sinc_line[2]
+
+
+def test_report_breaks_the_means_down_by_first_level_folder(evaluated):
+    out, _ = evaluated
+    rows = _read_csv(out / "metrics.csv")
+    report = (out / "report.md").read_text()
+    summary = json.loads((out / "summary.json").read_text())["data"]["by_folder"]
+    assert list(summary) == [".", "spk1"]
+    for folder, model in (("spk1", "folding"), (".", "sinc")):
+        mine = [r for r in rows if r["model"] == model and (os.path.dirname(r["file"]) or ".") == folder]
+        line = next(l for l in report.splitlines() if l.startswith(f"| {folder} | {model} |"))
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert int(cells[2]) == len(mine) == summary[folder][model]["files"]
+        assert float(cells[4]) == pytest.approx(np.mean([float(r["lsd_hf"]) for r in mine]), abs=6e-4)
+        assert summary[folder][model]["lsd_hf"] == pytest.approx(np.mean([float(r["lsd_hf"]) for r in mine]))
 
 
 def test_baselines_always_included_limit_and_no_temp_files(data_dir, tmp_path):
