@@ -371,7 +371,9 @@ def make_dataset(
                               min_bandwidth_hz=data_cfg.min_bandwidth_hz)
     maker = ExampleMaker(audio, data_cfg, seed, training)
     t16 = maker.segment
-    logger.info("dataset: %d files, %d examples per epoch, %d skipped", len(audio), len(maker), len(audio.skipped))
+    usable_hours = float(audio.lengths[audio.usable].sum()) / WIDEBAND_RATE / 3600.0
+    logger.info("dataset: %d files, %d skipped, %.2f h usable, %d examples per epoch",
+                len(audio), len(audio.skipped), usable_hours, len(maker))
 
     if training:
         indices = tf.data.Dataset.range(start_index + shard_index, np.iinfo(np.int64).max, num_shards)
