@@ -29,7 +29,8 @@ however many parallel workers run (the map is order-preserving), and ``start_ind
 stream exactly where a run stopped, without replaying it.
 
 **Bad files** (undecodable, silent) are skipped and counted, never fatal: at load time with the
-cache, when first used without it. Only a file list where every file fails is an error.
+cache, when first used without it. So are band-limited files when ``data.min_bandwidth_hz`` is set
+(:func:`bwe.data.audio.effective_bandwidth_hz`, judged once per file). Only a file list where every file fails is an error.
 
 TensorFlow is imported here (tf.data); the file I/O and DSP run in NumPy inside
 ``tf.numpy_function``, since tensorflow-io does not load with current TensorFlow.
