@@ -175,12 +175,17 @@ def test_bad_files_are_skipped_and_counted_not_fatal(corpus, tmp_path):
         batches(make_dataset(None, cfg(cache=False), 2, seed=0, audio=only_bad), 1)
 
 
+@pytest.fixture(scope="module")
+def band_limited(tmp_path_factory):
+    """A file stored at 16 kHz but made at 12 kHz: nothing above ~6 kHz. A target like that
+    teaches the model to leave the top of the band empty."""
+    path = str(tmp_path_factory.mktemp("band_limited") / "from12k.wav")
+    soundfile.write(path, soxr.resample(speech_like(1.0, 12000, seed=7), 12000, 16000), 16000)
+    return path
+
+
 @pytest.mark.parametrize("cache", [True, False])
-def test_band_limited_files_are_skipped_only_when_asked(corpus, tmp_path, cache):
-    # A file stored at 16 kHz but made at 12 kHz has nothing above ~6 kHz: a target like that
-    # teaches the model to leave the top of the band empty.
-    band_limited = str(tmp_path / "from12k.wav")
-    soundfile.write(band_limited, soxr.resample(speech_like(1.0, 12000, seed=7), 12000, 16000), 16000)
+def test_band_limited_files_are_skipped_only_when_asked(corpus, band_limited, cache):
     files = [corpus[0], band_limited]
     assert LevelledAudio(files, -26.0, cache=cache).skipped == {}
 
@@ -193,9 +198,7 @@ def test_band_limited_files_are_skipped_only_when_asked(corpus, tmp_path, cache)
         assert audio.usable.tolist() == [0]
 
 
-def test_min_bandwidth_reaches_the_dataset_from_the_recipe(corpus, tmp_path, caplog):
-    band_limited = str(tmp_path / "from12k.wav")
-    soundfile.write(band_limited, soxr.resample(speech_like(1.0, 12000, seed=7), 12000, 16000), 16000)
+def test_min_bandwidth_reaches_the_dataset_from_the_recipe(corpus, band_limited, caplog):
     with caplog.at_level("WARNING"):
         nb, wb = batches(make_dataset([corpus[0], band_limited], cfg(min_bandwidth_hz=7250), 2, seed=0), 1)[0]
     assert "skipped 1 of 2 files (1 band-limited" in caplog.text

@@ -30,7 +30,8 @@ stream exactly where a run stopped, without replaying it.
 
 **Bad files** (undecodable, silent) are skipped and counted, never fatal: at load time with the
 cache, when first used without it. So are band-limited files when ``data.min_bandwidth_hz`` is set
-(:func:`bwe.data.audio.effective_bandwidth_hz`, judged once per file). Only a file list where every file fails is an error.
+(:func:`bwe.data.audio.effective_bandwidth_hz`, judged once per file). Only a file list where every
+file fails is an error.
 
 TensorFlow is imported here (tf.data); the file I/O and DSP run in NumPy inside
 ``tf.numpy_function``, since tensorflow-io does not load with current TensorFlow.
@@ -55,6 +56,9 @@ from bwe.data.audio import BANDWIDTH_MIN_SAMPLES, AudioError, effective_bandwidt
 from bwe.data.degrade import evaluation_degradation, make_training_pair
 
 logger = logging.getLogger(__name__)
+
+# Skip reasons of files left out by data.min_bandwidth_hz start with this; the load summary counts them apart.
+BAND_LIMITED = "band-limited"
 
 WIDEBAND_RATE = 16000
 # Real audio degraded on each side of a segment and then discarded, in 16 kHz samples: longer than
@@ -199,7 +203,7 @@ class LevelledAudio:
             first = next(iter(self.skipped.items()))
             raise DataPipelineError(f"none of the {len(self.files)} files can be used (e.g. {first[0]}: {first[1]})")
         if self.skipped:
-            kinds = Counter("band-limited" if reason.startswith("band-limited") else "unusable"
+            kinds = Counter(BAND_LIMITED if reason.startswith(BAND_LIMITED) else "unusable"
                             for reason in self.skipped.values())
             logger.warning("skipped %d of %d files (%s; e.g. %s: %s)", len(self.skipped), len(self.files),
                            ", ".join(f"{n} {kind}" for kind, n in kinds.most_common()),
@@ -238,7 +242,7 @@ class LevelledAudio:
             if self.min_bandwidth_hz > 0 and x.shape[0] >= BANDWIDTH_MIN_SAMPLES:
                 bandwidth = effective_bandwidth_hz(x, WIDEBAND_RATE)
                 if bandwidth < self.min_bandwidth_hz:
-                    self._skip(index, f"band-limited: content reaches {bandwidth:.0f} Hz, "
+                    self._skip(index, f"{BAND_LIMITED}: content reaches {bandwidth:.0f} Hz, "
                                       f"below data.min_bandwidth_hz {self.min_bandwidth_hz:.0f}")
                     return None
             self._gains[index] = gain_db
