@@ -1,6 +1,6 @@
 """Where a bandwidth extender loses WB-PESQ: its high band, corrected in steps towards the reference.
 
-    python eval/pesq_headroom.py --model bwe/pretrained --data CORPUS/valid [--limit 40] [--json]
+    python eval/pesq_headroom.py --model bwe/pretrained --data CORPUS/valid [--limit 40] [--visqol] [--json]
 
 Each wideband reference is degraded by the fixed evaluation channel, run through the system, and
 the system's 4-8 kHz band is then rescored as it is and after each of these changes (its 0-4 kHz
@@ -12,12 +12,20 @@ band is never touched):
   in that frame (right loudness over time, the system's own spectral shape inside 4-8 kHz);
 * ``oracle band levels``: each frame's high band rescaled in ``--band-hz`` wide bands to the
   reference's energy in each (right envelope in time and frequency, the system's fine structure);
+* ``oracle band levels F %``: the same correction carried only F % of the way (in dB), i.e. the
+  system's band-level errors shrunk to 100 - F % of their size: how accurate the envelope would
+  have to be for the metric to prefer the extension to no extension (``--fractions``);
 * ``reference high band``: the reference's own 4-8 kHz band (the ceiling).
 
-It answers two questions a plain evaluation cannot: does this metric reward adding a high band at
-all (the gain sweep), and is the loss in the envelope or in the fine structure (the oracles)? The
-oracles use the reference, so they are diagnostics, never results. STFT: 512-sample periodic Hann,
-hop 128, at 16 kHz (scipy.signal.stft/istft); WB-PESQ and LSD-HF from ``bwe.metrics``.
+It answers questions a plain evaluation cannot: does this metric reward adding a high band at
+all (the gain sweep), is the loss in the envelope or in the fine structure (the oracles), and how
+much smaller would the envelope errors have to be (the partial oracles)? The report also gives
+the system's own band-level error: per frame the RMS over ``--band-hz`` bands of its level minus
+the reference's, in dB; its median over frames, averaged over files. The oracles use the reference,
+so they are diagnostics, never results. ``--visqol`` scores every variant with ViSQOL too
+(``bwe.metrics.visqol_speech``), a second perceptual model, so a conclusion does not rest on
+PESQ's alone. STFT: 512-sample periodic Hann, hop 128, at 16 kHz (scipy.signal.stft/istft);
+WB-PESQ, ViSQOL and LSD-HF from ``bwe.metrics``.
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bwe.baselines import sinc  # noqa: E402
 from bwe.data.audio import list_audio_files, load_audio, spread_indices  # noqa: E402
 from bwe.data.degrade import evaluation_degradation  # noqa: E402
-from bwe.metrics import lsd_all, pesq_wb  # noqa: E402
+from bwe.metrics import import_visqol, lsd_all, pesq_wb, visqol_speech  # noqa: E402
 from evaluate import EvaluationError, load_system  # noqa: E402
 
 RATE = 16000
@@ -46,7 +54,9 @@ N_FFT = 512
 HOP = 128
 SPLIT_HZ = 4000.0
 DEFAULT_GAINS = (1.0, 0.7, 0.5, 0.3, 0.0)
+DEFAULT_FRACTIONS = (0.25, 0.5, 0.75)
 ENERGY_FLOOR = 1e-12
+LABELS = {"pesq_wb": "WB-PESQ", "visqol": "ViSQOL"}
 
 
 def _stft(x: np.ndarray) -> np.ndarray:
@@ -65,8 +75,23 @@ def _band_gains(reference: np.ndarray, estimate: np.ndarray, rows: np.ndarray) -
     return np.sqrt((ref + ENERGY_FLOOR) / (est + ENERGY_FLOOR))
 
 
+def _band_rows(freqs: np.ndarray, band_hz: float) -> list[np.ndarray]:
+    """Masks over ``freqs`` of the ``band_hz`` wide bands tiling 4-8 kHz (the last one keeps Nyquist)."""
+    return [(freqs >= lo) & (freqs < lo + band_hz) | ((freqs == RATE / 2) & (lo + band_hz >= RATE / 2))
+            for lo in np.arange(SPLIT_HZ, RATE / 2, band_hz)]
+
+
+def band_level_error_db(reference: np.ndarray, output: np.ndarray, band_hz: float = 500.0) -> float:
+    """Median over STFT frames of the RMS over ``band_hz`` bands (4-8 kHz) of ``output``'s level
+    minus ``reference``'s, in dB: how far the system's high-band envelope is from the reference's."""
+    ref_spec, out_spec = _stft(reference), _stft(output[: len(reference)])
+    freqs = np.fft.rfftfreq(N_FFT, 1.0 / RATE)
+    errors = [20 * np.log10(_band_gains(ref_spec, out_spec, rows)) for rows in _band_rows(freqs, band_hz)]
+    return float(np.median(np.sqrt(np.mean(np.square(errors), axis=0))))
+
+
 def variants(reference: np.ndarray, output: np.ndarray, gains: Sequence[float], band_hz: float,
-             sinc_output: np.ndarray | None = None) -> dict[str, np.ndarray]:
+             sinc_output: np.ndarray | None = None, fractions: Sequence[float] = ()) -> dict[str, np.ndarray]:
     """The system output with its high band changed in each way the module docstring lists (first the
     ``sinc_output`` as it is, if given)."""
     n = len(reference)
@@ -79,40 +104,56 @@ def variants(reference: np.ndarray, output: np.ndarray, gains: Sequence[float], 
     result.update({f"gain {g:g}": low_band + g * _istft(out_high, n) for g in gains})
     result["oracle frame level"] = low_band + _istft(out_high * _band_gains(ref_spec, out_spec, high)[None], n)
     band_gains = np.ones(out_spec.shape)
-    for lo in np.arange(SPLIT_HZ, RATE / 2, band_hz):
-        rows = (freqs >= lo) & (freqs < lo + band_hz) | ((freqs == RATE / 2) & (lo + band_hz >= RATE / 2))
+    for rows in _band_rows(freqs, band_hz):
         band_gains[rows] = _band_gains(ref_spec, out_spec, rows)[None]
+    # A gain g applied as g**f moves each band's level the fraction f of the way (in dB) to the reference's.
+    result.update({f"oracle band levels {f:.0%}": low_band + _istft(out_high * band_gains ** f, n) for f in fractions})
     result["oracle band levels"] = low_band + _istft(out_high * band_gains, n)
     result["reference high band"] = low_band + _istft(ref_spec * high[:, None], n)
     return result
 
 
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")
+
+
 def headroom(
     files: Sequence[str], system: Callable[[np.ndarray], np.ndarray], gains: Sequence[float] = DEFAULT_GAINS,
-    band_hz: float = 500.0,
-) -> dict[str, dict[str, float]]:
-    """Mean WB-PESQ (over the files PESQ can score) and mean LSD-HF of every variant over ``files``."""
-    pesq: dict[str, list[float]] = {}
+    band_hz: float = 500.0, fractions: Sequence[float] = DEFAULT_FRACTIONS, visqol: bool = False,
+) -> tuple[dict[str, dict[str, float]], float]:
+    """Per variant: mean WB-PESQ (and ViSQOL) over the files each can score, and mean LSD-HF over all;
+    and the system's mean band-level error in dB (:func:`band_level_error_db`).
+
+    A file one variant cannot score by a metric is left out of that metric's means for every
+    variant, so the variants are compared on the same files; the counts say how many were left out.
+    """
+    scorers = {"pesq_wb": pesq_wb, **({"visqol": visqol_speech} if visqol else {})}
+    scores: dict[str, dict[str, list[float]]] = {metric: {} for metric in scorers}
+    unscorable = dict.fromkeys(scorers, 0)
     lsd_hf: dict[str, list[float]] = {}
-    unscorable = 0
+    band_errors = []
     for path in files:
         reference, _ = load_audio(path, target_rate=RATE)
         narrowband = evaluation_degradation(reference)
         output = np.asarray(system(narrowband), np.float32)[: len(reference)]
-        scored = {}
-        for name, signal in variants(reference, output, gains, band_hz, sinc(narrowband)).items():
+        band_errors.append(band_level_error_db(reference, output, band_hz))
+        signals = variants(reference, output, gains, band_hz, sinc(narrowband), fractions)
+        for name, signal in signals.items():
+            lsd_hf.setdefault(name, []).append(lsd_all(reference, signal)["lsd_hf"])
+        for metric, scorer in scorers.items():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # unscorable files are counted, not scored
-                scored[name] = pesq_wb(reference, signal)
-            lsd_hf.setdefault(name, []).append(lsd_all(reference, signal)["lsd_hf"])
-        if any(v is None for v in scored.values()):
-            unscorable += 1
-            continue
-        for name, value in scored.items():
-            pesq.setdefault(name, []).append(value)
-    return {name: {"pesq_wb": float(np.mean(pesq[name])) if pesq.get(name) else float("nan"),
-                   "lsd_hf": float(np.mean(values)), "files": len(values), "pesq_unscorable": unscorable}
-            for name, values in lsd_hf.items()}
+                scored = {name: scorer(reference, signal) for name, signal in signals.items()}
+            if any(v is None for v in scored.values()):
+                unscorable[metric] += 1
+                continue
+            for name, value in scored.items():
+                scores[metric].setdefault(name, []).append(value)
+    table = {name: {"lsd_hf": float(np.mean(values)), "files": len(values),
+                    **{metric: _mean(scores[metric].get(name, [])) for metric in scorers},
+                    **{f"{metric}_unscorable": unscorable[metric] for metric in scorers}}
+             for name, values in lsd_hf.items()}
+    return table, float(np.mean(band_errors))
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -125,43 +166,56 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--gains", default=",".join(f"{g:g}" for g in DEFAULT_GAINS),
                         help="comma-separated high-band gains (default %(default)s)")
     parser.add_argument("--band-hz", type=float, default=500.0, help="band width of the band-level oracle (default 500)")
+    parser.add_argument("--fractions", default=",".join(f"{f:g}" for f in DEFAULT_FRACTIONS),
+                        help="comma-separated fractions (0-1) of the band-level correction for the partial "
+                             "oracles; empty for none (default %(default)s)")
+    parser.add_argument("--visqol", action="store_true", help="also score every variant with ViSQOL (speech mode)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser.parse_args(argv)
+
+
+def _numbers(flag: str, text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise EvaluationError(f"{flag} {text!r}: expected numbers separated by commas") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        gains = [float(g) for g in args.gains.split(",")]
-    except ValueError:
-        print(f"pesq_headroom.py: error: --gains {args.gains!r}: expected numbers separated by commas", file=sys.stderr)
-        return 2
-    if args.limit < 1 or args.band_hz <= 0 or any(g < 0 for g in gains):
-        print("pesq_headroom.py: error: --limit must be >= 1, --band-hz > 0 and every gain >= 0", file=sys.stderr)
-        return 2
-    if not os.path.isdir(args.data):
-        print(f"pesq_headroom.py: error: --data {args.data}: not a directory", file=sys.stderr)
-        return 2
-    files = list_audio_files(args.data)
-    if not files:
-        print(f"pesq_headroom.py: error: --data {args.data}: no audio files", file=sys.stderr)
-        return 2
-    files = [files[i] for i in spread_indices(len(files), args.limit)]
-    try:
+        gains = _numbers("--gains", args.gains)
+        fractions = _numbers("--fractions", args.fractions)
+        if args.limit < 1 or args.band_hz <= 0 or any(g < 0 for g in gains):
+            raise EvaluationError("--limit must be >= 1, --band-hz > 0 and every gain >= 0")
+        if any(not 0 < f < 1 for f in fractions):
+            raise EvaluationError(f"--fractions {args.fractions!r}: every fraction must be between 0 and 1 "
+                                  "(1 is the full oracle, always reported)")
+        if not os.path.isdir(args.data):
+            raise EvaluationError(f"--data {args.data}: not a directory")
+        files = list_audio_files(args.data)
+        if not files:
+            raise EvaluationError(f"--data {args.data}: no audio files")
         system = load_system(args.model)
-    except EvaluationError as e:
+        if args.visqol:
+            import_visqol()
+    except (EvaluationError, ImportError) as e:
         print(f"pesq_headroom.py: error: {e}", file=sys.stderr)
         return 2
-    result = headroom(files, system, gains, args.band_hz)
+    files = [files[i] for i in spread_indices(len(files), args.limit)]
+    table, band_error = headroom(files, system, gains, args.band_hz, fractions, args.visqol)
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps({"band_level_error_db": band_error, "variants": table}, indent=2))
         return 0
-    first = next(iter(result.values()))
-    print(f"{args.model} on {first['files']} file(s) of {args.data} "
-          f"({first['pesq_unscorable']} not scorable by PESQ, left out of its mean)")
-    print(f"{'high band':24s} {'WB-PESQ':>8s} {'LSD-HF':>7s}")
-    for name, row in result.items():
-        print(f"{name:24s} {row['pesq_wb']:8.3f} {row['lsd_hf']:7.3f}")
+    first = next(iter(table.values()))
+    metrics = ["pesq_wb"] + (["visqol"] if args.visqol else [])
+    left_out = ", ".join(f"{first[m + '_unscorable']} not scorable by {LABELS[m]}" for m in metrics)
+    print(f"{args.model} on {first['files']} file(s) of {args.data} ({left_out}, left out of its means)")
+    print(f"its high-band envelope error: {band_error:.1f} dB (median over frames of the RMS over "
+          f"{args.band_hz:g} Hz bands, mean over files)")
+    print(f"{'high band':26s} " + " ".join(f"{LABELS[m]:>8s}" for m in metrics) + f" {'LSD-HF':>7s}")
+    for name, row in table.items():
+        print(f"{name:26s} " + " ".join(f"{row[m]:8.3f}" for m in metrics) + f" {row['lsd_hf']:7.3f}")
     return 0
 
 

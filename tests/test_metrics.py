@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from bwe.metrics import align, estimate_delay, lsd, lsd_all, pesq_wb
+import scipy.signal
+
+from bwe.metrics import align, estimate_delay, lsd, lsd_all, pesq_wb, visqol_speech
 from signals import speech_like
 
 
@@ -138,6 +140,26 @@ def test_pesq_identical_noisy_and_unscorable(speech):
         assert pesq_wb(speech[:1000], speech[:1000]) is None
     with pytest.raises(ValueError, match="estimate: contains NaN"):
         pesq_wb(speech, np.full_like(speech, np.nan))
+
+
+def test_visqol_ranks_noise_and_a_missing_high_band_and_refuses_what_it_cannot_score(speech):
+    pytest.importorskip("visqol")
+    identical = visqol_speech(speech, speech)
+    # ViSQOL's identity score is not a constant (the MOS mapper sees each signal's own patches), but high.
+    assert identical > 4.0
+    rng = np.random.default_rng(3)
+    mild = visqol_speech(speech, speech + 0.003 * rng.standard_normal(speech.shape))
+    strong = visqol_speech(speech, speech + 0.01 * rng.standard_normal(speech.shape))
+    assert 1.0 < strong < mild < identical
+    # It judges the 4-8 kHz band: the same speech low-passed at 4 kHz scores clearly lower.
+    lowpassed = scipy.signal.sosfiltfilt(scipy.signal.butter(12, 4000, fs=16000, output="sos"), speech)
+    assert visqol_speech(speech, lowpassed) < identical - 0.3
+    with pytest.warns(UserWarning, match="all zeros"):
+        assert visqol_speech(np.zeros(48000), np.zeros(48000)) is None
+    with pytest.warns(UserWarning, match="no speech patch"):
+        assert visqol_speech(speech[:2000], speech[:2000]) is None
+    with pytest.raises(ValueError, match="estimate: contains NaN"):
+        visqol_speech(speech, np.full_like(speech, np.nan))
 
 
 @pytest.mark.parametrize("shift", [0, 1, 17, -5, -160, 300])

@@ -28,9 +28,9 @@ def pair():
 
 def test_variants_change_only_the_high_band_as_named(pair):
     reference, narrowband, output = pair
-    v = pesq_headroom.variants(reference, output, [1.0, 0.5, 0.0], 500.0, sinc(narrowband))
-    assert list(v) == ["sinc baseline", "gain 1", "gain 0.5", "gain 0", "oracle frame level", "oracle band levels",
-                       "reference high band"]
+    v = pesq_headroom.variants(reference, output, [1.0, 0.5, 0.0], 500.0, sinc(narrowband), [0.5])
+    assert list(v) == ["sinc baseline", "gain 1", "gain 0.5", "gain 0", "oracle frame level", "oracle band levels 50%",
+                       "oracle band levels", "reference high band"]
     # The STFT round trip is transparent: gain 1 is the output itself.
     np.testing.assert_allclose(v["gain 1"], output, atol=1e-4)
     low, high = v["gain 0"], v["gain 1"] - v["gain 0"]
@@ -39,9 +39,20 @@ def test_variants_change_only_the_high_band_as_named(pair):
     # Matching the reference's energy per frame, then per band and frame, brings the high band closer.
     hf = {k: lsd_all(reference, x)["lsd_hf"] for k, x in v.items()}
     assert hf["oracle band levels"] < hf["oracle frame level"] < hf["gain 1"]
+    assert hf["oracle band levels"] < hf["oracle band levels 50%"] < hf["gain 1"]
     # The low band is the system's own in every variant.
-    for name in ("gain 0", "oracle band levels", "reference high band"):
+    for name in ("gain 0", "oracle band levels 50%", "oracle band levels", "reference high band"):
         assert lsd(output, v[name], band=(0.0, 3500.0)) < 0.05
+
+
+def test_partial_oracle_halves_the_band_level_error_in_db(pair):
+    reference, _, output = pair
+    v = pesq_headroom.variants(reference, output, [], 500.0, fractions=[0.5])
+    error = pesq_headroom.band_level_error_db(reference, output)
+    assert error > 3.0  # folding's envelope is far from the reference's: the test is not vacuous
+    assert pesq_headroom.band_level_error_db(reference, v["oracle band levels 50%"]) == pytest.approx(error / 2, rel=0.1)
+    assert pesq_headroom.band_level_error_db(reference, v["oracle band levels"]) < 0.1 * error
+    assert pesq_headroom.band_level_error_db(reference, reference) == pytest.approx(0.0, abs=1e-6)
 
 
 def _run(*args):
@@ -51,18 +62,23 @@ def _run(*args):
 def test_cli_reports_every_variant_as_json(tmp_path):
     for seed in (1, 2):
         write_wav(tmp_path / f"s{seed}.wav", speech_like(2.0, 16000, seed=seed), 16000)
-    result = _run("--model", "folding", "--data", tmp_path, "--gains", "1,0", "--json")
+    result = _run("--model", "folding", "--data", tmp_path, "--gains", "1,0", "--fractions", "0.5", "--visqol", "--json")
     assert result.returncode == 0, result.stderr
-    rows = json.loads(result.stdout)
-    assert set(rows) == {"sinc baseline", "gain 1", "gain 0", "oracle frame level", "oracle band levels",
-                         "reference high band"}
+    report = json.loads(result.stdout)
+    rows = report["variants"]
+    assert set(rows) == {"sinc baseline", "gain 1", "gain 0", "oracle frame level", "oracle band levels 50%",
+                         "oracle band levels", "reference high band"}
     assert all(row["files"] == 2 for row in rows.values())
     assert rows["reference high band"]["lsd_hf"] < rows["gain 1"]["lsd_hf"] < rows["gain 0"]["lsd_hf"]
+    assert rows["reference high band"]["visqol"] > rows["gain 1"]["visqol"]
+    assert report["band_level_error_db"] > 3.0
 
 
 def test_cli_refuses_bad_input(tmp_path):
     bad_gains = _run("--model", "folding", "--data", tmp_path, "--gains", "1,loud")
     assert bad_gains.returncode == 2 and "--gains" in bad_gains.stderr
+    bad_fraction = _run("--model", "folding", "--data", tmp_path, "--fractions", "0.5,1")
+    assert bad_fraction.returncode == 2 and "between 0 and 1" in bad_fraction.stderr
     missing = _run("--model", "folding", "--data", tmp_path / "nope")
     assert missing.returncode == 2 and "not a directory" in missing.stderr
     empty = _run("--model", "folding", "--data", tmp_path)
@@ -70,5 +86,5 @@ def test_cli_refuses_bad_input(tmp_path):
     write_wav(tmp_path / "a.wav", speech_like(1.0, 16000, seed=3), 16000)
     unknown = _run("--model", "nosuchmodel", "--data", tmp_path)
     assert unknown.returncode == 2 and "neither a baseline" in unknown.stderr
-    for stream in (bad_gains, missing, empty, unknown):
+    for stream in (bad_gains, bad_fraction, missing, empty, unknown):
         assert "Traceback" not in stream.stderr
