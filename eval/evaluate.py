@@ -1,8 +1,9 @@
-"""Objective evaluation: LSD, LSD-LF, LSD-HF and WB-PESQ of systems against wideband references.
+"""Objective evaluation: LSD, LSD-LF, LSD-HF and WB-PESQ (and ViSQOL) of systems against wideband references.
 
     python eval/evaluate.py --model folding --model runs/x/export --data DIR --out OUT [--limit N]
     python eval/evaluate.py --model runs/x/export --pairs NB_DIR WB_DIR --out OUT
     python eval/evaluate.py --model a=runs/x/export --model b=runs/y/export --data DIR --pairs NB WB --out OUT
+    python eval/evaluate.py --model runs/x/export --data DIR --out OUT --visqol
 
 Two kinds of test material, one or both per run:
 
@@ -21,11 +22,15 @@ model (``bwe.runtime.ExportedModel``; ``DIR:int8`` for its int8 streaming model)
 ``NAME=DIR``; repeat ``--model`` to put several side by side. Outputs are trimmed to the reference's length; systems must be time-aligned
 with their input, which the report checks (median cross-correlation delay per system).
 
+``--visqol`` adds ViSQOL (v3, speech mode: ``bwe.metrics.visqol_speech``) as a second perceptual
+metric beside WB-PESQ, in every table and file below (a ``visqol`` column after ``pesq_wb``).
+
 Writes, atomically:
-  OUT/metrics.csv      one row per file and system: file, model, lsd, lsd_lf, lsd_hf, pesq_wb, set,
-                       delay, offset (pesq_wb is the text ``unscorable`` when PESQ finds no utterance,
-                       never a number; set is ``data`` or ``pairs``; delay is the output's residual
-                       lag in samples; offset the pair's alignment shift, empty for ``data``)
+  OUT/metrics.csv      one row per file and system: file, model, lsd, lsd_lf, lsd_hf, pesq_wb,
+                       [visqol,] set, delay, offset (pesq_wb/visqol is the text ``unscorable`` when
+                       the metric finds nothing to score, never a number; set is ``data`` or
+                       ``pairs``; delay is the output's residual lag in samples; offset the pair's
+                       alignment shift, empty for ``data``)
   OUT/summary.json     per set and system: mean and 95 % confidence interval of every metric;
                        for ``--data`` spread over several first-level folders (sources, speakers),
                        the same per folder under ``by_folder``
@@ -63,7 +68,7 @@ if _EVAL_DIR not in sys.path:
 from bwe.baselines import BASELINES, sinc  # noqa: E402
 from bwe.data.audio import AudioError, list_audio_files, load_audio, spread_indices  # noqa: E402
 from bwe.data.degrade import EVAL_CUTOFF_HZ, EVAL_FILTER_ORDER, EVAL_RIPPLE_DB, evaluation_degradation  # noqa: E402
-from bwe.metrics import LSD_N_FFT, estimate_delay, lsd_all, pesq_wb  # noqa: E402
+from bwe.metrics import LSD_N_FFT, estimate_delay, import_visqol, lsd_all, pesq_wb, visqol_speech  # noqa: E402
 from stats import mean_ci95, nan_to_none  # noqa: E402
 
 WIDEBAND_RATE = 16000
@@ -71,7 +76,10 @@ NARROWBAND_RATE = 8000
 UNSCORABLE = "unscorable"
 CSV_COLUMNS = ("file", "model", "lsd", "lsd_lf", "lsd_hf", "pesq_wb", "set", "delay", "offset")
 METRICS = ("lsd", "lsd_lf", "lsd_hf", "pesq_wb")
-METRIC_LABELS = {"lsd": "LSD", "lsd_lf": "LSD-LF", "lsd_hf": "LSD-HF", "pesq_wb": "WB-PESQ"}
+VISQOL = "visqol"
+METRIC_LABELS = {"lsd": "LSD", "lsd_lf": "LSD-LF", "lsd_hf": "LSD-HF", "pesq_wb": "WB-PESQ", VISQOL: "ViSQOL"}
+# Metrics a file may be unscorable by (None in a Row), reported with how many files each scored.
+PERCEPTUAL = ("pesq_wb", VISQOL)
 DATA_SET, PAIRS_SET = "data", "pairs"
 # A delay check over +-20 ms catches a model whose delay compensation is off, without being fooled
 # by the periodicity of voiced speech (pitch periods are 2.5-10 ms, but their peaks are lower).
@@ -89,7 +97,8 @@ class EvaluationError(RuntimeError):
 
 @dataclass
 class Row:
-    """Scores of one system on one file. ``pesq_wb`` None means PESQ could not score it.
+    """Scores of one system on one file. ``pesq_wb`` (``visqol``) None means PESQ (ViSQOL) could not
+    score it; ``visqol`` is also None when ViSQOL was not asked for (``SetResult.visqol`` says which).
 
     ``set`` is ``data`` (simulated narrowband) or ``pairs`` (real narrowband); ``offset`` is the
     shift applied to align a real pair (None for simulated input).
@@ -104,6 +113,7 @@ class Row:
     delay: int
     set: str = DATA_SET
     offset: int | None = None
+    visqol: float | None = None
 
 
 @dataclass
@@ -112,6 +122,7 @@ class SetResult:
 
     name: str
     description: str
+    visqol: bool = False
     rows: list[Row] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     unpaired: list[str] = field(default_factory=list)
@@ -174,13 +185,18 @@ def load_systems(names: Sequence[str]) -> dict[str, System]:
     return systems
 
 
-def score_pair(reference: np.ndarray, output: np.ndarray) -> tuple[dict[str, float], float | None, int]:
-    """LSDs, WB-PESQ (None if unscorable) and the delay of ``output`` against ``reference`` at 16 kHz."""
+def score_pair(reference: np.ndarray, output: np.ndarray, visqol: bool = False) -> dict[str, float | None]:
+    """LSDs, WB-PESQ (None if unscorable), ViSQOL if asked for (None if unscorable) and the delay
+    of ``output`` against ``reference`` at 16 kHz, by name (``Row``'s field names)."""
     output = np.asarray(output, dtype=np.float32)[: reference.shape[0]]
+    scores: dict[str, float | None] = dict(lsd_all(reference, output))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # unscorable files are counted in the report instead
-        pesq = pesq_wb(reference, output)
-    return lsd_all(reference, output), pesq, estimate_delay(reference, output, DELAY_SEARCH)
+        scores["pesq_wb"] = pesq_wb(reference, output)
+        if visqol:
+            scores[VISQOL] = visqol_speech(reference, output)
+    scores["delay"] = estimate_delay(reference, output, DELAY_SEARCH)
+    return scores
 
 
 def run_system(name: str, label: str, system: System, narrowband: np.ndarray) -> np.ndarray:
@@ -204,6 +220,7 @@ def evaluate_pair(
     narrowband: np.ndarray,
     systems: dict[str, System],
     outputs: dict[str, np.ndarray] | None = None,
+    visqol: bool = False,
 ) -> list[Row]:
     """Run every system on one 8 kHz input and score it against its 16 kHz reference.
 
@@ -212,8 +229,7 @@ def evaluate_pair(
     rows = []
     for label, system in systems.items():
         output = run_system(name, label, system, narrowband)
-        lsds, pesq, delay = score_pair(reference, output)
-        rows.append(Row(name, label, lsds["lsd"], lsds["lsd_lf"], lsds["lsd_hf"], pesq, delay))
+        rows.append(Row(name, label, **score_pair(reference, output, visqol)))
         if outputs is not None:
             outputs[label] = output[: reference.shape[0]]
     return rows
@@ -225,10 +241,11 @@ def panel_indices(n_files: int, n_panels: int) -> set[int]:
 
 
 def evaluate_files(
-    files: Iterable[str], root: str, systems: dict[str, System], progress: bool = True, spectrograms: int = 0
+    files: Iterable[str], root: str, systems: dict[str, System], progress: bool = True, spectrograms: int = 0,
+    visqol: bool = False,
 ) -> SetResult:
     """Score every system on every reference file, degraded by the fixed evaluation channel."""
-    result = SetResult(DATA_SET, "simulated narrowband")
+    result = SetResult(DATA_SET, "simulated narrowband", visqol)
     files = list(files)
     keep = panel_indices(len(files), spectrograms)
     for index, path in enumerate(tqdm(files, desc="evaluating", unit="file", disable=not progress, file=sys.stderr)):
@@ -239,7 +256,7 @@ def evaluate_files(
             continue
         narrowband = evaluation_degradation(reference)
         outputs: dict[str, np.ndarray] | None = {} if index in keep else None
-        result.rows.extend(evaluate_pair(name, reference, narrowband, systems, outputs))
+        result.rows.extend(evaluate_pair(name, reference, narrowband, systems, outputs, visqol))
         if outputs is not None:
             result.panels[name] = {"reference": reference, "input (8 kHz)": sinc(narrowband)[: len(reference)], **outputs}
     return result
@@ -277,9 +294,10 @@ def evaluate_real_pairs(
     limit: int | None = None,
     progress: bool = True,
     spectrograms: int = 0,
+    visqol: bool = False,
 ) -> SetResult:
     """Score every system on real narrowband recordings against their wideband counterparts."""
-    result = SetResult(PAIRS_SET, "real narrowband pairs")
+    result = SetResult(PAIRS_SET, "real narrowband pairs", visqol)
     narrow, wide = _by_stem(nb_dir, "--pairs"), _by_stem(wb_dir, "--pairs")
     result.unpaired = sorted(
         [os.path.relpath(narrow[s], nb_dir) + " (no wideband)" for s in narrow.keys() - wide.keys()]
@@ -303,10 +321,7 @@ def evaluate_real_pairs(
         for label, system in systems.items():
             output = run_system(name, label, system, narrowband)
             ref, est = shift(wideband, output, offset)
-            lsds, pesq, delay = score_pair(ref, est)
-            result.rows.append(
-                Row(name, label, lsds["lsd"], lsds["lsd_lf"], lsds["lsd_hf"], pesq, delay, PAIRS_SET, offset)
-            )
+            result.rows.append(Row(name, label, **score_pair(ref, est, visqol), set=PAIRS_SET, offset=offset))
             outputs[label] = est
         if index in keep:
             n = min(len(v) for v in outputs.values())
@@ -319,22 +334,32 @@ def evaluate_real_pairs(
     return result
 
 
-def summarize(rows: Sequence[Row]) -> dict[str, dict[str, float]]:
-    """Per system: files, mean lsd/lsd_lf/lsd_hf, mean pesq_wb over scorable files, unscorable count,
+def metrics_of(visqol: bool) -> tuple[str, ...]:
+    return METRICS + ((VISQOL,) if visqol else ())
+
+
+def summarize(rows: Sequence[Row], visqol: bool = False) -> dict[str, dict[str, float]]:
+    """Per system: files, mean lsd/lsd_lf/lsd_hf, mean pesq_wb (and visqol) over the files each could
+    score with the counts (``pesq_scored``/``unscorable``, ``visqol_scored``/``visqol_unscorable``),
     median delay, and the 95 % confidence interval of each mean (``<metric>_ci95``: [low, high]).
     Systems keep their order of first appearance."""
     summary: dict[str, dict[str, float]] = {}
     for model in dict.fromkeys(r.model for r in rows):
         mine = [r for r in rows if r.model == model]
-        scored = [r.pesq_wb for r in mine if r.pesq_wb is not None]
         entry: dict = {"files": len(mine)}
-        for metric in METRICS:
-            values = scored if metric == "pesq_wb" else [getattr(r, metric) for r in mine]
+        for metric in metrics_of(visqol):
+            values = [getattr(r, metric) for r in mine]
+            if metric in PERCEPTUAL:
+                values = [v for v in values if v is not None]
             mean, low, high = mean_ci95(values)
             entry[metric] = mean
             entry[f"{metric}_ci95"] = [low, high]
-        entry["pesq_scored"] = len(scored)
-        entry["unscorable"] = len(mine) - len(scored)
+            if metric in PERCEPTUAL:
+                # PESQ's counts keep their original names, which summary.json readers already use.
+                scored_key, unscorable_key = ("pesq_scored", "unscorable") if metric == "pesq_wb" else (
+                    f"{metric}_scored", f"{metric}_unscorable")
+                entry[scored_key] = len(values)
+                entry[unscorable_key] = len(mine) - len(values)
         entry["median_delay"] = float(np.median([r.delay for r in mine]))
         if any(r.offset is not None for r in mine):
             entry["median_offset"] = float(np.median([r.offset for r in mine if r.offset is not None]))
@@ -348,12 +373,12 @@ def folder_of(file: str) -> str:
     return parts[0] if len(parts) > 1 else "."
 
 
-def summarize_by_folder(rows: Sequence[Row]) -> dict[str, dict[str, dict[str, float]]]:
+def summarize_by_folder(rows: Sequence[Row], visqol: bool = False) -> dict[str, dict[str, dict[str, float]]]:
     """:func:`summarize` per first-level folder (in order of appearance); empty unless there are several."""
     folders = list(dict.fromkeys(folder_of(r.file) for r in rows))
     if len(folders) < 2:
         return {}
-    return {folder: summarize([r for r in rows if folder_of(r.file) == folder]) for folder in folders}
+    return {folder: summarize([r for r in rows if folder_of(r.file) == folder], visqol) for folder in folders}
 
 
 def write_text_atomic(path: str, text: str) -> None:
@@ -370,14 +395,22 @@ def write_text_atomic(path: str, text: str) -> None:
             os.unlink(tmp)
 
 
-def metrics_csv(rows: Sequence[Row]) -> str:
+def _score_text(value: float | None) -> str:
+    return UNSCORABLE if value is None else f"{value:.6f}"
+
+
+def metrics_csv(rows: Sequence[Row], visqol: bool = False) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    columns = list(CSV_COLUMNS)
+    if visqol:
+        columns.insert(columns.index("pesq_wb") + 1, VISQOL)
+    writer.writerow(columns)
     for r in rows:
-        pesq = UNSCORABLE if r.pesq_wb is None else f"{r.pesq_wb:.6f}"
         offset = "" if r.offset is None else str(r.offset)
-        writer.writerow([r.file, r.model, f"{r.lsd:.6f}", f"{r.lsd_lf:.6f}", f"{r.lsd_hf:.6f}", pesq, r.set, r.delay, offset])
+        perceptual = [_score_text(r.pesq_wb)] + ([_score_text(r.visqol)] if visqol else [])
+        writer.writerow([r.file, r.model, f"{r.lsd:.6f}", f"{r.lsd_lf:.6f}", f"{r.lsd_hf:.6f}", *perceptual, r.set,
+                         r.delay, offset])
     return buffer.getvalue()
 
 
@@ -388,13 +421,19 @@ def _ci(interval: Sequence[float], digits: int = 3) -> str:
     return f"[{low:.{digits}f}, {high:.{digits}f}]"
 
 
+def _mean(summary: dict, metric: str) -> str:
+    """A perceptual metric's mean for a table: n/a when it scored no file."""
+    return "n/a" if math.isnan(summary[metric]) else f"{summary[metric]:.3f}"
+
+
 def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "file"
 
 
 def report_section(result: SetResult, source: str, figures: dict[str, str], n_files: int) -> list[str]:
     """Markdown for one set: how its input was made, the tables, and its figures."""
-    summary = summarize(result.rows)
+    summary = summarize(result.rows, result.visqol)
+    visqol = result.visqol
     lines = []
     if result.name == DATA_SET:
         lines += [
@@ -413,46 +452,51 @@ def report_section(result: SetResult, source: str, figures: dict[str, str], n_fi
         ]
     lines += [
         "Metrics: `bwe.metrics` (LSD: n_fft 2048, hop 512, Hann, log10 power; LSD-LF 0-4 kHz, LSD-HF 4-8 kHz; "
-        "WB-PESQ P.862.2). Means over files; lower LSD and higher PESQ are better.",
+        "WB-PESQ P.862.2" + ("; ViSQOL v3 speech mode" if visqol else "") + "). Means over files; lower LSD and "
+        "higher PESQ" + (" and ViSQOL" if visqol else "") + " are better.",
         "",
-        "| system | files | LSD | LSD-LF | LSD-HF | WB-PESQ | PESQ unscorable | median delay |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| system | files | LSD | LSD-LF | LSD-HF | WB-PESQ | PESQ unscorable |"
+        + (" ViSQOL | ViSQOL unscorable |" if visqol else "") + " median delay |",
+        "|---|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if visqol else "") + "---:|",
     ]
     for model, s in summary.items():
-        pesq = "n/a" if s["pesq_scored"] == 0 else f"{s['pesq_wb']:.3f}"
         lines.append(
-            f"| {model} | {s['files']} | {s['lsd']:.3f} | {s['lsd_lf']:.3f} | {s['lsd_hf']:.3f} | {pesq} "
-            f"| {s['unscorable']} | {s['median_delay']:+.0f} |"
+            f"| {model} | {s['files']} | {s['lsd']:.3f} | {s['lsd_lf']:.3f} | {s['lsd_hf']:.3f} | {_mean(s, 'pesq_wb')} "
+            f"| {s['unscorable']} |" + (f" {_mean(s, VISQOL)} | {s['visqol_unscorable']} |" if visqol else "")
+            + f" {s['median_delay']:+.0f} |"
         )
     lines += [
         "",
-        "95 % confidence intervals of the means (Student t over files; WB-PESQ over the scorable files):",
+        "95 % confidence intervals of the means (Student t over files; WB-PESQ"
+        + (" and ViSQOL" if visqol else "") + " over the scorable files):",
         "",
-        "| system | LSD | LSD-LF | LSD-HF | WB-PESQ |",
-        "|---|---|---|---|---|",
+        "| system | LSD | LSD-LF | LSD-HF | WB-PESQ |" + (" ViSQOL |" if visqol else ""),
+        "|---|---|---|---|---|" + ("---|" if visqol else ""),
     ]
     for model, s in summary.items():
         lines.append(
             f"| {model} | {_ci(s['lsd_ci95'])} | {_ci(s['lsd_lf_ci95'])} | {_ci(s['lsd_hf_ci95'])} | {_ci(s['pesq_wb_ci95'])} |"
+            + (f" {_ci(s['visqol_ci95'])} |" if visqol else "")
         )
     lines += [
         "",
         "WB-PESQ is the mean over the files PESQ could score; `unscorable` files (no utterance found) are counted, "
-        "not scored. A median delay other than +0 samples means a system's output is not time-aligned with its input.",
+        "not scored" + (" (the same for ViSQOL: no speech patch found)" if visqol else "")
+        + ". A median delay other than +0 samples means a system's output is not time-aligned with its input.",
     ]
-    by_folder = summarize_by_folder(result.rows) if result.name == DATA_SET else {}
+    by_folder = summarize_by_folder(result.rows, visqol) if result.name == DATA_SET else {}
     if by_folder:
         lines += [
             "",
             "By first-level folder (a corpus that mixes sources shows here which of them a system does worse on):",
             "",
-            "| folder | system | files | LSD | LSD-HF | WB-PESQ |",
-            "|---|---|---:|---:|---:|---:|",
+            "| folder | system | files | LSD | LSD-HF | WB-PESQ |" + (" ViSQOL |" if visqol else ""),
+            "|---|---|---:|---:|---:|---:|" + ("---:|" if visqol else ""),
         ]
         for folder, systems in by_folder.items():
             for model, s in systems.items():
-                pesq = "n/a" if s["pesq_scored"] == 0 else f"{s['pesq_wb']:.3f}"
-                lines.append(f"| {folder} | {model} | {s['files']} | {s['lsd']:.3f} | {s['lsd_hf']:.3f} | {pesq} |")
+                lines.append(f"| {folder} | {model} | {s['files']} | {s['lsd']:.3f} | {s['lsd_hf']:.3f} | "
+                             f"{_mean(s, 'pesq_wb')} |" + (f" {_mean(s, VISQOL)} |" if visqol else ""))
     if result.name == PAIRS_SET and summary:
         offsets = sorted({r.offset for r in result.rows if r.offset is not None})
         lines += ["", f"Pair alignment shifts (samples at 16 kHz): {offsets[0]:+d} to {offsets[-1]:+d}."]
@@ -460,7 +504,7 @@ def report_section(result: SetResult, source: str, figures: dict[str, str], n_fi
         lines += ["", "Skipped (too short for the LSD STFT): " + ", ".join(f"`{s}`" for s in result.skipped)]
     if result.unpaired:
         lines += ["", "Not paired: " + ", ".join(f"`{s}`" for s in result.unpaired)]
-    boxes = [f"![{METRIC_LABELS[m]}]({figures[m]})" for m in METRICS if m in figures]
+    boxes = [f"![{METRIC_LABELS[m]}]({figures[m]})" for m in metrics_of(visqol) if m in figures]
     if boxes:
         lines += ["", "Per-file distributions:", "", " ".join(boxes)]
     spectra = [(k[len("spec:") :], v) for k, v in figures.items() if k.startswith("spec:")]
@@ -478,7 +522,7 @@ def make_figures(result: SetResult, out: str) -> dict[str, str]:
     os.makedirs(folder, exist_ok=True)
     figures = {}
     models = list(dict.fromkeys(r.model for r in result.rows))
-    for metric in METRICS:
+    for metric in metrics_of(result.visqol):
         groups = {}
         for model in models:
             values = [getattr(r, metric) for r in result.rows if r.model == model]
@@ -511,8 +555,8 @@ def summary_json(sections: Sequence[tuple[SetResult, str, dict[str, str], int]])
             "files": n_files,
             "skipped": result.skipped,
             "unpaired": result.unpaired,
-            "systems": summarize(result.rows),
-            **({"by_folder": summarize_by_folder(result.rows)} if result.name == DATA_SET else {}),
+            "systems": summarize(result.rows, result.visqol),
+            **({"by_folder": summarize_by_folder(result.rows, result.visqol)} if result.name == DATA_SET else {}),
         }
         for result, source, _, n_files in sections
     }
@@ -539,6 +583,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--max-offset-ms", type=float, default=DEFAULT_MAX_OFFSET_MS, help="largest offset searched when aligning --pairs"
     )
+    parser.add_argument("--visqol", action="store_true",
+                        help="also score ViSQOL (v3 speech mode; needs visqol-python, in the eval extra)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -565,20 +611,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if not os.path.isdir(folder):
                     raise EvaluationError(f"--pairs: {folder}: no such directory")
         systems = load_systems(args.model)
+        if args.visqol:
+            import_visqol()  # fail now, not after the first file, when it is not installed
         spectrograms = 0 if args.no_plots else args.spectrograms
         progress = not args.no_progress
         os.makedirs(args.out, exist_ok=True)
         results = []
         if args.data is not None:
             root = args.data if os.path.isdir(args.data) else os.path.dirname(args.data)
-            result = evaluate_files(files, root, systems, progress=progress, spectrograms=spectrograms)
+            result = evaluate_files(files, root, systems, progress=progress, spectrograms=spectrograms,
+                                    visqol=args.visqol)
             if not result.rows:
                 raise EvaluationError(f"--data {args.data}: every file was too short to score")
             results.append((result, args.data, len(files) - len(result.skipped)))
         if args.pairs is not None:
             max_offset = int(round(args.max_offset_ms * WIDEBAND_RATE / 1000.0))
             result = evaluate_real_pairs(
-                *args.pairs, systems, max_offset, limit=args.limit, progress=progress, spectrograms=spectrograms
+                *args.pairs, systems, max_offset, limit=args.limit, progress=progress, spectrograms=spectrograms,
+                visqol=args.visqol,
             )
             if not result.rows:
                 raise EvaluationError(f"--pairs {' '.join(args.pairs)}: every pair was too short to score")
@@ -588,11 +638,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for result, source, n_files in results:
             figures = {} if args.no_plots else make_figures(result, args.out)
             sections.append((result, source, figures, n_files))
-        write_text_atomic(os.path.join(args.out, "metrics.csv"), metrics_csv([r for res, *_ in sections for r in res.rows]))
+        write_text_atomic(os.path.join(args.out, "metrics.csv"),
+                          metrics_csv([r for res, *_ in sections for r in res.rows], args.visqol))
         write_text_atomic(os.path.join(args.out, "summary.json"), summary_json(sections))
         report = report_markdown(sections)
         write_text_atomic(os.path.join(args.out, "report.md"), report)
-    except (EvaluationError, AudioError, OSError) as e:
+    except (EvaluationError, AudioError, OSError, ImportError) as e:
         print(f"evaluate: error: {e}", file=sys.stderr)
         return 2
     print(report, end="")

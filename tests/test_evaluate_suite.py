@@ -262,3 +262,47 @@ def test_exported_model_float_and_int8_side_by_side(material, tmp_path):
             assert float(row["lsd_hf"]) == pytest.approx(expected["lsd_hf"], abs=2e-6)
     report = (tmp_path / "report.md").read_text()
     assert "| tiny | 2 |" in report and "| tiny8 | 2 |" in report
+
+
+def test_visqol_column_scores_like_bwe_metrics_and_counts_what_it_cannot_score(material, suite, tmp_path):
+    pytest.importorskip("visqol")
+    from bwe.metrics import visqol_speech
+
+    code = ev.main(["--model", "folding", "--data", str(material / "data"), "--pairs", str(material / "nb"),
+                    str(material / "wb"), "--out", str(tmp_path), "--visqol", "--no-plots", "--no-progress"])
+    assert code == 0
+    with open(tmp_path / "metrics.csv", newline="", encoding="utf-8") as f:
+        header = next(csv.reader(f))
+    assert header[header.index("pesq_wb") + 1] == "visqol"
+    assert "visqol" not in next(csv.reader(open(suite / "metrics.csv", newline="", encoding="utf-8")))
+    rows = read_csv(tmp_path / "metrics.csv")
+    # The other metrics are those of the run without ViSQOL.
+    plain = {(r["file"], r["model"], r["set"]): r for r in read_csv(suite / "metrics.csv")}
+    for row in rows:
+        if row["model"] != "same":
+            assert row["lsd"] == plain[(row["file"], row["model"], row["set"])]["lsd"]
+    silent = [r for r in rows if r["file"] == "silent.wav"]
+    assert silent and all(r["visqol"] == "unscorable" for r in silent)
+    reference, _ = load_audio(material / "data" / "x.wav")
+    x_sinc = next(r for r in rows if r["file"] == "x.wav" and r["model"] == "sinc")
+    with np.errstate(all="ignore"):
+        expected = visqol_speech(reference, sinc(evaluation_degradation(reference))[: len(reference)])
+    assert float(x_sinc["visqol"]) == pytest.approx(expected, abs=2e-6)
+    systems = json.loads((tmp_path / "summary.json").read_text(), parse_constant=_no_nan)["data"]["systems"]
+    for model, stats in systems.items():
+        scored = [float(r["visqol"]) for r in rows if r["set"] == "data" and r["model"] == model and r["visqol"] != "unscorable"]
+        assert stats["visqol"] == pytest.approx(np.mean(scored)) and stats["visqol_scored"] == len(scored)
+        assert stats["visqol_unscorable"] == 1  # silent.wav
+    report = (tmp_path / "report.md").read_text()
+    assert "| ViSQOL | ViSQOL unscorable |" in report and "ViSQOL v3 speech mode" in report
+
+
+def test_visqol_without_its_package_is_refused_before_any_work(material, tmp_path, capsys, monkeypatch):
+    def missing():
+        raise ImportError("ViSQOL needs the visqol-python package: pip install 'bwe[eval]'")
+
+    monkeypatch.setattr(ev, "import_visqol", missing)
+    code = ev.main(["--data", str(material / "data"), "--out", str(tmp_path / "out"), "--visqol", "--no-progress"])
+    assert code == 2
+    assert "visqol-python" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
