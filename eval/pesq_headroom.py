@@ -20,8 +20,8 @@ band is never touched):
 It answers questions a plain evaluation cannot: does this metric reward adding a high band at
 all (the gain sweep), is the loss in the envelope or in the fine structure (the oracles), and how
 much smaller would the envelope errors have to be (the partial oracles)? The report also gives
-the system's own band-level error: per frame the RMS over ``--band-hz`` bands of its level minus
-the reference's, in dB; its median over frames, averaged over files. The oracles use the reference,
+the system's own band-level error and bias: per frame the RMS (and the mean) over ``--band-hz``
+bands of its level minus the reference's, in dB; their medians over frames, averaged over files. The oracles use the reference,
 so they are diagnostics, never results. ``--visqol`` scores every variant with ViSQOL too
 (``bwe.metrics.visqol_speech``), a second perceptual model, so a conclusion does not rest on
 PESQ's alone. STFT: 512-sample periodic Hann, hop 128, at 16 kHz (scipy.signal.stft/istft);
@@ -81,13 +81,15 @@ def _band_rows(freqs: np.ndarray, band_hz: float) -> list[np.ndarray]:
             for lo in np.arange(SPLIT_HZ, RATE / 2, band_hz)]
 
 
-def band_level_error_db(reference: np.ndarray, output: np.ndarray, band_hz: float = 500.0) -> float:
-    """Median over STFT frames of the RMS over ``band_hz`` bands (4-8 kHz) of ``output``'s level
-    minus ``reference``'s, in dB: how far the system's high-band envelope is from the reference's."""
+def band_level_errors_db(reference: np.ndarray, output: np.ndarray, band_hz: float = 500.0) -> tuple[float, float]:
+    """How far ``output``'s high-band envelope is from ``reference``'s, per STFT frame and ``band_hz``
+    band of 4-8 kHz, in dB of output minus reference level: ``(error, bias)``, the medians over frames
+    of the RMS over bands (the size of the error) and of the mean over bands (its sign: a system
+    whose band is too loud or too quiet overall)."""
     ref_spec, out_spec = _stft(reference), _stft(output[: len(reference)])
     freqs = np.fft.rfftfreq(N_FFT, 1.0 / RATE)
-    errors = [20 * np.log10(_band_gains(ref_spec, out_spec, rows)) for rows in _band_rows(freqs, band_hz)]
-    return float(np.median(np.sqrt(np.mean(np.square(errors), axis=0))))
+    errors = np.array([-20 * np.log10(_band_gains(ref_spec, out_spec, rows)) for rows in _band_rows(freqs, band_hz)])
+    return float(np.median(np.sqrt(np.mean(np.square(errors), axis=0)))), float(np.median(np.mean(errors, axis=0)))
 
 
 def variants(reference: np.ndarray, output: np.ndarray, gains: Sequence[float], band_hz: float,
@@ -120,9 +122,9 @@ def _mean(values: Sequence[float]) -> float:
 def headroom(
     files: Sequence[str], system: Callable[[np.ndarray], np.ndarray], gains: Sequence[float] = DEFAULT_GAINS,
     band_hz: float = 500.0, fractions: Sequence[float] = DEFAULT_FRACTIONS, visqol: bool = False,
-) -> tuple[dict[str, dict[str, float]], float]:
+) -> tuple[dict[str, dict[str, float]], tuple[float, float]]:
     """Per variant: mean WB-PESQ (and ViSQOL) over the files each can score, and mean LSD-HF over all;
-    and the system's mean band-level error in dB (:func:`band_level_error_db`).
+    and the system's band-level error and bias in dB (:func:`band_level_errors_db`), means over files.
 
     A file one variant cannot score by a metric is left out of that metric's means for every
     variant, so the variants are compared on the same files; the counts say how many were left out.
@@ -136,7 +138,7 @@ def headroom(
         reference, _ = load_audio(path, target_rate=RATE)
         narrowband = evaluation_degradation(reference)
         output = np.asarray(system(narrowband), np.float32)[: len(reference)]
-        band_errors.append(band_level_error_db(reference, output, band_hz))
+        band_errors.append(band_level_errors_db(reference, output, band_hz))
         signals = variants(reference, output, gains, band_hz, sinc(narrowband), fractions)
         for name, signal in signals.items():
             lsd_hf.setdefault(name, []).append(lsd_all(reference, signal)["lsd_hf"])
@@ -153,7 +155,8 @@ def headroom(
                     **{metric: _mean(scores[metric].get(name, [])) for metric in scorers},
                     **{f"{metric}_unscorable": unscorable[metric] for metric in scorers}}
              for name, values in lsd_hf.items()}
-    return table, float(np.mean(band_errors))
+    error, bias = np.mean(band_errors, axis=0)
+    return table, (float(error), float(bias))
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -203,16 +206,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pesq_headroom.py: error: {e}", file=sys.stderr)
         return 2
     files = [files[i] for i in spread_indices(len(files), args.limit)]
-    table, band_error = headroom(files, system, gains, args.band_hz, fractions, args.visqol)
+    table, (band_error, band_bias) = headroom(files, system, gains, args.band_hz, fractions, args.visqol)
     if args.json:
-        print(json.dumps({"band_level_error_db": band_error, "variants": table}, indent=2))
+        print(json.dumps({"band_level_error_db": band_error, "band_level_bias_db": band_bias, "variants": table},
+                         indent=2))
         return 0
     first = next(iter(table.values()))
     metrics = ["pesq_wb"] + (["visqol"] if args.visqol else [])
     left_out = ", ".join(f"{first[m + '_unscorable']} not scorable by {LABELS[m]}" for m in metrics)
     print(f"{args.model} on {first['files']} file(s) of {args.data} ({left_out}, left out of its means)")
-    print(f"its high-band envelope error: {band_error:.1f} dB (median over frames of the RMS over "
-          f"{args.band_hz:g} Hz bands, mean over files)")
+    print(f"its high-band envelope error: {band_error:.1f} dB, bias {band_bias:+.1f} dB (medians over frames of "
+          f"the RMS and of the mean over {args.band_hz:g} Hz bands of its level minus the reference's; "
+          "mean over files)")
     print(f"{'high band':26s} " + " ".join(f"{LABELS[m]:>8s}" for m in metrics) + f" {'LSD-HF':>7s}")
     for name, row in table.items():
         print(f"{name:26s} " + " ".join(f"{row[m]:8.3f}" for m in metrics) + f" {row['lsd_hf']:7.3f}")

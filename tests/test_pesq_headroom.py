@@ -48,11 +48,16 @@ def test_variants_change_only_the_high_band_as_named(pair):
 def test_partial_oracle_halves_the_band_level_error_in_db(pair):
     reference, _, output = pair
     v = pesq_headroom.variants(reference, output, [], 500.0, fractions=[0.5])
-    error = pesq_headroom.band_level_error_db(reference, output)
+    error, bias = pesq_headroom.band_level_errors_db(reference, output)
     assert error > 3.0  # folding's envelope is far from the reference's: the test is not vacuous
-    assert pesq_headroom.band_level_error_db(reference, v["oracle band levels 50%"]) == pytest.approx(error / 2, rel=0.1)
-    assert pesq_headroom.band_level_error_db(reference, v["oracle band levels"]) < 0.1 * error
-    assert pesq_headroom.band_level_error_db(reference, reference) == pytest.approx(0.0, abs=1e-6)
+    assert pesq_headroom.band_level_errors_db(reference, v["oracle band levels 50%"])[0] == pytest.approx(error / 2, rel=0.1)
+    assert pesq_headroom.band_level_errors_db(reference, v["oracle band levels"])[0] < 0.1 * error
+    assert pesq_headroom.band_level_errors_db(reference, reference) == pytest.approx((0.0, 0.0), abs=1e-6)
+    # Signed: the reference's own high band at twice the amplitude is +6 dB in every band and frame,
+    # at half the amplitude -6 dB; the error (RMS) is 6 dB either way.
+    for gain, db in ((2.0, 6.02), (0.5, -6.02)):
+        scaled = pesq_headroom.variants(reference, reference, [gain], 500.0)[f"gain {gain:g}"]
+        assert pesq_headroom.band_level_errors_db(reference, scaled) == pytest.approx((abs(db), db), abs=0.1)
 
 
 def _run(*args):
