@@ -21,10 +21,10 @@ It answers questions a plain evaluation cannot: does this metric reward adding a
 all (the gain sweep), is the loss in the envelope or in the fine structure (the oracles), and how
 much smaller would the envelope errors have to be (the partial oracles)? The report also gives
 the system's own band-level error and bias: per frame the RMS (and the mean) over ``--band-hz``
-bands of its level minus the reference's, in dB; their medians over frames, averaged over files. The oracles use the reference,
-so they are diagnostics, never results. ``--visqol`` scores every variant with ViSQOL too
-(``bwe.metrics.visqol_speech``), a second perceptual model, so a conclusion does not rest on
-PESQ's alone. STFT: 512-sample periodic Hann, hop 128, at 16 kHz (scipy.signal.stft/istft);
+bands of its level minus the reference's, in dB; their medians over frames, averaged over files.
+The oracles use the reference, so they are diagnostics, never results. ``--visqol`` scores every
+variant with ViSQOL too (``bwe.metrics.visqol_speech``), a second perceptual model, so a
+conclusion does not rest on PESQ's alone. STFT: 512-sample periodic Hann, hop 128, at 16 kHz (scipy.signal.stft/istft);
 WB-PESQ, ViSQOL and LSD-HF from ``bwe.metrics``.
 """
 
