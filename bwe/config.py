@@ -127,10 +127,12 @@ class LossConfig:
     stft_hop_divisor: int = 4
     mel_weight: float = 0.0  # optional L1 log-mel loss over the same FFT sizes; 0 = off
     mel_bands: int = 80
+    envelope_weight: float = 0.0  # optional squared log10 error of 500 Hz band energies above 4 kHz; 0 = off
 
     def __post_init__(self) -> None:
         _check_choice("losses.adversarial", self.adversarial, ("hinge", "lsgan"))
-        for name in ("adversarial_weight", "feature_matching_weight", "reconstruction_weight", "mel_weight"):
+        for name in ("adversarial_weight", "feature_matching_weight", "reconstruction_weight", "mel_weight",
+                     "envelope_weight"):
             if getattr(self, name) < 0:
                 raise RecipeError(f"losses.{name}: must be >= 0, got {getattr(self, name)!r}")
         if not self.stft_fft_sizes:

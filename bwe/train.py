@@ -245,6 +245,9 @@ class Trainer:
         if cfg.mel_weight > 0:
             terms["mel"] = losses.mel_loss(target, estimate, cfg.stft_fft_sizes, cfg.stft_hop_divisor, cfg.mel_bands)
             total += cfg.mel_weight * terms["mel"]
+        if cfg.envelope_weight > 0:
+            terms["envelope"] = losses.highband_envelope_loss(target, estimate)
+            total += cfg.envelope_weight * terms["envelope"]
         return terms, total
 
     def _warmup_gradients(self, narrowband, wideband):

@@ -150,6 +150,28 @@ def test_mel_loss_matches_numpy():
     np.testing.assert_allclose(got.numpy(), np.mean(terms), rtol=1e-3)
 
 
+def test_highband_envelope_loss_matches_numpy_and_measures_band_level_errors_in_bels():
+    ref = speech_like(0.5, seed=10)
+    est = ref + 0.02 * np.random.default_rng(11).normal(size=ref.shape).astype(np.float32)
+    power = lambda x: _np_stft_magnitude(x, 512, 128).astype(np.float64) ** 2  # noqa: E731
+    freqs = np.arange(257) * 16000 / 512
+    # Eight 500 Hz bands from 4 kHz; the last one keeps the Nyquist bin.
+    bands = [(freqs >= lo) & ((freqs < lo + 500) | (lo == 7500)) for lo in range(4000, 8000, 500)]
+    r = np.stack([power(ref)[:, b].sum(1) for b in bands], 1)
+    e = np.stack([power(est)[:, b].sum(1) for b in bands], 1)
+    expected = np.mean((np.log10(np.maximum(r, 1e-8)) - np.log10(np.maximum(e, 1e-8))) ** 2)
+    as_tf = lambda x: tf.constant(x[None, :, None])  # noqa: E731
+    np.testing.assert_allclose(losses.highband_envelope_loss(as_tf(ref), as_tf(est)).numpy(), expected, rtol=1e-3)
+    assert losses.highband_envelope_loss(as_tf(ref), as_tf(ref)).numpy() == 0.0
+    # A high band 10 dB (1 bel) too loud everywhere, low band untouched, costs 1 (white noise: no band
+    # of any frame falls to the energy floor, where both levels would be clipped alike).
+    noise = 0.1 * np.random.default_rng(12).normal(size=8000).astype(np.float32)
+    spectrum = np.fft.rfft(noise)
+    spectrum[np.fft.rfftfreq(len(noise), 1 / 16000) >= 3900] *= np.sqrt(10.0)
+    louder = np.fft.irfft(spectrum, len(noise)).astype(np.float32)
+    assert losses.highband_envelope_loss(as_tf(noise), as_tf(louder)).numpy() == pytest.approx(1.0, rel=0.02)
+
+
 def test_reconstruction_losses_reject_mismatched_shapes():
     with pytest.raises(ValueError, match="differ in shape"):
         losses.multi_resolution_stft_loss(tf.zeros([1, 1000, 1]), tf.zeros([1, 900, 1]), [256])

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bwe.config import load_recipe, recipe_from_dict
+from bwe.config import RecipeError, load_recipe, recipe_from_dict
 from bwe.rundir import RunDirError, prepare_run_dir
 from signals import speech_like, write_wav
 
@@ -201,6 +201,19 @@ def test_nonfinite_step_applies_nothing_and_a_finite_one_trains(tiny_trainer):
         n_disc = len(tiny_trainer.discriminators.weights)
         assert any(changed[n_gen:n_gen + n_disc]) == (step == 1)  # discriminators train after the warm-up
     assert {"loss/adversarial", "loss/feature_matching", "loss/discriminator", "grad_norm/discriminator"} <= set(metrics)
+
+
+def test_envelope_loss_is_added_logged_and_checked(tmp_path, tiny_trainer):
+    from bwe.train import Trainer
+
+    assert "loss/envelope" not in tiny_trainer.train_step(*_batch(0), 0)  # off by default
+    recipe = load_recipe(TINY, ["train.warmup_steps=1", "losses.envelope_weight=3"])
+    trainer = Trainer(recipe, str(tmp_path))
+    for step in (0, 1):  # warm-up, then GAN
+        metrics = trainer.train_step(*_batch(0), step)
+        assert metrics["finite"] and metrics["loss/envelope"] > 0
+    with pytest.raises(RecipeError, match="losses.envelope_weight: must be >= 0"):
+        load_recipe(TINY, ["losses.envelope_weight=-1"])
 
 
 def _fit_with(trainer, batches, steps, **train_overrides):
