@@ -1,0 +1,233 @@
+"""How well can the 4-8 kHz envelope be predicted from the low band, and what would that envelope be worth?
+
+    python eval/envelope_probe.py --train CORPUS/train --data CORPUS/valid [--model bwe/pretrained] [--visqol]
+
+A regression probe, the classical artificial-bandwidth-extension question asked of a corpus: an MLP
+(scikit-learn, two hidden layers of 256) is fitted on ``--train`` to map the low band's levels to
+the high band's, then predicts the high band's levels of ``--data`` blind, from the narrowband
+input alone. Input: the level (dB) of each 250 Hz band from 0 to 3.75 kHz of the input played at
+16 kHz (``sinc``), in the frame and the frames of the ``--context-ms`` before it (causal, like the
+streaming model); target: the level of each 500 Hz band from 4 to 8 kHz of the reference. Frames
+are those of ``pesq_headroom.py`` (512-sample Hann, hop 128, 16 kHz); every reference is degraded by
+the fixed evaluation channel, for fitting as for testing.
+
+It reports the probe's envelope error and bias on ``--data`` (``pesq_headroom.band_level_errors_db``:
+medians over frames of the RMS and of the mean over bands of predicted minus reference level). With
+``--model``, it also scores that system as it is and with its high band reshaped, frame by frame
+and band by band, to the probe's predicted levels, at each ``--gains`` (WB-PESQ, ViSQOL with
+``--visqol``, LSD-HF, envelope error; the sinc baseline beside them). The probe never sees the
+reference of a file it predicts, so the reshaped system is a blind system too, just not one that
+streams: its analysis frames reach 16 ms ahead. It answers whether a system's envelope error is
+what the low band cannot tell (the probe does no better) or the system's own (the probe does better,
+and the reshaped system shows what fixing it would be worth).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bwe.baselines import sinc  # noqa: E402
+from bwe.data.audio import list_audio_files, load_audio, spread_indices  # noqa: E402
+from bwe.data.degrade import evaluation_degradation  # noqa: E402
+from bwe.metrics import import_visqol, lsd_all, pesq_wb, visqol_speech  # noqa: E402
+from evaluate import EvaluationError, load_system  # noqa: E402
+from pesq_headroom import ENERGY_FLOOR, N_FFT, RATE, SPLIT_HZ, _band_rows, _istft, _stft, band_level_errors_db  # noqa: E402
+
+FRAME_MS = 1000.0 * 128 / RATE  # the STFT hop
+LOW_BAND_HZ = 250.0
+LOW_TOP_HZ = 3750.0  # the evaluation channel's passband ends at 3.8 kHz
+DEFAULT_GAINS = (1.0, 0.7, 0.5)
+FREQS = np.fft.rfftfreq(N_FFT, 1.0 / RATE)
+LOW_ROWS = [(FREQS >= lo) & (FREQS < lo + LOW_BAND_HZ) for lo in np.arange(0.0, LOW_TOP_HZ, LOW_BAND_HZ)]
+HIGH_ROWS = _band_rows(FREQS, 500.0)
+
+
+def band_levels_db(spectrum: np.ndarray, rows: Sequence[np.ndarray]) -> np.ndarray:
+    """[frames, bands]: the energy of each band of an STFT ``spectrum`` [bins, frames], in dB."""
+    return np.stack([10 * np.log10(np.sum(np.abs(spectrum[r]) ** 2, axis=0) + ENERGY_FLOOR) for r in rows], axis=1)
+
+
+def features(narrowband: np.ndarray, context_frames: int) -> np.ndarray:
+    """[frames, low bands * (context_frames + 1)]: low-band levels of this frame and the ones before it
+    (the first frame's levels stand in for the time before the signal)."""
+    levels = band_levels_db(_stft(sinc(narrowband)), LOW_ROWS)
+    padded = np.concatenate([np.repeat(levels[:1], context_frames, axis=0), levels])
+    n = len(levels)
+    return np.concatenate([padded[context_frames - k: context_frames - k + n] for k in range(context_frames + 1)], axis=1)
+
+
+def pair(path: str, context_frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(reference, narrowband, features, high-band levels of the reference) of one file."""
+    reference, _ = load_audio(path, target_rate=RATE)
+    narrowband = evaluation_degradation(reference)
+    x = features(narrowband, context_frames)
+    y = band_levels_db(_stft(reference), HIGH_ROWS)
+    n = min(len(x), len(y))
+    return reference, narrowband, x[:n], y[:n]
+
+
+class EnvelopeProbe:
+    """Standardised features -> MLP -> high-band levels (dB), fitted on whole files."""
+
+    def __init__(self, context_frames: int, seed: int = 0):
+        self.context_frames = context_frames
+        self.seed = seed
+
+    def fit(self, files: Sequence[str], max_frames: int = 200_000) -> EnvelopeProbe:
+        from sklearn.neural_network import MLPRegressor
+        from sklearn.preprocessing import StandardScaler
+
+        xs, ys = [], []
+        for path in files:
+            _, _, x, y = pair(path, self.context_frames)
+            xs.append(x)
+            ys.append(y)
+        x, y = np.concatenate(xs), np.concatenate(ys)
+        if len(x) > max_frames:  # an even thinning keeps every file's share
+            keep = np.linspace(0, len(x) - 1, max_frames).astype(int)
+            x, y = x[keep], y[keep]
+        self.scaler = StandardScaler().fit(x)
+        self.mlp = MLPRegressor(hidden_layer_sizes=(256, 256), early_stopping=True, max_iter=60,
+                                random_state=self.seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ConvergenceWarning at max_iter: early stopping decides
+            self.mlp.fit(self.scaler.transform(x), y)
+        self.frames = len(x)
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.mlp.predict(self.scaler.transform(x)).reshape(len(x), len(HIGH_ROWS))
+
+
+def reshape_high_band(output: np.ndarray, levels_db: np.ndarray, gain: float = 1.0) -> np.ndarray:
+    """``output`` with each frame's 500 Hz bands above 4 kHz rescaled to ``levels_db`` [frames, bands]
+    (then scaled by ``gain``); the low band untouched."""
+    n = len(output)
+    spectrum = _stft(output)
+    frames = min(spectrum.shape[1], len(levels_db))
+    gains = np.ones(spectrum.shape)
+    current = band_levels_db(spectrum, HIGH_ROWS)
+    for band, rows in enumerate(HIGH_ROWS):
+        gains[rows, :frames] = (10 ** ((levels_db[:frames, band] - current[:frames, band]) / 20))[None]
+    high = FREQS >= SPLIT_HZ
+    low_band = _istft(spectrum * ~high[:, None], n)
+    return low_band + gain * _istft(spectrum * high[:, None] * gains, n)
+
+
+def probe_report(probe: EnvelopeProbe, files: Sequence[str], system: Callable[[np.ndarray], np.ndarray] | None,
+                 gains: Sequence[float] = DEFAULT_GAINS, visqol: bool = False) -> dict:
+    """The probe's envelope error and bias on ``files``; with a ``system``, its scores as it is and
+    reshaped to the probe's levels at each gain (means over files; perceptual metrics over the files
+    every variant could be scored on)."""
+    errors = []
+    scorers = {"pesq_wb": pesq_wb, **({"visqol": visqol_speech} if visqol else {})}
+    rows: dict[str, dict[str, list[float]]] = {}
+    for path in files:
+        reference, narrowband, x, y = pair(path, probe.context_frames)
+        predicted = probe.predict(x)
+        difference = predicted - y
+        errors.append((float(np.median(np.sqrt(np.mean(difference ** 2, axis=1)))),
+                       float(np.median(np.mean(difference, axis=1)))))
+        if system is None:
+            continue
+        output = np.asarray(system(narrowband), np.float32)[: len(reference)]
+        signals = {"sinc baseline": sinc(narrowband)[: len(reference)], "system as is": output}
+        signals.update({f"system, probe envelope x{g:g}": reshape_high_band(output, predicted, g) for g in gains})
+        for name, signal in signals.items():
+            row = rows.setdefault(name, {"lsd_hf": [], "envelope_error_db": []})
+            row["lsd_hf"].append(lsd_all(reference, signal)["lsd_hf"])
+            row["envelope_error_db"].append(band_level_errors_db(reference, signal)[0])
+        for metric, scorer in scorers.items():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # unscorable files are counted, not scored
+                scored = {name: scorer(reference, signal) for name, signal in signals.items()}
+            if any(v is None for v in scored.values()):
+                continue
+            for name, value in scored.items():
+                rows[name].setdefault(metric, []).append(value)
+    error, bias = np.mean(errors, axis=0)
+    report = {"train_frames": probe.frames, "files": len(files), "probe_envelope_error_db": float(error),
+              "probe_envelope_bias_db": float(bias)}
+    if system is not None:
+        report["system"] = {name: {metric: float(np.mean(v)) if v else float("nan") for metric, v in row.items()}
+                            | {f"{m}_files": len(row.get(m, [])) for m in scorers}
+                            for name, row in rows.items()}
+    return report
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="envelope_probe.py", description=__doc__.split("\n\n")[0],
+        epilog="example: python eval/envelope_probe.py --train CORPUS/train --data CORPUS/valid --model bwe/pretrained")
+    parser.add_argument("--train", required=True, help="wideband references to fit the probe on (searched recursively)")
+    parser.add_argument("--data", required=True, help="wideband references to test on (searched recursively)")
+    parser.add_argument("--model", help="also score this system (folding, an exported model directory, DIR:int8)")
+    parser.add_argument("--train-limit", type=int, default=1500,
+                        help="training files, spread evenly over --train (default 1500)")
+    parser.add_argument("--limit", type=int, default=40, help="test files, spread evenly over --data (default 40)")
+    parser.add_argument("--context-ms", type=float, default=128.0, help="past context of the features (default 128)")
+    parser.add_argument("--gains", default=",".join(f"{g:g}" for g in DEFAULT_GAINS),
+                        help="gains of the reshaped high band (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="MLP initialisation seed (default 0)")
+    parser.add_argument("--visqol", action="store_true", help="also score ViSQOL (speech mode)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    return parser.parse_args(argv)
+
+
+def _spread(folder: str, flag: str, limit: int) -> list[str]:
+    if not os.path.isdir(folder):
+        raise EvaluationError(f"{flag} {folder}: not a directory")
+    files = list_audio_files(folder)
+    if not files:
+        raise EvaluationError(f"{flag} {folder}: no audio files")
+    return [files[i] for i in spread_indices(len(files), limit)]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        try:
+            gains = [float(g) for g in args.gains.split(",")]
+        except ValueError:
+            raise EvaluationError(f"--gains {args.gains!r}: expected numbers separated by commas") from None
+        if args.train_limit < 1 or args.limit < 1 or args.context_ms < 0 or any(g < 0 for g in gains):
+            raise EvaluationError("--train-limit and --limit must be >= 1, --context-ms >= 0 and every gain >= 0")
+        train_files = _spread(args.train, "--train", args.train_limit)
+        test_files = _spread(args.data, "--data", args.limit)
+        system = load_system(args.model) if args.model else None
+        if args.visqol:
+            import_visqol()
+    except (EvaluationError, ImportError) as e:
+        print(f"envelope_probe.py: error: {e}", file=sys.stderr)
+        return 2
+    probe = EnvelopeProbe(int(round(args.context_ms / FRAME_MS)), args.seed).fit(train_files)
+    report = probe_report(probe, test_files, system, gains, args.visqol)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"probe fitted on {report['train_frames']} frames of {len(train_files)} file(s) of {args.train}; "
+          f"tested on {report['files']} file(s) of {args.data}")
+    print(f"probe envelope error {report['probe_envelope_error_db']:.2f} dB, bias "
+          f"{report['probe_envelope_bias_db']:+.2f} dB")
+    if system is not None:
+        metrics = ["pesq_wb"] + (["visqol"] if args.visqol else [])
+        labels = {"pesq_wb": "WB-PESQ", "visqol": "ViSQOL"}
+        print(f"{'high band':32s} " + " ".join(f"{labels[m]:>8s}" for m in metrics) + f" {'LSD-HF':>7s} {'env dB':>7s}")
+        for name, row in report["system"].items():
+            print(f"{name:32s} " + " ".join(f"{row.get(m, float('nan')):8.3f}" for m in metrics)
+                  + f" {row['lsd_hf']:7.3f} {row['envelope_error_db']:7.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
