@@ -281,6 +281,24 @@ def _convert(saved_model: str, key: str, quantize: bool = False, representative=
     return converter.convert()
 
 
+def scale_highband(models, recipe: Recipe) -> None:
+    """Multiply the output layer of each converted model by ``export.highband_gain``.
+
+    With ``model.highband_residual`` the network's output only reaches the output through the fixed
+    complementary high-pass, so scaling its last (linear) conv scales exactly the generated band
+    and leaves the interpolated low band as it is; without it the network also shapes the low band.
+    """
+    gain = recipe.export.highband_gain
+    if gain == 1.0:
+        return
+    if not recipe.model.highband_residual:
+        raise ExportError("export.highband_gain needs model.highband_residual: true (without it the network's "
+                          "output is not a high band alone, and scaling it would change the low band too)")
+    for model in models:
+        layer = model.get_layer("output_conv")
+        layer.set_weights([w * gain for w in layer.get_weights()])
+
+
 def export_generator(
     generator,
     recipe: Recipe,
@@ -324,6 +342,7 @@ def export_generator(
         offline = to_streaming(generator, Modes.NON_STREAM_INFERENCE)
         stream = to_streaming(generator, Modes.STREAM_EXTERNAL_STATE_INFERENCE)
         block = to_streaming(generator, Modes.STREAM_EXTERNAL_STATE_INFERENCE, frames_per_call=block_frames)
+        scale_highband((offline, stream, block), recipe)
         state_specs = [(name_in, name_out, tuple(t.shape)) for name_in, name_out, t in
                        zip(stream.state_input_names, stream.state_output_names, stream.inputs[1:])]
         saved_model = os.path.join(tmp, "saved_model")
@@ -429,6 +448,7 @@ def export_generator(
             "tensor_names": {key: _tensor_names(os.path.join(tmp, files[key]), sig) for key, sig in
                              (("streaming", "streaming"), ("streaming_int8", "streaming"), ("block", "block"),
                               ("offline", "serving_default"), ("block_int8", "block")) if key in files},
+            "highband_gain": recipe.export.highband_gain,
             "params": count_params(cfg),
             "macs_per_frame": macs_per_frame(cfg),
             "causal": cfg.causal,

@@ -232,3 +232,35 @@ def test_unknown_int8_mode_is_refused_with_the_key(tmp_path, capsys):
                  "-q"]) == 2
     assert "export.int8_mode" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_highband_gain_scales_the_generated_band_only(exported, audio, tmp_path):
+    from bwe.runtime import ExportedModel
+
+    _, run_dir, out_dir, metadata = exported
+    assert metadata["highband_gain"] == 1.0
+    outputs = {1.0: ExportedModel(out_dir)(audio)}
+    for gain in (0.5, 0.25):
+        out = tmp_path / f"gain{gain}"
+        assert main([run_dir, str(out), "--block-frames", "8", "--set", f"export.highband_gain={gain}", "-q"]) == 0
+        with open(out / "metadata.json", encoding="utf-8") as f:
+            assert json.load(f)["highband_gain"] == gain
+        outputs[gain] = ExportedModel(str(out))(audio)
+    generated = outputs[1.0] - outputs[0.5]  # half of the generated band
+    # The output is the interpolated input plus gain x the generated band: exactly affine in the gain.
+    np.testing.assert_allclose(outputs[0.5] - outputs[0.25], generated / 2, atol=1e-5)
+    # ... and what the gain scales is a high band: the network's branch passes the complementary high-pass.
+    spectrum = np.abs(np.fft.rfft(generated)) ** 2
+    freqs = np.fft.rfftfreq(len(generated), 1 / 16000)
+    assert spectrum[freqs < 3000].sum() < 1e-3 * spectrum[freqs > 4000].sum()
+
+
+def test_highband_gain_needs_the_highband_residual(tmp_path, capsys):
+    from bwe.config import RecipeError
+
+    with pytest.raises(RecipeError, match="export.highband_gain: must be > 0"):
+        load_recipe(RECIPE, ["export.highband_gain=0"])
+    assert main(["--recipe", RECIPE, "--random-init", str(tmp_path / "out"), "--set", "model.highband_residual=false",
+                 "--set", "export.highband_gain=0.5", "-q"]) == 2
+    assert "needs model.highband_residual" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "out")
