@@ -72,8 +72,9 @@ class ExportConfig:
     # leaves the high band only a few dB above its quantisation noise: use it only for such hardware.
     int8_mode: str = "dynamic"
     int8_calibration_frames: int = 400  # 'full' only: frames streamed through the float model to calibrate
-    # Scales the generated 4-8 kHz band of the exported files (the network's output layer; the low band,
-    # the interpolated input, is untouched; needs model.highband_residual). Below 1 trades spectral
+    # Scales the generated 4-8 kHz band of the exported files (the network's output layer, which reaches
+    # the output only through the band-split high-pass; the interpolated input is untouched; needs
+    # model.highband_residual). Below 1 trades spectral
     # distance for fewer audible errors: an invented band that is too loud is worse than one too quiet.
     highband_gain: float = 1.0
 
