@@ -41,7 +41,9 @@ from bwe.data.audio import list_audio_files, load_audio, spread_indices  # noqa:
 from bwe.data.degrade import evaluation_degradation  # noqa: E402
 from bwe.metrics import import_visqol, lsd_all, pesq_wb, visqol_speech  # noqa: E402
 from evaluate import EvaluationError, load_system  # noqa: E402
-from pesq_headroom import ENERGY_FLOOR, N_FFT, RATE, SPLIT_HZ, _band_rows, _istft, _stft, band_level_errors_db  # noqa: E402
+from pesq_headroom import (  # noqa: E402
+    ENERGY_FLOOR, N_FFT, RATE, SPLIT_HZ, _band_rows, _istft, _stft, band_level_errors_db, numbers, score_all_or_none,
+)
 
 FRAME_MS = 1000.0 * 128 / RATE  # the STFT hop
 LOW_BAND_HZ = 250.0
@@ -132,6 +134,7 @@ def probe_report(probe: EnvelopeProbe, files: Sequence[str], system: Callable[[n
     errors = []
     scorers = {"pesq_wb": pesq_wb, **({"visqol": visqol_speech} if visqol else {})}
     rows: dict[str, dict[str, list[float]]] = {}
+    scores: dict[str, dict[str, list[float]]] = {}
     for path in files:
         reference, narrowband, x, y = pair(path, probe.context_frames)
         predicted = probe.predict(x)
@@ -147,20 +150,16 @@ def probe_report(probe: EnvelopeProbe, files: Sequence[str], system: Callable[[n
             row = rows.setdefault(name, {"lsd_hf": [], "envelope_error_db": []})
             row["lsd_hf"].append(lsd_all(reference, signal)["lsd_hf"])
             row["envelope_error_db"].append(band_level_errors_db(reference, signal)[0])
-        for metric, scorer in scorers.items():
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # unscorable files are counted, not scored
-                scored = {name: scorer(reference, signal) for name, signal in signals.items()}
-            if any(v is None for v in scored.values()):
-                continue
-            for name, value in scored.items():
-                rows[name].setdefault(metric, []).append(value)
+        score_all_or_none(reference, signals, scorers, scores)
     error, bias = np.mean(errors, axis=0)
     report = {"train_frames": probe.frames, "files": len(files), "probe_envelope_error_db": float(error),
               "probe_envelope_bias_db": float(bias)}
     if system is not None:
+        for metric in scorers:
+            for name, row in rows.items():
+                row[metric] = scores.get(metric, {}).get(name, [])
         report["system"] = {name: {metric: float(np.mean(v)) if v else float("nan") for metric, v in row.items()}
-                            | {f"{m}_files": len(row.get(m, [])) for m in scorers}
+                            | {f"{m}_files": len(row[m]) for m in scorers}
                             for name, row in rows.items()}
     return report
 
@@ -196,10 +195,7 @@ def _spread(folder: str, flag: str, limit: int) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        try:
-            gains = [float(g) for g in args.gains.split(",")]
-        except ValueError:
-            raise EvaluationError(f"--gains {args.gains!r}: expected numbers separated by commas") from None
+        gains = numbers("--gains", args.gains)
         if args.train_limit < 1 or args.limit < 1 or args.context_ms < 0 or any(g < 0 for g in gains):
             raise EvaluationError("--train-limit and --limit must be >= 1, --context-ms >= 0 and every gain >= 0")
         train_files = _spread(args.train, "--train", args.train_limit)

@@ -115,6 +115,25 @@ def variants(reference: np.ndarray, output: np.ndarray, gains: Sequence[float], 
     return result
 
 
+def score_all_or_none(reference: np.ndarray, signals: dict[str, np.ndarray], scorers: dict[str, Callable],
+                      scores: dict[str, dict[str, list[float]]]) -> list[str]:
+    """Score every signal against ``reference`` with every scorer (a ``bwe.metrics`` function that
+    returns None for an unscorable pair) into ``scores[metric][signal name]``. A file one signal cannot
+    be scored on by a metric adds nothing to that metric, so signals are compared on the same files.
+    Returns the metrics this file was left out of."""
+    left_out = []
+    for metric, scorer in scorers.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # unscorable files are counted, not scored
+            scored = {name: scorer(reference, signal) for name, signal in signals.items()}
+        if any(v is None for v in scored.values()):
+            left_out.append(metric)
+            continue
+        for name, value in scored.items():
+            scores.setdefault(metric, {}).setdefault(name, []).append(value)
+    return left_out
+
+
 def _mean(values: Sequence[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
@@ -142,15 +161,8 @@ def headroom(
         signals = variants(reference, output, gains, band_hz, sinc(narrowband), fractions)
         for name, signal in signals.items():
             lsd_hf.setdefault(name, []).append(lsd_all(reference, signal)["lsd_hf"])
-        for metric, scorer in scorers.items():
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # unscorable files are counted, not scored
-                scored = {name: scorer(reference, signal) for name, signal in signals.items()}
-            if any(v is None for v in scored.values()):
-                unscorable[metric] += 1
-                continue
-            for name, value in scored.items():
-                scores[metric].setdefault(name, []).append(value)
+        for metric in score_all_or_none(reference, signals, scorers, scores):
+            unscorable[metric] += 1
     table = {name: {"lsd_hf": float(np.mean(values)), "files": len(values),
                     **{metric: _mean(scores[metric].get(name, [])) for metric in scorers},
                     **{f"{metric}_unscorable": unscorable[metric] for metric in scorers}}
@@ -177,7 +189,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _numbers(flag: str, text: str) -> list[float]:
+def numbers(flag: str, text: str) -> list[float]:
+    """The comma-separated numbers of a flag's value (empty items skipped), or an EvaluationError naming the flag."""
     try:
         return [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
@@ -187,8 +200,8 @@ def _numbers(flag: str, text: str) -> list[float]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        gains = _numbers("--gains", args.gains)
-        fractions = _numbers("--fractions", args.fractions)
+        gains = numbers("--gains", args.gains)
+        fractions = numbers("--fractions", args.fractions)
         if args.limit < 1 or args.band_hz <= 0 or any(g < 0 for g in gains):
             raise EvaluationError("--limit must be >= 1, --band-hz > 0 and every gain >= 0")
         if any(not 0 < f < 1 for f in fractions):
