@@ -74,8 +74,8 @@ class ExportConfig:
     int8_calibration_frames: int = 400  # 'full' only: frames streamed through the float model to calibrate
     # Scales the generated 4-8 kHz band of the exported files (the network's output layer, which reaches
     # the output only through the band-split high-pass; the interpolated input is untouched; needs
-    # model.highband_residual). Below 1 trades spectral
-    # distance for fewer audible errors: an invented band that is too loud is worse than one too quiet.
+    # model.highband_residual). Below 1 trades spectral distance for fewer audible errors: an invented
+    # band that is too loud is worse than one too quiet.
     highband_gain: float = 1.0
 
     def __post_init__(self) -> None:

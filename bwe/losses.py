@@ -151,9 +151,9 @@ def highband_envelope_loss(reference: tf.Tensor, estimate: tf.Tensor, fft_size: 
     """Mean squared difference of log10 band energies, per STFT frame and ``band_hz`` band from ``low_hz``
     to Nyquist: the high-band envelope error that WB-PESQ and ViSQOL punish (eval/pesq_headroom.py).
 
-    A squared error pulls each band towards the conditional mean of its log level; the adversarial and
-    log-magnitude terms alone leave the generator's envelope scattered around it (the band a GAN
-    invents is plausible, not the most likely one). Energies are floored at 1e-8 before the log.
+    A squared error pulls each band towards the conditional mean of its log level, the envelope a
+    regression from the low band predicts (eval/envelope_probe.py), where the adversarial terms ask
+    only for a plausible one. Energies are floored at 1e-8 before the log.
     """
     _check_same_shape(reference, estimate)
     bins = fft_size // 2 + 1
