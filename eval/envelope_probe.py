@@ -37,12 +37,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bwe.baselines import sinc  # noqa: E402
-from bwe.data.audio import list_audio_files, load_audio, spread_indices  # noqa: E402
+from bwe.data.audio import load_audio  # noqa: E402
 from bwe.data.degrade import evaluation_degradation  # noqa: E402
-from bwe.metrics import import_visqol, lsd_all, pesq_wb, visqol_speech  # noqa: E402
-from evaluate import EvaluationError, load_system  # noqa: E402
+from bwe.metrics import import_visqol, lsd_all  # noqa: E402
+from evaluate import METRIC_LABELS, EvaluationError, load_system  # noqa: E402
 from pesq_headroom import (  # noqa: E402
-    ENERGY_FLOOR, N_FFT, RATE, SPLIT_HZ, _band_rows, _istft, _stft, band_level_errors_db, numbers, score_all_or_none,
+    N_FFT, RATE, SPLIT_HZ, _band_rows, _istft, _stft, band_level_errors_db, band_levels_db, error_and_bias_db,
+    numbers, perceptual_scorers, score_all_or_none, spread_files,
 )
 
 FRAME_MS = 1000.0 * 128 / RATE  # the STFT hop
@@ -52,11 +53,6 @@ DEFAULT_GAINS = (1.0, 0.7, 0.5)
 FREQS = np.fft.rfftfreq(N_FFT, 1.0 / RATE)
 LOW_ROWS = [(FREQS >= lo) & (FREQS < lo + LOW_BAND_HZ) for lo in np.arange(0.0, LOW_TOP_HZ, LOW_BAND_HZ)]
 HIGH_ROWS = _band_rows(FREQS, 500.0)
-
-
-def band_levels_db(spectrum: np.ndarray, rows: Sequence[np.ndarray]) -> np.ndarray:
-    """[frames, bands]: the energy of each band of an STFT ``spectrum`` [bins, frames], in dB."""
-    return np.stack([10 * np.log10(np.sum(np.abs(spectrum[r]) ** 2, axis=0) + ENERGY_FLOOR) for r in rows], axis=1)
 
 
 def features(narrowband: np.ndarray, context_frames: int) -> np.ndarray:
@@ -132,15 +128,13 @@ def probe_report(probe: EnvelopeProbe, files: Sequence[str], system: Callable[[n
     reshaped to the probe's levels at each gain (means over files; perceptual metrics over the files
     every variant could be scored on)."""
     errors = []
-    scorers = {"pesq_wb": pesq_wb, **({"visqol": visqol_speech} if visqol else {})}
+    scorers = perceptual_scorers(visqol)
     rows: dict[str, dict[str, list[float]]] = {}
     scores: dict[str, dict[str, list[float]]] = {}
     for path in files:
         reference, narrowband, x, y = pair(path, probe.context_frames)
         predicted = probe.predict(x)
-        difference = predicted - y
-        errors.append((float(np.median(np.sqrt(np.mean(difference ** 2, axis=1)))),
-                       float(np.median(np.mean(difference, axis=1)))))
+        errors.append(error_and_bias_db(predicted - y))
         if system is None:
             continue
         output = np.asarray(system(narrowband), np.float32)[: len(reference)]
@@ -183,23 +177,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _spread(folder: str, flag: str, limit: int) -> list[str]:
-    if not os.path.isdir(folder):
-        raise EvaluationError(f"{flag} {folder}: not a directory")
-    files = list_audio_files(folder)
-    if not files:
-        raise EvaluationError(f"{flag} {folder}: no audio files")
-    return [files[i] for i in spread_indices(len(files), limit)]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         gains = numbers("--gains", args.gains)
         if args.train_limit < 1 or args.limit < 1 or args.context_ms < 0 or any(g < 0 for g in gains):
             raise EvaluationError("--train-limit and --limit must be >= 1, --context-ms >= 0 and every gain >= 0")
-        train_files = _spread(args.train, "--train", args.train_limit)
-        test_files = _spread(args.data, "--data", args.limit)
+        train_files = spread_files(args.train, "--train", args.train_limit)
+        test_files = spread_files(args.data, "--data", args.limit)
         system = load_system(args.model) if args.model else None
         if args.visqol:
             import_visqol()
@@ -216,9 +201,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"probe envelope error {report['probe_envelope_error_db']:.2f} dB, bias "
           f"{report['probe_envelope_bias_db']:+.2f} dB")
     if system is not None:
-        metrics = ["pesq_wb"] + (["visqol"] if args.visqol else [])
-        labels = {"pesq_wb": "WB-PESQ", "visqol": "ViSQOL"}
-        print(f"{'high band':32s} " + " ".join(f"{labels[m]:>8s}" for m in metrics) + f" {'LSD-HF':>7s} {'env dB':>7s}")
+        metrics = list(perceptual_scorers(args.visqol))
+        print(f"{'high band':32s} " + " ".join(f"{METRIC_LABELS[m]:>8s}" for m in metrics)
+              + f" {'LSD-HF':>7s} {'env dB':>7s}")
         for name, row in report["system"].items():
             print(f"{name:32s} " + " ".join(f"{row.get(m, float('nan')):8.3f}" for m in metrics)
                   + f" {row['lsd_hf']:7.3f} {row['envelope_error_db']:7.2f}")

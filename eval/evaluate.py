@@ -80,6 +80,7 @@ VISQOL = "visqol"
 METRIC_LABELS = {"lsd": "LSD", "lsd_lf": "LSD-LF", "lsd_hf": "LSD-HF", "pesq_wb": "WB-PESQ", VISQOL: "ViSQOL"}
 # Metrics a file may be unscorable by (None in a Row), reported with how many files each scored.
 PERCEPTUAL = ("pesq_wb", VISQOL)
+UNSCORABLE_LABELS = {"pesq_wb": "PESQ unscorable", VISQOL: "ViSQOL unscorable"}
 DATA_SET, PAIRS_SET = "data", "pairs"
 # A delay check over +-20 ms catches a model whose delay compensation is off, without being fooled
 # by the periodicity of voiced speech (pitch periods are 2.5-10 ms, but their peaks are lower).
@@ -338,6 +339,12 @@ def metrics_of(visqol: bool) -> tuple[str, ...]:
     return METRICS + ((VISQOL,) if visqol else ())
 
 
+def count_keys(metric: str) -> tuple[str, str]:
+    """The summary keys of a perceptual metric's (scored, unscorable) file counts. PESQ's keep their
+    original names, which summary.json readers already use."""
+    return ("pesq_scored", "unscorable") if metric == "pesq_wb" else (f"{metric}_scored", f"{metric}_unscorable")
+
+
 def summarize(rows: Sequence[Row], visqol: bool = False) -> dict[str, dict[str, float]]:
     """Per system: files, mean lsd/lsd_lf/lsd_hf, mean pesq_wb (and visqol) over the files each could
     score with the counts (``pesq_scored``/``unscorable``, ``visqol_scored``/``visqol_unscorable``),
@@ -355,9 +362,7 @@ def summarize(rows: Sequence[Row], visqol: bool = False) -> dict[str, dict[str, 
             entry[metric] = mean
             entry[f"{metric}_ci95"] = [low, high]
             if metric in PERCEPTUAL:
-                # PESQ's counts keep their original names, which summary.json readers already use.
-                scored_key, unscorable_key = ("pesq_scored", "unscorable") if metric == "pesq_wb" else (
-                    f"{metric}_scored", f"{metric}_unscorable")
+                scored_key, unscorable_key = count_keys(metric)
                 entry[scored_key] = len(values)
                 entry[unscorable_key] = len(mine) - len(values)
         entry["median_delay"] = float(np.median([r.delay for r in mine]))
@@ -434,6 +439,7 @@ def report_section(result: SetResult, source: str, figures: dict[str, str], n_fi
     """Markdown for one set: how its input was made, the tables, and its figures."""
     summary = summarize(result.rows, result.visqol)
     visqol = result.visqol
+    perceptual = [m for m in metrics_of(visqol) if m in PERCEPTUAL]
     lines = []
     if result.name == DATA_SET:
         lines += [
@@ -455,29 +461,26 @@ def report_section(result: SetResult, source: str, figures: dict[str, str], n_fi
         "WB-PESQ P.862.2" + ("; ViSQOL v3 speech mode" if visqol else "") + "). Means over files; lower LSD and "
         "higher PESQ" + (" and ViSQOL" if visqol else "") + " are better.",
         "",
-        "| system | files | LSD | LSD-LF | LSD-HF | WB-PESQ | PESQ unscorable |"
-        + (" ViSQOL | ViSQOL unscorable |" if visqol else "") + " median delay |",
-        "|---|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if visqol else "") + "---:|",
+        "| system | files | LSD | LSD-LF | LSD-HF |"
+        + "".join(f" {METRIC_LABELS[m]} | {UNSCORABLE_LABELS[m]} |" for m in perceptual) + " median delay |",
+        "|---|---:|---:|---:|---:|" + "---:|---:|" * len(perceptual) + "---:|",
     ]
     for model, s in summary.items():
         lines.append(
-            f"| {model} | {s['files']} | {s['lsd']:.3f} | {s['lsd_lf']:.3f} | {s['lsd_hf']:.3f} | {_mean(s, 'pesq_wb')} "
-            f"| {s['unscorable']} |" + (f" {_mean(s, VISQOL)} | {s['visqol_unscorable']} |" if visqol else "")
-            + f" {s['median_delay']:+.0f} |"
+            f"| {model} | {s['files']} | {s['lsd']:.3f} | {s['lsd_lf']:.3f} | {s['lsd_hf']:.3f} |"
+            + "".join(f" {_mean(s, m)} | {s[count_keys(m)[1]]} |" for m in perceptual) + f" {s['median_delay']:+.0f} |"
         )
     lines += [
         "",
         "95 % confidence intervals of the means (Student t over files; WB-PESQ"
         + (" and ViSQOL" if visqol else "") + " over the scorable files):",
         "",
-        "| system | LSD | LSD-LF | LSD-HF | WB-PESQ |" + (" ViSQOL |" if visqol else ""),
-        "|---|---|---|---|---|" + ("---|" if visqol else ""),
+        "| system | LSD | LSD-LF | LSD-HF |" + "".join(f" {METRIC_LABELS[m]} |" for m in perceptual),
+        "|---|---|---|---|" + "---|" * len(perceptual),
     ]
     for model, s in summary.items():
-        lines.append(
-            f"| {model} | {_ci(s['lsd_ci95'])} | {_ci(s['lsd_lf_ci95'])} | {_ci(s['lsd_hf_ci95'])} | {_ci(s['pesq_wb_ci95'])} |"
-            + (f" {_ci(s['visqol_ci95'])} |" if visqol else "")
-        )
+        lines.append(f"| {model} | {_ci(s['lsd_ci95'])} | {_ci(s['lsd_lf_ci95'])} | {_ci(s['lsd_hf_ci95'])} |"
+                     + "".join(f" {_ci(s[f'{m}_ci95'])} |" for m in perceptual))
     lines += [
         "",
         "WB-PESQ is the mean over the files PESQ could score; `unscorable` files (no utterance found) are counted, "
@@ -490,13 +493,13 @@ def report_section(result: SetResult, source: str, figures: dict[str, str], n_fi
             "",
             "By first-level folder (a corpus that mixes sources shows here which of them a system does worse on):",
             "",
-            "| folder | system | files | LSD | LSD-HF | WB-PESQ |" + (" ViSQOL |" if visqol else ""),
-            "|---|---|---:|---:|---:|---:|" + ("---:|" if visqol else ""),
+            "| folder | system | files | LSD | LSD-HF |" + "".join(f" {METRIC_LABELS[m]} |" for m in perceptual),
+            "|---|---|---:|---:|---:|" + "---:|" * len(perceptual),
         ]
         for folder, systems in by_folder.items():
             for model, s in systems.items():
-                lines.append(f"| {folder} | {model} | {s['files']} | {s['lsd']:.3f} | {s['lsd_hf']:.3f} | "
-                             f"{_mean(s, 'pesq_wb')} |" + (f" {_mean(s, VISQOL)} |" if visqol else ""))
+                lines.append(f"| {folder} | {model} | {s['files']} | {s['lsd']:.3f} | {s['lsd_hf']:.3f} |"
+                             + "".join(f" {_mean(s, m)} |" for m in perceptual))
     if result.name == PAIRS_SET and summary:
         offsets = sorted({r.offset for r in result.rows if r.offset is not None})
         lines += ["", f"Pair alignment shifts (samples at 16 kHz): {offsets[0]:+d} to {offsets[-1]:+d}."]

@@ -47,7 +47,7 @@ from bwe.baselines import sinc  # noqa: E402
 from bwe.data.audio import list_audio_files, load_audio, spread_indices  # noqa: E402
 from bwe.data.degrade import evaluation_degradation  # noqa: E402
 from bwe.metrics import import_visqol, lsd_all, pesq_wb, visqol_speech  # noqa: E402
-from evaluate import EvaluationError, load_system  # noqa: E402
+from evaluate import METRIC_LABELS, EvaluationError, load_system  # noqa: E402
 
 RATE = 16000
 N_FFT = 512
@@ -56,7 +56,6 @@ SPLIT_HZ = 4000.0
 DEFAULT_GAINS = (1.0, 0.7, 0.5, 0.3, 0.0)
 DEFAULT_FRACTIONS = (0.25, 0.5, 0.75)
 ENERGY_FLOOR = 1e-12
-LABELS = {"pesq_wb": "WB-PESQ", "visqol": "ViSQOL"}
 
 
 def _stft(x: np.ndarray) -> np.ndarray:
@@ -81,15 +80,25 @@ def _band_rows(freqs: np.ndarray, band_hz: float) -> list[np.ndarray]:
             for lo in np.arange(SPLIT_HZ, RATE / 2, band_hz)]
 
 
+def band_levels_db(spectrum: np.ndarray, rows: Sequence[np.ndarray]) -> np.ndarray:
+    """[frames, bands]: the energy of each band (a mask of ``rows``) of an STFT ``spectrum`` [bins, frames], in dB."""
+    return np.stack([10 * np.log10(np.sum(np.abs(spectrum[r]) ** 2, axis=0) + ENERGY_FLOOR) for r in rows], axis=1)
+
+
+def error_and_bias_db(differences: np.ndarray) -> tuple[float, float]:
+    """``(error, bias)`` of level differences [frames, bands] in dB: the medians over frames of the RMS
+    over bands (the size of the error) and of the mean over bands (its sign: a band too loud or too
+    quiet overall)."""
+    return (float(np.median(np.sqrt(np.mean(np.square(differences), axis=1)))),
+            float(np.median(np.mean(differences, axis=1))))
+
+
 def band_level_errors_db(reference: np.ndarray, output: np.ndarray, band_hz: float = 500.0) -> tuple[float, float]:
     """How far ``output``'s high-band envelope is from ``reference``'s, per STFT frame and ``band_hz``
-    band of 4-8 kHz, in dB of output minus reference level: ``(error, bias)``, the medians over frames
-    of the RMS over bands (the size of the error) and of the mean over bands (its sign: a system
-    whose band is too loud or too quiet overall)."""
-    ref_spec, out_spec = _stft(reference), _stft(output[: len(reference)])
-    freqs = np.fft.rfftfreq(N_FFT, 1.0 / RATE)
-    errors = np.array([-20 * np.log10(_band_gains(ref_spec, out_spec, rows)) for rows in _band_rows(freqs, band_hz)])
-    return float(np.median(np.sqrt(np.mean(np.square(errors), axis=0)))), float(np.median(np.mean(errors, axis=0)))
+    band of 4-8 kHz: :func:`error_and_bias_db` of output minus reference level."""
+    rows = _band_rows(np.fft.rfftfreq(N_FFT, 1.0 / RATE), band_hz)
+    return error_and_bias_db(band_levels_db(_stft(output[: len(reference)]), rows)
+                             - band_levels_db(_stft(reference), rows))
 
 
 def variants(reference: np.ndarray, output: np.ndarray, gains: Sequence[float], band_hz: float,
@@ -134,6 +143,11 @@ def score_all_or_none(reference: np.ndarray, signals: dict[str, np.ndarray], sco
     return left_out
 
 
+def perceptual_scorers(visqol: bool) -> dict[str, Callable]:
+    """The perceptual metrics to score, by their ``bwe.metrics`` function: WB-PESQ, and ViSQOL if asked for."""
+    return {"pesq_wb": pesq_wb, **({"visqol": visqol_speech} if visqol else {})}
+
+
 def _mean(values: Sequence[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
@@ -148,7 +162,7 @@ def headroom(
     A file one variant cannot score by a metric is left out of that metric's means for every
     variant, so the variants are compared on the same files; the counts say how many were left out.
     """
-    scorers = {"pesq_wb": pesq_wb, **({"visqol": visqol_speech} if visqol else {})}
+    scorers = perceptual_scorers(visqol)
     scores: dict[str, dict[str, list[float]]] = {metric: {} for metric in scorers}
     unscorable = dict.fromkeys(scorers, 0)
     lsd_hf: dict[str, list[float]] = {}
@@ -197,6 +211,17 @@ def numbers(flag: str, text: str) -> list[float]:
         raise EvaluationError(f"{flag} {text!r}: expected numbers separated by commas") from None
 
 
+def spread_files(folder: str, flag: str, limit: int) -> list[str]:
+    """``limit`` audio files spread evenly over ``folder`` (searched recursively), or an EvaluationError
+    naming ``flag`` when it is no directory or holds no audio."""
+    if not os.path.isdir(folder):
+        raise EvaluationError(f"{flag} {folder}: not a directory")
+    files = list_audio_files(folder)
+    if not files:
+        raise EvaluationError(f"{flag} {folder}: no audio files")
+    return [files[i] for i in spread_indices(len(files), limit)]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -207,31 +232,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         if any(not 0 < f < 1 for f in fractions):
             raise EvaluationError(f"--fractions {args.fractions!r}: every fraction must be between 0 and 1 "
                                   "(1 is the full oracle, always reported)")
-        if not os.path.isdir(args.data):
-            raise EvaluationError(f"--data {args.data}: not a directory")
-        files = list_audio_files(args.data)
-        if not files:
-            raise EvaluationError(f"--data {args.data}: no audio files")
+        files = spread_files(args.data, "--data", args.limit)
         system = load_system(args.model)
         if args.visqol:
             import_visqol()
     except (EvaluationError, ImportError) as e:
         print(f"pesq_headroom.py: error: {e}", file=sys.stderr)
         return 2
-    files = [files[i] for i in spread_indices(len(files), args.limit)]
     table, (band_error, band_bias) = headroom(files, system, gains, args.band_hz, fractions, args.visqol)
     if args.json:
         print(json.dumps({"band_level_error_db": band_error, "band_level_bias_db": band_bias, "variants": table},
                          indent=2))
         return 0
     first = next(iter(table.values()))
-    metrics = ["pesq_wb"] + (["visqol"] if args.visqol else [])
-    left_out = ", ".join(f"{first[m + '_unscorable']} not scorable by {LABELS[m]}" for m in metrics)
+    metrics = list(perceptual_scorers(args.visqol))
+    left_out = ", ".join(f"{first[m + '_unscorable']} not scorable by {METRIC_LABELS[m]}" for m in metrics)
     print(f"{args.model} on {first['files']} file(s) of {args.data} ({left_out}, left out of its means)")
     print(f"its high-band envelope error: {band_error:.1f} dB, bias {band_bias:+.1f} dB (medians over frames of "
           f"the RMS and of the mean over {args.band_hz:g} Hz bands of its level minus the reference's; "
           "mean over files)")
-    print(f"{'high band':26s} " + " ".join(f"{LABELS[m]:>8s}" for m in metrics) + f" {'LSD-HF':>7s}")
+    print(f"{'high band':26s} " + " ".join(f"{METRIC_LABELS[m]:>8s}" for m in metrics) + f" {'LSD-HF':>7s}")
     for name, row in table.items():
         print(f"{name:26s} " + " ".join(f"{row[m]:8.3f}" for m in metrics) + f" {row['lsd_hf']:7.3f}")
     return 0
