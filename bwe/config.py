@@ -48,6 +48,16 @@ class ModelConfig:
     # before adding it: the 0-4 kHz band of the input then reaches the output untouched, and the
     # network only learns the missing band. Costs one more interpolator delay (16 samples, 1 ms).
     highband_residual: bool = True
+    # Envelope head (0 = off; needs highband_residual). A fixed, complementary filter bank
+    # (``envelope_filter_taps`` taps, one more delay of (taps - 1) / 2 samples) splits the generated
+    # band into this many equal bands from 4 to 8 kHz, and a small frame-rate head (a causal conv of
+    # ``envelope_channels`` over the bottleneck features and the bands' own levels) sets each band's
+    # gain every 16 ms, interpolated linearly in between. It starts as the identity and is fitted by
+    # regression (train.envelope_head_steps): the GAN invents the band's fine structure, the head
+    # sets its loudness to the conditional mean a regression from the low band predicts.
+    envelope_bands: int = 0
+    envelope_filter_taps: int = 33
+    envelope_channels: int = 64
 
 
 def _check_choice(path: str, value: str, choices: tuple[str, ...]) -> None:
@@ -164,10 +174,12 @@ class OptimConfig:
     grad_clip_norm: float = 10.0  # global-norm clip of each network's gradients; 0 = off
     lr_schedule: str = "constant"  # constant | cosine (decays to lr * lr_min_ratio at train.steps)
     lr_min_ratio: float = 0.1
+    envelope_lr: float = 1e-3  # Adam's rate for the envelope head (train.envelope_head_steps)
 
     def __post_init__(self) -> None:
         _check_positive("optim.generator_lr", self.generator_lr)
         _check_positive("optim.discriminator_lr", self.discriminator_lr)
+        _check_positive("optim.envelope_lr", self.envelope_lr)
         for name in ("beta_1", "beta_2"):
             if not 0 <= getattr(self, name) < 1:
                 raise RecipeError(f"optim.{name}: must be in [0, 1), got {getattr(self, name)!r}")
@@ -265,13 +277,17 @@ class TrainConfig:
     valid_max_seconds: float = 10.0  # longer validation files are cut
     audio_examples: int = 2
     nan_policy: str = "skip"  # skip (count the step, apply nothing) | stop (exit, checkpoints untouched)
+    # The last N of ``steps`` fit the envelope head alone (model.envelope_bands): the rest of the generator
+    # and the discriminators frozen, the envelope loss (bwe.losses.highband_envelope_loss) its only loss,
+    # optimised with optim.envelope_lr. Before them the head stays the identity. 0 = never fitted.
+    envelope_head_steps: int = 0
     max_consecutive_nonfinite: int = 20  # with nan_policy=skip, stop after this many in a row
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every", "valid_every", "checkpoint_every", "keep_checkpoints",
                      "valid_max_files", "max_consecutive_nonfinite"):
             _check_positive(f"train.{name}", getattr(self, name))
-        for name in ("warmup_steps", "keep_periodic_every", "audio_every", "audio_examples"):
+        for name in ("warmup_steps", "keep_periodic_every", "audio_every", "audio_examples", "envelope_head_steps"):
             if getattr(self, name) < 0:
                 raise RecipeError(f"train.{name}: must be >= 0, got {getattr(self, name)!r}")
         _check_positive("train.valid_max_seconds", self.valid_max_seconds)

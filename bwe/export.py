@@ -282,11 +282,14 @@ def _convert(saved_model: str, key: str, quantize: bool = False, representative=
 
 
 def scale_highband(models, recipe: Recipe) -> None:
-    """Multiply the output layer of each converted model by ``export.highband_gain``.
+    """Multiply the generated band of each converted model by ``export.highband_gain``.
 
     With ``model.highband_residual`` the network's output only reaches the output through the fixed
     complementary high-pass, so scaling its last (linear) conv scales exactly the generated band
     and leaves the interpolated low band as it is; without it the network also shapes the low band.
+    With an envelope head, whose gains would undo a louder or quieter network output (it reads the
+    bands' levels), the fixed conv that interpolates its gains is scaled instead: the last linear
+    step before the bands are weighted and summed.
     """
     gain = recipe.export.highband_gain
     if gain == 1.0:
@@ -294,8 +297,9 @@ def scale_highband(models, recipe: Recipe) -> None:
     if not recipe.model.highband_residual:
         raise ExportError("export.highband_gain needs model.highband_residual: true (without it the network's "
                           "output is not a high band alone, and scaling it would change the low band too)")
+    last_linear = "envelope_upsampler" if recipe.model.envelope_bands else "output_conv"
     for model in models:
-        layer = model.get_layer("output_conv")
+        layer = model.get_layer(last_linear)
         layer.set_weights([w * gain for w in layer.get_weights()])
 
 

@@ -51,6 +51,7 @@ EXIT_BAD_INPUT = 2
 EXIT_NONFINITE = 3
 EXIT_INTERRUPTED = 130
 VALID_HISTORY_FILE = "valid_history.jsonl"
+ENVELOPE_HEAD_PREFIX = "envelope_"  # layer names of the generator's envelope head (bwe.models.seanet)
 # WB-PESQ in validation needs the optional `pesq` package (the "eval" extra); only look for it here,
 # bwe.metrics imports it when a validation runs.
 PESQ_AVAILABLE = importlib.util.find_spec("pesq") is not None
@@ -153,6 +154,12 @@ class Trainer:
         self.is_chief, self.worker_index = worker_role(self.strategy)
         self.keep_worker_checkpoints = keep_worker_checkpoints
         self.delay = generator_delay_samples(recipe.model)
+        if recipe.train.envelope_head_steps and not recipe.model.envelope_bands:
+            raise RecipeError("train.envelope_head_steps: the model has no envelope head to fit (set "
+                              "model.envelope_bands)")
+        if recipe.train.envelope_head_steps > recipe.train.steps:
+            raise RecipeError(f"train.envelope_head_steps: {recipe.train.envelope_head_steps} is more than "
+                              f"train.steps ({recipe.train.steps})")
         check_lengths(recipe, self.delay)
         train = recipe.train
         self.replicas = self.strategy.num_replicas_in_sync
@@ -162,6 +169,11 @@ class Trainer:
         keras.utils.set_random_seed(train.seed)
         with self.strategy.scope():
             self.generator = build_generator(recipe.model)
+            # The envelope head (model.envelope_bands) has its own phase and optimizer; the "body" is the rest.
+            head = {id(w) for layer in self.generator.layers if layer.name.startswith(ENVELOPE_HEAD_PREFIX)
+                    for w in layer.trainable_weights}
+            self.head_variables = [w for w in self.generator.trainable_variables if id(w) in head]
+            self.body_variables = [w for w in self.generator.trainable_variables if id(w) not in head]
             self.discriminators = build_discriminators(recipe.discriminators, recipe.data.segment_samples - self.delay)
             opt = recipe.optim
             self.generator_optimizer = keras.optimizers.Adam(
@@ -171,15 +183,20 @@ class Trainer:
                 _learning_rate(opt.discriminator_lr, recipe, train.steps - train.warmup_steps), beta_1=opt.beta_1,
                 beta_2=opt.beta_2, name="discriminator_adam")
             # Built up front: optimizer slots cannot be created inside the conditional update.
-            self.generator_optimizer.build(self.generator.trainable_variables)
+            self.generator_optimizer.build(self.body_variables)
             self.discriminator_optimizer.build(self.discriminators.trainable_variables)
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
             self.best_valid_lsd = tf.Variable(math.inf, dtype=tf.float64, trainable=False, name="best_valid_lsd")
             self.nonfinite_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="nonfinite_steps")
+            tracked = {}
+            if self.head_variables:
+                self.envelope_optimizer = keras.optimizers.Adam(opt.envelope_lr, name="envelope_adam")
+                self.envelope_optimizer.build(self.head_variables)
+                tracked["envelope_optimizer"] = self.envelope_optimizer
         self.checkpoint = tf.train.Checkpoint(
             generator=self.generator, discriminators=self.discriminators,
             generator_optimizer=self.generator_optimizer, discriminator_optimizer=self.discriminator_optimizer,
-            step=self.step, best_valid_lsd=self.best_valid_lsd, nonfinite_steps=self.nonfinite_steps)
+            step=self.step, best_valid_lsd=self.best_valid_lsd, nonfinite_steps=self.nonfinite_steps, **tracked)
         self.managers = {
             "latest": self._manager(CHECKPOINT_DIR, train.keep_checkpoints),
             "best": self._manager(BEST_DIR, 1),
@@ -187,6 +204,7 @@ class Trainer:
         }
         self._warmup_step = tf.function(self._distributed_step(self._warmup_gradients))
         self._gan_step = tf.function(self._distributed_step(self._gan_gradients))
+        self._envelope_head_step = tf.function(self._distributed_step(self._envelope_head_gradients))
         self._enhance = tf.function(lambda x: self.generator(x, training=False),
                                     input_signature=[tf.TensorSpec([1, None, 1], tf.float32)])
         self.writer = (tf.summary.create_file_writer(os.path.join(run_dir, LOG_DIR)) if self.is_chief
@@ -215,7 +233,11 @@ class Trainer:
         if latest is None:
             return 0
         try:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
+            if self.head_variables and not any(name.startswith("envelope_optimizer/")
+                                               for name, _ in self.tf.train.list_variables(latest)):
+                self._restore_into_new_head(latest)
+            else:
+                self.checkpoint.restore(latest).assert_existing_objects_matched()
         except (AssertionError, ValueError) as e:
             raise RunDirError(f"checkpoint {latest} does not fit this recipe's networks ({e}). "
                               "Use a new --run-dir for a different model.") from None
@@ -225,6 +247,34 @@ class Trainer:
             self.generator_optimizer.learning_rate = self.recipe.optim.generator_lr
             self.discriminator_optimizer.learning_rate = self.recipe.optim.discriminator_lr
         return int(self.step.numpy())
+
+    def _restore_into_new_head(self, path: str) -> None:
+        """Restore a checkpoint taken before the envelope head was added (the same recipe with
+        model.envelope_bands: 0), so a trained run can gain a head. The checkpoint must match that
+        head-less generator exactly; its weights are copied by layer name (the checkpoint addresses
+        layers by position, which the head's layers shift), everything else is restored as usual, and
+        the head keeps its identity initialisation."""
+        import dataclasses
+
+        import keras
+
+        from bwe.models.seanet import build_generator
+
+        tf = self.tf
+        with self.strategy.scope():
+            headless = build_generator(dataclasses.replace(self.recipe.model, envelope_bands=0))
+            optimizer = keras.optimizers.Adam(name="generator_adam")
+            optimizer.build(headless.trainable_variables)
+        tf.train.Checkpoint(generator=headless, generator_optimizer=optimizer).restore(
+            path).expect_partial().assert_existing_objects_matched()
+        for layer in headless.layers:  # its fixed band-split filter has no counterpart: the head replaces it
+            if layer.trainable_weights:
+                self.generator.get_layer(layer.name).set_weights(layer.get_weights())
+        # The generator's optimizer holds the same variables in the same order (the head has its own).
+        tf.train.Checkpoint(
+            discriminators=self.discriminators, generator_optimizer=self.generator_optimizer,
+            discriminator_optimizer=self.discriminator_optimizer, step=self.step, best_valid_lsd=self.best_valid_lsd,
+            nonfinite_steps=self.nonfinite_steps).restore(path).expect_partial().assert_existing_objects_matched()
 
     # -- one training step ---------------------------------------------------------------------------------------
 
@@ -256,7 +306,7 @@ class Trainer:
             terms, total = self._reconstruction_terms(target, estimate)
             scaled = total / self.replicas
         terms["generator_total"] = total
-        grads = tape.gradient(scaled, self.generator.trainable_variables)
+        grads = tape.gradient(scaled, self.body_variables)
         return terms, {"generator": grads}
 
     def _gan_gradients(self, narrowband, wideband):
@@ -277,17 +327,30 @@ class Trainer:
             scaled_gen, scaled_disc = total / self.replicas, disc_loss / self.replicas
         terms.update(adversarial=adversarial, feature_matching=feature_matching, generator_total=total,
                      discriminator=disc_loss)
-        grads = {"generator": tape.gradient(scaled_gen, self.generator.trainable_variables),
+        grads = {"generator": tape.gradient(scaled_gen, self.body_variables),
                  "discriminator": tape.gradient(scaled_disc, self.discriminators.trainable_variables)}
         del tape
         return terms, grads
+
+    def _envelope_head_gradients(self, narrowband, wideband):
+        """The envelope head alone, by regression: the envelope loss is its only loss and it the only
+        network that moves, so it learns the conditional mean of each band's level (in log10 energy)
+        for what the frozen rest of the generator makes."""
+        from bwe import losses
+
+        with self.tf.GradientTape() as tape:
+            estimate, target = self._align(narrowband, wideband)
+            envelope = losses.highband_envelope_loss(target, estimate)
+            scaled = envelope / self.replicas
+        return {"envelope": envelope}, {"envelope_head": tape.gradient(scaled, self.head_variables)}
 
     def _distributed_step(self, gradients_fn: Callable):
         """Wrap a per-replica ``(terms, grads) = gradients_fn(narrowband, wideband)`` into a full step."""
         tf = self.tf
         clip = self.recipe.optim.grad_clip_norm
-        networks = {"generator": (self.generator, self.generator_optimizer),
-                    "discriminator": (self.discriminators, self.discriminator_optimizer)}
+        networks = {"generator": (self.body_variables, self.generator_optimizer),
+                    "discriminator": (self.discriminators.trainable_variables, self.discriminator_optimizer),
+                    "envelope_head": (self.head_variables, getattr(self, "envelope_optimizer", None))}
 
         def replica_step(narrowband, wideband):
             terms, grads = gradients_fn(narrowband, wideband)
@@ -316,8 +379,8 @@ class Trainer:
 
                 def apply():
                     for net, net_grads in reduced.items():
-                        model, optimizer = networks[net]
-                        apply_reduced_gradients(self.strategy, optimizer, net_grads, model.trainable_variables)
+                        variables, optimizer = networks[net]
+                        apply_reduced_gradients(self.strategy, optimizer, net_grads, variables)
                     return tf.constant(True)
 
                 tf.cond(finite_local, apply, lambda: tf.constant(False))
@@ -404,8 +467,15 @@ class Trainer:
         return {f"learning_rate/{k}": float(self.tf.convert_to_tensor(v).numpy()) for k, v in rates.items()}
 
     def train_step(self, narrowband, wideband, step: int) -> dict[str, float]:
-        """One step at ``step`` (warm-up or GAN by the recipe); returns the metrics, ``finite`` among them."""
-        step_fn = self._warmup_step if step < self.recipe.train.warmup_steps else self._gan_step
+        """One step at ``step`` (warm-up, GAN or envelope head by the recipe); returns the metrics, ``finite``
+        among them."""
+        train = self.recipe.train
+        if step >= train.steps - train.envelope_head_steps:
+            step_fn = self._envelope_head_step
+        elif step < train.warmup_steps:
+            step_fn = self._warmup_step
+        else:
+            step_fn = self._gan_step
         return {k: v.numpy() for k, v in step_fn(narrowband, wideband).items()}
 
     def fit(self, train_files: list[str], validation_pairs: list[tuple[np.ndarray, np.ndarray]],

@@ -35,6 +35,7 @@ from bwe.layers.conv import (
     conv1d,
     conv1d_transpose,
 )
+from bwe.layers.envelope import ApplyBandGains, FrameLevels, LogGainToGain
 from bwe.layers.modes import Modes
 from bwe.layers.time import AddSignals, CropTimeToReference, PadTimeToMultiple
 
@@ -43,6 +44,7 @@ OUTPUT_RATE = 16000
 UPSAMPLE_FACTOR = OUTPUT_RATE // INPUT_RATE
 FRAME_INPUT_SAMPLES = 128  # 16 ms at 8 kHz: the streaming frame
 FRAME_OUTPUT_SAMPLES = FRAME_INPUT_SAMPLES * UPSAMPLE_FACTOR
+SPLIT_HZ = INPUT_RATE / 2  # where the input's band ends and the generated one begins
 UPSAMPLER_KAISER_BETA = 6.0
 
 
@@ -79,6 +81,21 @@ def validate_model_config(cfg: ModelConfig) -> None:
         raise ModelConfigError(
             "model.pad_mode: reflect padding reads the signal's future and cannot stream; a causal model pads "
             "with zeros (set pad_mode: constant, or causal: false for an offline-only model)")
+    if isinstance(cfg.envelope_bands, bool) or not isinstance(cfg.envelope_bands, int) or cfg.envelope_bands < 0:
+        raise ModelConfigError(f"model.envelope_bands: must be an integer >= 0 (0 = no envelope head), got "
+                               f"{cfg.envelope_bands!r}")
+    if cfg.envelope_bands:
+        positive("envelope_channels", cfg.envelope_channels)
+        positive("envelope_filter_taps", cfg.envelope_filter_taps)
+        if cfg.envelope_filter_taps % 2 == 0:
+            raise ModelConfigError(f"model.envelope_filter_taps: must be odd (a whole-sample delay), got "
+                                   f"{cfg.envelope_filter_taps}")
+        if not cfg.highband_residual:
+            raise ModelConfigError("model.envelope_bands: the envelope head splits the generated band, which needs "
+                                   "model.highband_residual: true")
+        if total_stride(cfg) % UPSAMPLE_FACTOR:
+            raise ModelConfigError(f"model.envelope_bands: the envelope head's frame is the total stride, which must "
+                                   f"be even to be a whole number of input samples (strides {cfg.strides})")
     hop = total_stride(cfg)
     if cfg.causal and FRAME_OUTPUT_SAMPLES % hop:
         raise ModelConfigError(
@@ -100,11 +117,13 @@ def generator_delay_samples(cfg: ModelConfig) -> int:
     """16 kHz samples by which the generator's output lags its input.
 
     The interpolator's group delay, plus the same again for the band-split filter when
-    ``cfg.highband_residual`` is on.
+    ``cfg.highband_residual`` is on, plus the envelope head's filter bank's when it has one.
     """
     validate_model_config(cfg)
     filter_delay = (cfg.upsampler_taps - 1) // 2
-    return 2 * filter_delay if cfg.highband_residual else filter_delay
+    if not cfg.highband_residual:
+        return filter_delay
+    return 2 * filter_delay + ((cfg.envelope_filter_taps - 1) // 2 if cfg.envelope_bands else 0)
 
 
 def interpolation_filter(taps: int) -> np.ndarray:
@@ -134,6 +153,57 @@ def band_split_kernel(taps: int) -> np.ndarray:
     delay = np.zeros(taps, np.float32)
     delay[(taps - 1) // 2] = 1.0
     return np.stack([delay, delay - lowpass], axis=1)[:, :, None].astype(np.float32)
+
+
+ENVELOPE_BANK_KAISER_BETA = 4.0  # neighbouring bands >= 26 dB down at each band's centre with 33 taps
+
+
+def envelope_filter_bank(cfg: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Kernels of the envelope head's two fixed convs: ``(delay [L, 1, 1], bands [L, 1, K])``.
+
+    ``bands`` takes the network's raw output through the band-split high-pass (`band_split_kernel`)
+    and then a complementary bank of K equal bands from 4 to 8 kHz (differences of Kaiser-windowed
+    low-passes, the last one the rest of the spectrum), so the K outputs sum exactly to the
+    high-passed signal delayed by the bank's centre: with every gain at 1 the head is the identity.
+    ``delay`` delays the interpolated input by the same ``(L - 1) / 2`` samples.
+    """
+    taps, bands = cfg.envelope_filter_taps, cfg.envelope_bands
+    centre = np.zeros(taps)
+    centre[(taps - 1) // 2] = 1.0
+    edges = [SPLIT_HZ + (OUTPUT_RATE / 2 - SPLIT_HZ) * k / bands for k in range(1, bands)]
+    lowpasses = [scipy.signal.firwin(taps, f, window=("kaiser", ENVELOPE_BANK_KAISER_BETA), fs=OUTPUT_RATE)
+                 for f in edges]
+    bank = np.diff(np.stack([np.zeros(taps)] + lowpasses + [centre]), axis=0)  # [K, taps], sums to the centre tap
+    highpass = band_split_kernel(cfg.upsampler_taps)[:, 1, 0]
+    kernels = np.stack([np.convolve(highpass, b) for b in bank], axis=1)  # [L, K]
+    delay = np.zeros(len(kernels))
+    delay[(len(kernels) - 1) // 2] = 1.0
+    return delay[:, None, None].astype(np.float32), kernels[:, None, :].astype(np.float32)
+
+
+INPUT_BANK_TAPS = 33  # at 8 kHz: neighbouring 500 Hz bands >= 26 dB down at each band's centre
+INPUT_BAND_EDGES_HZ = tuple(range(500, 4000, 500))
+
+
+def input_filter_bank() -> np.ndarray:
+    """Kernel ``[INPUT_BANK_TAPS, 1, 8]`` of the fixed conv that splits the 8 kHz input into 500 Hz bands
+    for the envelope head's features (complementary like `envelope_filter_bank`; features only, so
+    its delay never reaches the output)."""
+    centre = np.zeros(INPUT_BANK_TAPS)
+    centre[(INPUT_BANK_TAPS - 1) // 2] = 1.0
+    lowpasses = [scipy.signal.firwin(INPUT_BANK_TAPS, f, window=("kaiser", ENVELOPE_BANK_KAISER_BETA), fs=INPUT_RATE)
+                 for f in INPUT_BAND_EDGES_HZ]
+    bank = np.diff(np.stack([np.zeros(INPUT_BANK_TAPS)] + lowpasses + [centre]), axis=0)
+    return bank.T[:, None, :].astype(np.float32)
+
+
+def gain_interpolation_kernel(frame: int, bands: int) -> np.ndarray:
+    """Kernel ``[2 * frame, K, K]`` of the stride-``frame`` causal transposed conv that turns one gain
+    per band and frame into one per sample: within frame n it moves linearly from frame n-1's gain
+    to frame n's (the two triangle halves sum to 1 at every sample), so gains never step."""
+    ramp = np.arange(1, frame + 1) / frame
+    triangle = np.concatenate([ramp, 1.0 - ramp])
+    return (triangle[:, None, None] * np.eye(bands)[None]).astype(np.float32)
 
 
 class _Graph:
@@ -221,6 +291,7 @@ def build_generator(
     h = interpolated
     if not mode.is_streaming:
         h = PadTimeToMultiple(hop, mode=mode, name="pad_to_stride")(h)
+    padded_interpolated = h
     channels = block_channels(cfg)
     h = graph(conv("input_conv", channels[0], cfg.kernel_size), h)
     skips = []
@@ -232,6 +303,7 @@ def build_generator(
         h = graph(conv(f"enc{b}_down", channels[b + 1], 2 * stride, stride=stride), h)
     h = elu("bottleneck_elu")(h)
     h = graph(conv("bottleneck", channels[-1], cfg.kernel_size), h)
+    bottleneck = h
     for b in reversed(range(len(cfg.strides))):
         stride = cfg.strides[b]
         h = elu(f"dec{b}_elu")(h)
@@ -244,16 +316,56 @@ def build_generator(
             h = residual_unit(f"dec{b}_res{u}", h, dilation)
     h = elu("output_elu")(h)
     h = graph(conv("output_conv", 1, cfg.last_kernel_size), h)
-    if not mode.is_streaming:
-        h = CropTimeToReference(mode=mode, name="crop_to_input")([h, interpolated])
-    if cfg.highband_residual:
-        band_split = CausalConv1D(
-            1, cfg.upsampler_taps, use_bias=False, trainable=False, name="band_split",
-            kernel_initializer=keras.initializers.Constant(band_split_kernel(cfg.upsampler_taps)), **common)
-        both = keras.layers.Concatenate(axis=-1, name="interpolated_and_residual")([interpolated, h])
-        wideband = graph(band_split, both)
+    if cfg.envelope_bands:
+        delay_kernel, band_kernels = envelope_filter_bank(cfg)
+        fixed = dict(use_bias=False, trainable=False, **common)
+        low = graph(CausalConv1D(1, len(delay_kernel), name="envelope_delay",
+                                 kernel_initializer=keras.initializers.Constant(delay_kernel), **fixed),
+                    padded_interpolated)
+        bands = graph(CausalConv1D(cfg.envelope_bands, len(band_kernels), name="envelope_bands",
+                                   kernel_initializer=keras.initializers.Constant(band_kernels), **fixed), h)
+        # One frame per bottleneck step. Each band's gain is decided from the input's levels in 500 Hz
+        # bands (what a classical envelope regression reads), the generated bands' own levels (so the
+        # head sets a loudness instead of having to learn the body's) and the bottleneck's features,
+        # over the last 7 frames (two causal convs, dilations 1 and 2).
+        head_input = audio
+        if not mode.is_streaming:
+            head_input = PadTimeToMultiple(hop // UPSAMPLE_FACTOR, mode=mode, name="envelope_pad_input")(audio)
+        input_bands = graph(CausalConv1D(len(INPUT_BAND_EDGES_HZ) + 1, INPUT_BANK_TAPS, name="envelope_input_bands",
+                                         kernel_initializer=keras.initializers.Constant(input_filter_bank()),
+                                         **fixed), head_input)
+        features = keras.layers.Concatenate(axis=-1, name="envelope_features")([
+            elu("envelope_bottleneck_elu")(bottleneck),
+            FrameLevels(hop // UPSAMPLE_FACTOR, name="envelope_input_levels")(input_bands),
+            FrameLevels(hop, name="envelope_levels")(bands)])
+        g = features
+        for i, dilation in enumerate((1, 2)):
+            g = graph(conv(f"envelope_conv{i}", cfg.envelope_channels, 3, dilation=dilation), g)
+            g = elu(f"envelope_elu{i}")(g)
+        # Zero-initialised and without weight norm (whose direction a zero kernel does not have): the
+        # head starts as the identity, all gains 1.
+        g = graph(conv1d(cfg.causal, cfg.envelope_bands, 1, name="envelope_log_gain", kernel_initializer="zeros",
+                         **dict(conv_args, weight_norm=False)), g)
+        g = LogGainToGain(name="envelope_gain")(g)
+        gains = graph(CausalConv1DTranspose(
+            cfg.envelope_bands, 2 * hop, strides=hop, name="envelope_upsampler",
+            kernel_initializer=keras.initializers.Constant(gain_interpolation_kernel(hop, cfg.envelope_bands)),
+            **fixed), g)
+        high = ApplyBandGains(name="envelope_apply")([bands, gains])
+        wideband = AddSignals(name="wideband")([low, high])
+        if not mode.is_streaming:
+            wideband = CropTimeToReference(mode=mode, name="crop_to_input")([wideband, interpolated])
     else:
-        wideband = AddSignals(name="wideband")([interpolated, h])
+        if not mode.is_streaming:
+            h = CropTimeToReference(mode=mode, name="crop_to_input")([h, interpolated])
+        if cfg.highband_residual:
+            band_split = CausalConv1D(
+                1, cfg.upsampler_taps, use_bias=False, trainable=False, name="band_split",
+                kernel_initializer=keras.initializers.Constant(band_split_kernel(cfg.upsampler_taps)), **common)
+            both = keras.layers.Concatenate(axis=-1, name="interpolated_and_residual")([interpolated, h])
+            wideband = graph(band_split, both)
+        else:
+            wideband = AddSignals(name="wideband")([interpolated, h])
 
     if mode is Modes.STREAM_EXTERNAL_STATE_INFERENCE:
         model = keras.Model([audio] + graph.state_inputs, [wideband] + graph.state_outputs,

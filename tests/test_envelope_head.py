@@ -1,0 +1,221 @@
+"""The envelope head (model.envelope_bands): its filter banks, identity at initialisation, streaming and
+causality, its training phase, a head added to a trained run, export and its high-band gain, refusals."""
+
+import dataclasses
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bwe.config import RecipeError, load_recipe, save_recipe
+from bwe.layers.modes import Modes
+from bwe.models.seanet import (
+    ModelConfigError,
+    band_split_kernel,
+    build_generator,
+    envelope_filter_bank,
+    gain_interpolation_kernel,
+    generator_delay_samples,
+    input_filter_bank,
+)
+from bwe.streaming import to_streaming
+from signals import speech_like
+
+tf.config.experimental.enable_op_determinism()
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(REPO, "recipes", "tiny.yaml")
+HEAD = ["model.envelope_bands=4"]
+CFG = load_recipe(TINY, HEAD).model
+
+
+def _response_db(kernel, freq, rate):
+    n = np.arange(len(kernel))
+    return 20 * np.log10(np.abs(np.sum(kernel * np.exp(-2j * np.pi * freq * n / rate))) + 1e-12)
+
+
+def _randomise_head(model, seed=0):
+    """Give the zero-initialised head non-trivial weights (an untrained head is the identity)."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if layer.name.startswith("envelope_"):
+            for w in layer.trainable_weights:
+                w.assign(rng.normal(0, 0.3, w.shape).astype(np.float32))
+
+
+def test_band_bank_sums_to_the_delayed_high_pass_and_separates_its_bands():
+    delay, bands = envelope_filter_bank(CFG)
+    highpass = band_split_kernel(CFG.upsampler_taps)[:, 1, 0]
+    extra = (CFG.envelope_filter_taps - 1) // 2
+    np.testing.assert_allclose(bands[:, 0].sum(axis=-1), np.pad(highpass, (extra, extra)), atol=1e-6)
+    assert np.argmax(delay[:, 0, 0]) == (len(delay) - 1) // 2 == 16 + extra and delay.sum() == 1.0
+    for k, centre in enumerate((4500, 5500, 6500, 7500)):
+        assert _response_db(bands[:, 0, k], centre, 16000) > -1.5  # 4.5 kHz: still in the high-pass's skirt
+        for other in {4500, 5500, 6500, 7500} - {centre}:
+            assert _response_db(bands[:, 0, k], other, 16000) < -20.0
+        assert _response_db(bands[:, 0, k], 1000, 16000) < -40.0  # the high-pass in front of the bank
+
+
+def test_input_bank_is_complementary_and_gain_interpolation_sums_to_one():
+    bank = input_filter_bank()[:, 0]  # [taps, 8]
+    centre = np.zeros(len(bank))
+    centre[(len(bank) - 1) // 2] = 1.0
+    np.testing.assert_allclose(bank.sum(axis=-1), centre, atol=1e-6)
+    assert _response_db(bank[:, 2], 1250, 8000) > -1.0 and _response_db(bank[:, 2], 2250, 8000) < -20.0
+    kernel = gain_interpolation_kernel(256, 3)
+    np.testing.assert_allclose(kernel[:256] + kernel[256:], np.broadcast_to(np.eye(3), (256, 3, 3)), atol=1e-6)
+
+
+def test_untrained_head_is_the_identity_delayed_by_the_bank():
+    headless_cfg = dataclasses.replace(CFG, envelope_bands=0)
+    keras.utils.set_random_seed(0)
+    headless = build_generator(headless_cfg, Modes.NON_STREAM_INFERENCE)
+    with_head = build_generator(CFG, Modes.NON_STREAM_INFERENCE)
+    for layer in headless.layers:
+        if layer.trainable_weights:
+            with_head.get_layer(layer.name).set_weights(layer.get_weights())
+    extra = generator_delay_samples(CFG) - generator_delay_samples(headless_cfg)
+    assert extra == (CFG.envelope_filter_taps - 1) // 2
+    x = speech_like(0.2, rate=8000, seed=3)[None, :, None]
+    y, y0 = np.asarray(with_head(x))[0, :, 0], np.asarray(headless(x))[0, :, 0]
+    # The gains start at 0 before the first frame and reach 1 at its end: identical from then on.
+    np.testing.assert_allclose(y[256 + extra:], y0[256: len(y0) - extra], atol=1e-5)
+
+
+def test_trained_head_streams_exactly_and_is_causal():
+    keras.utils.set_random_seed(1)
+    model = build_generator(CFG, Modes.TRAINING)
+    _randomise_head(model)
+    x = speech_like(0.16 * 2, rate=8000, seed=5)[None, :, None].astype(np.float32)  # 20 frames
+    offline = np.asarray(to_streaming(model, Modes.NON_STREAM_INFERENCE)(x))
+    stream = to_streaming(model, Modes.STREAM_EXTERNAL_STATE_INFERENCE)
+    states = [np.zeros(t.shape, np.float32) for t in stream.inputs[1:]]
+    frames = []
+    for start in range(0, x.shape[1], 128):
+        result = stream([x[:, start:start + 128]] + states)
+        frames.append(np.asarray(result[0]))
+        states = [np.asarray(s) for s in result[1:]]
+    np.testing.assert_allclose(np.concatenate(frames, axis=1), offline, atol=1e-5)
+    future = x.copy()
+    future[:, 1280:] = 0.3  # from frame 10 on: the first 10 frames' output must not change
+    np.testing.assert_array_equal(np.asarray(model(future))[:, :2560], np.asarray(model(x))[:, :2560])
+    gains = [layer for layer in model.layers if layer.name == "envelope_gain"]
+    assert gains, "the head's gains are a named layer"
+
+
+def _batch(seed):
+    from signals import speech_like as speech
+
+    wb = np.stack([speech(4096 / 16000, seed=seed + i) for i in range(2)])[..., None].astype(np.float32)
+    return tf.constant(wb[:, ::2].copy()), tf.constant(wb)
+
+
+def test_head_phase_trains_the_head_alone_on_the_envelope_loss(tmp_path):
+    from bwe.train import Trainer
+
+    recipe = load_recipe(TINY, HEAD + ["train.warmup_steps=1", "train.steps=30", "train.envelope_head_steps=20",
+                                       "optim.envelope_lr=0.01"])
+    trainer = Trainer(recipe, str(tmp_path))
+    head = {id(v) for v in trainer.head_variables}
+    assert trainer.head_variables and all(v.path.startswith("envelope_") for v in trainer.head_variables)
+    for step in (0, 1):  # warm-up and GAN steps leave the head alone
+        before = [v.numpy().copy() for v in trainer.head_variables]
+        assert trainer.train_step(*_batch(0), step)["finite"]
+        assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, trainer.head_variables))
+    frozen = [v.numpy().copy() for v in trainer.generator.weights + trainer.discriminators.weights
+              if id(v) not in head]
+    losses = []
+    for step in range(10, 30):
+        metrics = trainer.train_step(*_batch(0), step)
+        assert metrics["finite"] and set(metrics) >= {"loss/envelope", "grad_norm/envelope_head"}
+        assert "loss/adversarial" not in metrics
+        losses.append(float(metrics["loss/envelope"]))
+    after = [v.numpy() for v in trainer.generator.weights + trainer.discriminators.weights if id(v) not in head]
+    assert all(np.array_equal(a, b) for a, b in zip(frozen, after))
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])  # one fixed batch: the head must fit it
+
+
+def test_a_trained_run_gains_a_head_and_anything_else_is_refused(tmp_path):
+    from bwe.rundir import RunDirError
+    from bwe.train import Trainer
+
+    headless = Trainer(load_recipe(TINY), str(tmp_path))
+    headless.train_step(*_batch(0), 10)  # a GAN step: optimizer slots and discriminators hold values
+    headless.step.assign(7)
+    headless._save("latest")
+    grown = Trainer(load_recipe(TINY, HEAD + ["train.envelope_head_steps=5"]), str(tmp_path))
+    assert grown.restore() == 7
+    for layer in headless.generator.layers:
+        if layer.trainable_weights:
+            for a, b in zip(layer.get_weights(), grown.generator.get_layer(layer.name).get_weights()):
+                np.testing.assert_array_equal(a, b)
+    for a, b in zip(headless.discriminators.weights, grown.discriminators.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    for a, b in zip(headless.generator_optimizer.variables, grown.generator_optimizer.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert all(not np.any(v.numpy()) for v in grown.head_variables if "log_gain" in v.path)  # still the identity
+    grown._save("latest")
+    assert Trainer(load_recipe(TINY, HEAD), str(tmp_path)).restore() == 7  # a head checkpoint resumes as usual
+    other = Trainer(load_recipe(TINY, HEAD + ["model.channels=8"]), str(tmp_path))
+    with pytest.raises(RunDirError, match="does not fit this recipe's networks"):
+        other.restore()
+
+
+def test_refusals_name_the_key():
+    from bwe.models.seanet import validate_model_config
+    from bwe.train import Trainer
+
+    for change, message in ((dict(envelope_bands=-1), "model.envelope_bands: must be an integer >= 0"),
+                            (dict(envelope_filter_taps=32), "model.envelope_filter_taps: must be odd"),
+                            (dict(highband_residual=False), "needs model.highband_residual: true"),
+                            (dict(envelope_channels=0), "model.envelope_channels: must be a positive integer")):
+        with pytest.raises(ModelConfigError, match=message):
+            validate_model_config(dataclasses.replace(CFG, **change))
+    with pytest.raises(RecipeError, match="train.envelope_head_steps: the model has no envelope head"):
+        Trainer(load_recipe(TINY, ["train.envelope_head_steps=5"]), "unused")
+    with pytest.raises(RecipeError, match="is more than train.steps"):
+        Trainer(load_recipe(TINY, HEAD + ["train.envelope_head_steps=50"]), "unused")
+    with pytest.raises(RecipeError, match="optim.envelope_lr: must be > 0"):
+        load_recipe(TINY, ["optim.envelope_lr=0"])
+
+
+@pytest.fixture(scope="module")
+def exported_head(tmp_path_factory):
+    """A tiny head model with a non-trivial head, exported through the CLI at gains 1 and 0.5."""
+    from bwe.export import main
+
+    root = tmp_path_factory.mktemp("head")
+    run_dir = root / "run"
+    os.makedirs(run_dir / "checkpoints")
+    recipe = load_recipe(TINY, HEAD)
+    save_recipe(recipe, str(run_dir / "recipe.yaml"))
+    keras.utils.set_random_seed(2)
+    generator = build_generator(recipe.model, Modes.TRAINING)
+    _randomise_head(generator, seed=2)
+    tf.train.CheckpointManager(tf.train.Checkpoint(generator=generator), str(run_dir / "checkpoints"), 1).save()
+    for gain in (1.0, 0.5):
+        assert main([str(run_dir), str(root / f"gain{gain}"), "--block-frames", "8", "--set",
+                     f"export.highband_gain={gain}", "-q"]) == 0
+    return generator, root
+
+
+def test_exported_head_matches_keras_and_its_gain_scales_the_generated_band_only(exported_head):
+    from bwe.runtime import ExportedModel
+
+    generator, root = exported_head
+    with open(root / "gain1.0" / "metadata.json", encoding="utf-8") as f:
+        metadata = json.load(f)
+    assert metadata["delay_samples"] == generator_delay_samples(CFG) == 48
+    assert metadata["architectural_latency_ms"] == pytest.approx(19.0)
+    x = speech_like(16 * 128 / 8000, rate=8000, seed=11)
+    full, half = ExportedModel(str(root / "gain1.0"))(x), ExportedModel(str(root / "gain0.5"))(x)
+    offline = np.asarray(to_streaming(generator, Modes.NON_STREAM_INFERENCE)(
+        np.pad(x, (0, 24))[None, :, None].astype(np.float32)))[0, 48:48 + 2 * len(x), 0]
+    np.testing.assert_allclose(full, offline, atol=1e-4)
+    generated = 2 * (full - half)
+    spectrum = np.abs(np.fft.rfft(generated)) ** 2
+    freqs = np.fft.rfftfreq(len(generated), 1 / 16000)
+    assert spectrum[freqs < 3000].sum() < 1e-3 * spectrum[freqs > 4000].sum()
+    assert np.sum(generated ** 2) > 1e-6 * np.sum(full ** 2)
