@@ -51,13 +51,17 @@ class ModelConfig:
     # Envelope head (0 = off; needs highband_residual). A fixed, complementary filter bank
     # (``envelope_filter_taps`` taps, one more delay of (taps - 1) / 2 samples) splits the generated
     # band into this many equal bands from 4 to 8 kHz, and a small frame-rate head (a causal conv of
-    # ``envelope_channels`` over the bottleneck features and the bands' own levels) sets each band's
-    # gain every 16 ms, interpolated linearly in between. It starts as the identity and is fitted by
+    # ``envelope_channels`` per dilation of ``envelope_dilations``, kernel 3, over the input's band
+    # levels, the bands' own levels and the bottleneck features) sets each band's gain every 16 ms,
+    # interpolated linearly in between. It starts as the identity and is fitted by
     # regression (train.envelope_head_steps): the GAN invents the band's fine structure, the head
     # sets its loudness to the conditional mean a regression from the low band predicts.
     envelope_bands: int = 0
     envelope_filter_taps: int = 33
     envelope_channels: int = 64
+    envelope_dilations: list[int] = field(default_factory=lambda: [1, 2])
+    # 16 kHz samples over which a frame's gains fade in from the previous frame's (at most a frame).
+    envelope_crossfade: int = 256
 
 
 def _check_choice(path: str, value: str, choices: tuple[str, ...]) -> None:
@@ -145,6 +149,9 @@ class LossConfig:
     mel_weight: float = 0.0  # optional L1 log-mel loss over the same FFT sizes; 0 = off
     mel_bands: int = 80
     envelope_weight: float = 0.0  # optional squared log10 error of 500 Hz band energies above 4 kHz; 0 = off
+    # How much more the envelope loss (envelope_weight and the envelope head's phase) weights a band
+    # too loud than one too quiet (bwe.losses.highband_envelope_loss); 1 = symmetric.
+    envelope_overshoot_weight: float = 1.0
 
     def __post_init__(self) -> None:
         _check_choice("losses.adversarial", self.adversarial, ("hinge", "lsgan"))
@@ -161,6 +168,8 @@ class LossConfig:
                     f"stft_hop_divisor={self.stft_hop_divisor}"
                 )
         _check_positive("losses.mel_bands", self.mel_bands)
+        if self.envelope_overshoot_weight < 1:
+            raise RecipeError(f"losses.envelope_overshoot_weight: must be >= 1, got {self.envelope_overshoot_weight!r}")
 
 
 @dataclass
@@ -174,7 +183,7 @@ class OptimConfig:
     grad_clip_norm: float = 10.0  # global-norm clip of each network's gradients; 0 = off
     lr_schedule: str = "constant"  # constant | cosine (decays to lr * lr_min_ratio at train.steps)
     lr_min_ratio: float = 0.1
-    envelope_lr: float = 1e-3  # Adam's rate for the envelope head (train.envelope_head_steps)
+    envelope_lr: float = 1e-3  # Adam's rate for the envelope head, cosine-decayed to a tenth over train.envelope_head_steps
 
     def __post_init__(self) -> None:
         _check_positive("optim.generator_lr", self.generator_lr)

@@ -147,13 +147,19 @@ def mel_loss(reference: tf.Tensor, estimate: tf.Tensor, fft_sizes: Sequence[int]
 
 
 def highband_envelope_loss(reference: tf.Tensor, estimate: tf.Tensor, fft_size: int = 512, hop: int = 128,
-                           band_hz: float = 500.0, low_hz: float = 4000.0, sample_rate: int = 16000) -> tf.Tensor:
+                           band_hz: float = 500.0, low_hz: float = 4000.0, sample_rate: int = 16000,
+                           overshoot_weight: float = 1.0) -> tf.Tensor:
     """Mean squared difference of log10 band energies, per STFT frame and ``band_hz`` band from ``low_hz``
     to Nyquist: the high-band envelope error that WB-PESQ and ViSQOL punish (eval/pesq_headroom.py).
 
     A squared error pulls each band towards the conditional mean of its log level, the envelope a
     regression from the low band predicts (eval/envelope_probe.py), where the adversarial terms ask
     only for a plausible one. Energies are floored at 1e-8 before the log.
+
+    ``overshoot_weight`` > 1 weights a band that is too loud that much more than one too quiet: the
+    minimum is then an expectile below the mean, lower where the envelope is uncertain and close to
+    the mean where it is not, because an invented band that is too loud is the worse error (for
+    WB-PESQ and for listeners) where a global gain would lower every band alike.
     """
     _check_same_shape(reference, estimate)
     bins = fft_size // 2 + 1
@@ -166,5 +172,6 @@ def highband_envelope_loss(reference: tf.Tensor, estimate: tf.Tensor, fft_size: 
     ref = tf.matmul(tf.square(stft_magnitude(reference, fft_size, hop)), assignment)
     est = tf.matmul(tf.square(stft_magnitude(estimate, fft_size, hop)), assignment)
     log10 = np.log(10.0).astype(np.float32)
-    difference = (tf.math.log(tf.maximum(ref, 1e-8)) - tf.math.log(tf.maximum(est, 1e-8))) / log10
-    return tf.reduce_mean(tf.square(difference))
+    excess = (tf.math.log(tf.maximum(est, 1e-8)) - tf.math.log(tf.maximum(ref, 1e-8))) / log10
+    weights = tf.where(excess > 0, overshoot_weight, 1.0)
+    return tf.reduce_mean(weights * tf.square(excess))

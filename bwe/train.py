@@ -10,6 +10,11 @@ end of the target: the model is compared with what it can know.
 - After that, one step computes the generator output once, both discriminator outputs (real and fake), and the
   gradients of both networks from that one forward pass; both are then updated (simultaneous updates: one
   generator forward per step instead of two, which matters on a CPU).
+- With an envelope head (``model.envelope_bands``), the last ``train.envelope_head_steps`` steps fit the head alone:
+  everything else frozen, the high-band envelope loss its only loss, its own Adam (``optim.envelope_lr``). It is a
+  regression on what the finished GAN generator makes, so it learns the conditional mean of each band's level,
+  which the adversarial terms do not ask for. Before those steps the head stays the identity. A checkpoint of the
+  same recipe without the head resumes into it (`Trainer._restore_into_new_head`), so a trained run can gain one.
 - Gradients are summed across replicas, clipped to ``optim.grad_clip_norm`` (global norm), and applied only if
   every loss and gradient is finite. Otherwise the step is skipped and counted (``train.nan_policy=skip``,
   stopping after ``train.max_consecutive_nonfinite`` in a row) or training stops at once without writing a
@@ -190,7 +195,11 @@ class Trainer:
             self.nonfinite_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="nonfinite_steps")
             tracked = {}
             if self.head_variables:
-                self.envelope_optimizer = keras.optimizers.Adam(opt.envelope_lr, name="envelope_adam")
+                # Its own schedule: cosine decay to a tenth over the head's phase (its first step is this
+                # optimizer's first iteration), which settles a regression on noisy frame-level targets.
+                self.envelope_optimizer = keras.optimizers.Adam(
+                    keras.optimizers.schedules.CosineDecay(opt.envelope_lr, max(1, train.envelope_head_steps),
+                                                           alpha=0.1), name="envelope_adam")
                 self.envelope_optimizer.build(self.head_variables)
                 tracked["envelope_optimizer"] = self.envelope_optimizer
         self.checkpoint = tf.train.Checkpoint(
@@ -296,7 +305,8 @@ class Trainer:
             terms["mel"] = losses.mel_loss(target, estimate, cfg.stft_fft_sizes, cfg.stft_hop_divisor, cfg.mel_bands)
             total += cfg.mel_weight * terms["mel"]
         if cfg.envelope_weight > 0:
-            terms["envelope"] = losses.highband_envelope_loss(target, estimate)
+            terms["envelope"] = losses.highband_envelope_loss(target, estimate,
+                                                              overshoot_weight=cfg.envelope_overshoot_weight)
             total += cfg.envelope_weight * terms["envelope"]
         return terms, total
 
@@ -340,7 +350,8 @@ class Trainer:
 
         with self.tf.GradientTape() as tape:
             estimate, target = self._align(narrowband, wideband)
-            envelope = losses.highband_envelope_loss(target, estimate)
+            envelope = losses.highband_envelope_loss(
+                target, estimate, overshoot_weight=self.recipe.losses.envelope_overshoot_weight)
             scaled = envelope / self.replicas
         return {"envelope": envelope}, {"envelope_head": tape.gradient(scaled, self.head_variables)}
 
@@ -464,6 +475,8 @@ class Trainer:
         # MirroredVariable, which float() refuses.
         rates = {"generator": self.generator_optimizer.learning_rate,
                  "discriminator": self.discriminator_optimizer.learning_rate}
+        if self.head_variables:
+            rates["envelope_head"] = self.envelope_optimizer.learning_rate
         return {f"learning_rate/{k}": float(self.tf.convert_to_tensor(v).numpy()) for k, v in rates.items()}
 
     def train_step(self, narrowband, wideband, step: int) -> dict[str, float]:

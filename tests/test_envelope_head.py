@@ -27,7 +27,7 @@ from signals import speech_like
 tf.config.experimental.enable_op_determinism()
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(REPO, "recipes", "tiny.yaml")
-HEAD = ["model.envelope_bands=4"]
+HEAD = ["model.envelope_bands=4", "model.envelope_crossfade=32"]
 CFG = load_recipe(TINY, HEAD).model
 
 
@@ -64,8 +64,10 @@ def test_input_bank_is_complementary_and_gain_interpolation_sums_to_one():
     centre[(len(bank) - 1) // 2] = 1.0
     np.testing.assert_allclose(bank.sum(axis=-1), centre, atol=1e-6)
     assert _response_db(bank[:, 2], 1250, 8000) > -1.0 and _response_db(bank[:, 2], 2250, 8000) < -20.0
-    kernel = gain_interpolation_kernel(256, 3)
-    np.testing.assert_allclose(kernel[:256] + kernel[256:], np.broadcast_to(np.eye(3), (256, 3, 3)), atol=1e-6)
+    for crossfade in (256, 32):
+        kernel = gain_interpolation_kernel(256, 3, crossfade)
+        np.testing.assert_allclose(kernel[:256] + kernel[256:], np.broadcast_to(np.eye(3), (256, 3, 3)), atol=1e-6)
+        assert kernel[crossfade - 1, 0, 0] == 1.0 and kernel[crossfade - 2, 0, 0] < 1.0  # frame n's gain from then on
 
 
 def test_untrained_head_is_the_identity_delayed_by_the_bank():
@@ -170,7 +172,9 @@ def test_refusals_name_the_key():
     for change, message in ((dict(envelope_bands=-1), "model.envelope_bands: must be an integer >= 0"),
                             (dict(envelope_filter_taps=32), "model.envelope_filter_taps: must be odd"),
                             (dict(highband_residual=False), "needs model.highband_residual: true"),
-                            (dict(envelope_channels=0), "model.envelope_channels: must be a positive integer")):
+                            (dict(envelope_channels=0), "model.envelope_channels: must be a positive integer"),
+                            (dict(envelope_dilations=[]), "model.envelope_dilations: the envelope head needs"),
+                            (dict(envelope_crossfade=0), "model.envelope_crossfade: must be a positive integer")):
         with pytest.raises(ModelConfigError, match=message):
             validate_model_config(dataclasses.replace(CFG, **change))
     with pytest.raises(RecipeError, match="train.envelope_head_steps: the model has no envelope head"):

@@ -1,11 +1,16 @@
 """Golden tests: every loss in bwe.losses against an independent NumPy implementation."""
 
+import os
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from bwe import losses
+from bwe.config import RecipeError, load_recipe
 from signals import speech_like
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 tf.config.experimental.enable_op_determinism()
 
@@ -170,6 +175,13 @@ def test_highband_envelope_loss_matches_numpy_and_measures_band_level_errors_in_
     spectrum[np.fft.rfftfreq(len(noise), 1 / 16000) >= 3900] *= np.sqrt(10.0)
     louder = np.fft.irfft(spectrum, len(noise)).astype(np.float32)
     assert losses.highband_envelope_loss(as_tf(noise), as_tf(louder)).numpy() == pytest.approx(1.0, rel=0.02)
+    # With overshoot_weight 4 the band too loud costs 4, and the same band too quiet (the roles swapped) 1.
+    assert losses.highband_envelope_loss(as_tf(noise), as_tf(louder), overshoot_weight=4.0).numpy() == \
+        pytest.approx(4.0, rel=0.02)
+    assert losses.highband_envelope_loss(as_tf(louder), as_tf(noise), overshoot_weight=4.0).numpy() == \
+        pytest.approx(1.0, rel=0.02)
+    with pytest.raises(RecipeError, match="losses.envelope_overshoot_weight: must be >= 1"):
+        load_recipe(os.path.join(REPO, "recipes", "tiny.yaml"), ["losses.envelope_overshoot_weight=0.5"])
 
 
 def test_reconstruction_losses_reject_mismatched_shapes():

@@ -86,6 +86,11 @@ def validate_model_config(cfg: ModelConfig) -> None:
                                f"{cfg.envelope_bands!r}")
     if cfg.envelope_bands:
         positive("envelope_channels", cfg.envelope_channels)
+        positive("envelope_crossfade", cfg.envelope_crossfade)
+        if not cfg.envelope_dilations:
+            raise ModelConfigError("model.envelope_dilations: the envelope head needs at least one conv")
+        for i, d in enumerate(cfg.envelope_dilations):
+            positive(f"envelope_dilations[{i}]", d)
         positive("envelope_filter_taps", cfg.envelope_filter_taps)
         if cfg.envelope_filter_taps % 2 == 0:
             raise ModelConfigError(f"model.envelope_filter_taps: must be odd (a whole-sample delay), got "
@@ -197,13 +202,16 @@ def input_filter_bank() -> np.ndarray:
     return bank.T[:, None, :].astype(np.float32)
 
 
-def gain_interpolation_kernel(frame: int, bands: int) -> np.ndarray:
+def gain_interpolation_kernel(frame: int, bands: int, crossfade: int | None = None) -> np.ndarray:
     """Kernel ``[2 * frame, K, K]`` of the stride-``frame`` causal transposed conv that turns one gain
-    per band and frame into one per sample: within frame n it moves linearly from frame n-1's gain
-    to frame n's (the two triangle halves sum to 1 at every sample), so gains never step."""
-    ramp = np.arange(1, frame + 1) / frame
-    triangle = np.concatenate([ramp, 1.0 - ramp])
-    return (triangle[:, None, None] * np.eye(bands)[None]).astype(np.float32)
+    per band and frame into one per sample: over the first ``crossfade`` samples of frame n (default:
+    all of it) it moves linearly from frame n-1's gain to frame n's, then holds it. The two halves
+    sum to 1 at every sample, so gains never step. A short crossfade applies each frame's gain to
+    the frame whose levels it was computed from; a long one smooths more but lags."""
+    crossfade = frame if crossfade is None else crossfade
+    ramp = np.minimum(np.arange(1, frame + 1) / crossfade, 1.0)
+    halves = np.concatenate([ramp, 1.0 - ramp])
+    return (halves[:, None, None] * np.eye(bands)[None]).astype(np.float32)
 
 
 class _Graph:
@@ -327,7 +335,7 @@ def build_generator(
         # One frame per bottleneck step. Each band's gain is decided from the input's levels in 500 Hz
         # bands (what a classical envelope regression reads), the generated bands' own levels (so the
         # head sets a loudness instead of having to learn the body's) and the bottleneck's features,
-        # over the last 7 frames (two causal convs, dilations 1 and 2).
+        # over the last 1 + 2 * sum(envelope_dilations) frames (causal convs of kernel 3).
         head_input = audio
         if not mode.is_streaming:
             head_input = PadTimeToMultiple(hop // UPSAMPLE_FACTOR, mode=mode, name="envelope_pad_input")(audio)
@@ -339,7 +347,7 @@ def build_generator(
             FrameLevels(hop // UPSAMPLE_FACTOR, name="envelope_input_levels")(input_bands),
             FrameLevels(hop, name="envelope_levels")(bands)])
         g = features
-        for i, dilation in enumerate((1, 2)):
+        for i, dilation in enumerate(cfg.envelope_dilations):
             g = graph(conv(f"envelope_conv{i}", cfg.envelope_channels, 3, dilation=dilation), g)
             g = elu(f"envelope_elu{i}")(g)
         # Zero-initialised and without weight norm (whose direction a zero kernel does not have): the
@@ -349,7 +357,7 @@ def build_generator(
         g = LogGainToGain(name="envelope_gain")(g)
         gains = graph(CausalConv1DTranspose(
             cfg.envelope_bands, 2 * hop, strides=hop, name="envelope_upsampler",
-            kernel_initializer=keras.initializers.Constant(gain_interpolation_kernel(hop, cfg.envelope_bands)),
+            kernel_initializer=keras.initializers.Constant(gain_interpolation_kernel(hop, cfg.envelope_bands, min(cfg.envelope_crossfade, hop))),
             **fixed), g)
         high = ApplyBandGains(name="envelope_apply")([bands, gains])
         wideband = AddSignals(name="wideband")([low, high])
