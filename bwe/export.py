@@ -288,8 +288,8 @@ def scale_highband(models, recipe: Recipe) -> None:
     complementary high-pass, so scaling its last (linear) conv scales exactly the generated band
     and leaves the interpolated low band as it is; without it the network also shapes the low band.
     With an envelope head, whose gains would undo a louder or quieter network output (it reads the
-    bands' levels), the fixed conv that interpolates its gains is scaled instead: the last linear
-    step before the bands are weighted and summed.
+    bands' levels), the fixed conv that hands its gains to the crossfade is scaled instead: the last
+    weights before the bands are weighted and summed.
     """
     gain = recipe.export.highband_gain
     if gain == 1.0:
@@ -297,7 +297,7 @@ def scale_highband(models, recipe: Recipe) -> None:
     if not recipe.model.highband_residual:
         raise ExportError("export.highband_gain needs model.highband_residual: true (without it the network's "
                           "output is not a high band alone, and scaling it would change the low band too)")
-    last_linear = "envelope_upsampler" if recipe.model.envelope_bands else "output_conv"
+    last_linear = "envelope_gain_pairs" if recipe.model.envelope_bands else "output_conv"
     for model in models:
         layer = model.get_layer(last_linear)
         layer.set_weights([w * gain for w in layer.get_weights()])
@@ -426,7 +426,8 @@ def export_generator(
             "delay_ms": 1000.0 * delay / OUTPUT_RATE,
             "architectural_latency_ms": frame_ms + 1000.0 * delay / OUTPUT_RATE,
             "latency_note": ("a frame of 16 ms must be buffered before its output exists, and the output lags the "
-                             "input by delay_samples (the fixed interpolator's group delay); no other look-ahead"),
+                             "input by delay_samples (the group delays of the fixed linear-phase filters: the interpolator, the "
+                             "band split and, with an envelope head, its filter bank); no other look-ahead"),
             "audio_input": AUDIO_NAME,
             "audio_output": AUDIO_NAME,
             "files": {

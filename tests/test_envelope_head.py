@@ -11,13 +11,14 @@ import pytest
 import tensorflow as tf
 
 from bwe.config import RecipeError, load_recipe, save_recipe
+from bwe.layers.envelope import CrossfadeGains
 from bwe.layers.modes import Modes
 from bwe.models.seanet import (
     ModelConfigError,
     band_split_kernel,
     build_generator,
     envelope_filter_bank,
-    gain_interpolation_kernel,
+    gain_pair_kernel,
     generator_delay_samples,
     input_filter_bank,
 )
@@ -64,10 +65,15 @@ def test_input_bank_is_complementary_and_gain_interpolation_sums_to_one():
     centre[(len(bank) - 1) // 2] = 1.0
     np.testing.assert_allclose(bank.sum(axis=-1), centre, atol=1e-6)
     assert _response_db(bank[:, 2], 1250, 8000) > -1.0 and _response_db(bank[:, 2], 2250, 8000) < -20.0
+    gains = np.random.default_rng(0).uniform(0.1, 3.0, (1, 5, 3)).astype(np.float32)  # 5 frames, 3 bands
+    pairs = tf.nn.conv1d(np.pad(gains, ((0, 0), (1, 0), (0, 0))), gain_pair_kernel(3), 1, "VALID")
     for crossfade in (256, 32):
-        kernel = gain_interpolation_kernel(256, 3, crossfade)
-        np.testing.assert_allclose(kernel[:256] + kernel[256:], np.broadcast_to(np.eye(3), (256, 3, 3)), atol=1e-6)
-        assert kernel[crossfade - 1, 0, 0] == 1.0 and kernel[crossfade - 2, 0, 0] < 1.0  # frame n's gain from then on
+        per_sample = np.asarray(CrossfadeGains(256, crossfade)(pairs))[0]  # [5 * 256, 3]
+        previous = np.concatenate([np.zeros((1, 3)), gains[0, :-1]])  # zeros before the first frame
+        ramp = np.minimum(np.arange(1, 257) / crossfade, 1.0)[:, None, None]
+        expected = (previous[None] * (1 - ramp) + gains[0][None] * ramp).transpose(1, 0, 2).reshape(-1, 3)
+        np.testing.assert_allclose(per_sample, expected, rtol=1e-6)
+    assert gain_pair_kernel(3).size < 1024  # below dynamic-range int8's size limit: the gains stay float
 
 
 def test_untrained_head_is_the_identity_delayed_by_the_bank():

@@ -53,6 +53,36 @@ class LogGainToGain(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="bwe")
+class CrossfadeGains(keras.layers.Layer):
+    """``[batch, frames, 2K]`` (each frame's previous and own K gains) -> ``[batch, frames * frame, K]``:
+    one gain per sample, moving linearly from the previous frame's gain to the frame's own over its
+    first ``crossfade`` samples, then held. The two weights sum to 1 at every sample, so gains never
+    step; a short crossfade applies each frame's gain to the frame whose levels it was computed from."""
+
+    def __init__(self, frame: int, crossfade: int, **kwargs):
+        super().__init__(**kwargs)
+        if not 1 <= crossfade <= frame:
+            raise ValueError(f"CrossfadeGains '{self.name}': crossfade must be in [1, frame={frame}], got {crossfade}")
+        self.frame = int(frame)
+        self.crossfade = int(crossfade)
+
+    def call(self, pairs):
+        bands = pairs.shape[-1] // 2
+        ramp = tf.minimum(tf.range(1, self.frame + 1, dtype=pairs.dtype) / self.crossfade, 1.0)[:, None]
+        previous, current = pairs[:, :, None, :bands], pairs[:, :, None, bands:]
+        per_sample = previous * (1.0 - ramp) + current * ramp  # [batch, frames, frame, K]
+        shape = tf.shape(pairs)
+        return tf.reshape(per_sample, tf.stack([shape[0], shape[1] * self.frame, bands]))
+
+    def compute_output_shape(self, input_shape):
+        frames = input_shape[1]
+        return (input_shape[0], None if frames is None else frames * self.frame, input_shape[2] // 2)
+
+    def get_config(self):
+        return {**super().get_config(), "frame": self.frame, "crossfade": self.crossfade}
+
+
+@keras.saving.register_keras_serializable(package="bwe")
 class ApplyBandGains(keras.layers.Layer):
     """``[bands, gains]`` (both ``[batch, time, bands]``) -> ``[batch, time, 1]``: the bands, each
     scaled sample by sample by its gain, summed back into one signal."""

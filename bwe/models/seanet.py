@@ -35,7 +35,7 @@ from bwe.layers.conv import (
     conv1d,
     conv1d_transpose,
 )
-from bwe.layers.envelope import ApplyBandGains, FrameLevels, LogGainToGain
+from bwe.layers.envelope import ApplyBandGains, CrossfadeGains, FrameLevels, LogGainToGain
 from bwe.layers.modes import Modes
 from bwe.layers.time import AddSignals, CropTimeToReference, PadTimeToMultiple
 
@@ -202,16 +202,16 @@ def input_filter_bank() -> np.ndarray:
     return bank.T[:, None, :].astype(np.float32)
 
 
-def gain_interpolation_kernel(frame: int, bands: int, crossfade: int | None = None) -> np.ndarray:
-    """Kernel ``[2 * frame, K, K]`` of the stride-``frame`` causal transposed conv that turns one gain
-    per band and frame into one per sample: over the first ``crossfade`` samples of frame n (default:
-    all of it) it moves linearly from frame n-1's gain to frame n's, then holds it. The two halves
-    sum to 1 at every sample, so gains never step. A short crossfade applies each frame's gain to
-    the frame whose levels it was computed from; a long one smooths more but lags."""
-    crossfade = frame if crossfade is None else crossfade
-    ramp = np.minimum(np.arange(1, frame + 1) / crossfade, 1.0)
-    halves = np.concatenate([ramp, 1.0 - ramp])
-    return (halves[:, None, None] * np.eye(bands)[None]).astype(np.float32)
+def gain_pair_kernel(bands: int) -> np.ndarray:
+    """Kernel ``[2, K, 2K]`` of the fixed causal conv that puts each frame's gains beside the previous
+    frame's (``[previous K, current K]``), for `CrossfadeGains` to interpolate. A conv, so the
+    previous frame's gains are streaming state like any other; and small (< 1024 weights), so
+    dynamic-range int8 leaves it float: a per-call activation scale over a block of frames would
+    otherwise round the gains of its quiet frames to a few levels."""
+    kernel = np.zeros((2, bands, 2 * bands), np.float32)
+    kernel[0, :, :bands] = np.eye(bands)  # tap 0 reads the previous frame
+    kernel[1, :, bands:] = np.eye(bands)
+    return kernel
 
 
 class _Graph:
@@ -355,10 +355,10 @@ def build_generator(
         g = graph(conv1d(cfg.causal, cfg.envelope_bands, 1, name="envelope_log_gain", kernel_initializer="zeros",
                          **dict(conv_args, weight_norm=False)), g)
         g = LogGainToGain(name="envelope_gain")(g)
-        gains = graph(CausalConv1DTranspose(
-            cfg.envelope_bands, 2 * hop, strides=hop, name="envelope_upsampler",
-            kernel_initializer=keras.initializers.Constant(gain_interpolation_kernel(hop, cfg.envelope_bands, min(cfg.envelope_crossfade, hop))),
-            **fixed), g)
+        pairs = graph(CausalConv1D(2 * cfg.envelope_bands, 2, name="envelope_gain_pairs",
+                                   kernel_initializer=keras.initializers.Constant(gain_pair_kernel(cfg.envelope_bands)),
+                                   **fixed), g)
+        gains = CrossfadeGains(hop, min(cfg.envelope_crossfade, hop), name="envelope_crossfade")(pairs)
         high = ApplyBandGains(name="envelope_apply")([bands, gains])
         wideband = AddSignals(name="wideband")([low, high])
         if not mode.is_streaming:

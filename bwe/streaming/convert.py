@@ -13,7 +13,7 @@ import numpy as np
 
 from bwe.config import ModelConfig
 from bwe.layers.conv import STREAMING_CONV_LAYERS
-from bwe.layers.envelope import ApplyBandGains, FrameLevels, LogGainToGain
+from bwe.layers.envelope import ApplyBandGains, CrossfadeGains, FrameLevels, LogGainToGain
 from bwe.layers.modes import Modes
 from bwe.layers.time import AddSignals, CropTimeToReference, PadTimeToMultiple
 
@@ -33,8 +33,9 @@ _POINTWISE_LAYERS = (
     AddSignals,
     LogGainToGain,
     ApplyBandGains,
-    # Reads only inside one frame of the bottleneck's stride, which divides every streaming frame.
+    # Read or write only inside one frame of the bottleneck's stride, which divides every streaming frame.
     FrameLevels,
+    CrossfadeGains,
 )
 # Whole-signal padding/cropping that the builder leaves out of streaming graphs.
 _OFFLINE_ONLY_LAYERS = (PadTimeToMultiple, CropTimeToReference)
