@@ -344,6 +344,48 @@ class CausalConv1D(_Conv1DMixin, _StreamingConvBase):
 
 
 @keras.saving.register_keras_serializable(package="bwe")
+class CausalDelay(CausalConv1D):
+    """A pure delay of ``kernel_size - 1`` samples with the streaming state of a causal conv: the conv
+    whose kernel is a unit impulse at its first tap, computed as a slice instead of a convolution
+    (a long one-channel convolution is slow in TFLite for what is only a copy). No weights."""
+
+    def __init__(self, delay: int, **kwargs):
+        kwargs.pop("filters", None)
+        kwargs.pop("kernel_size", None)
+        super().__init__(1, delay + 1, use_bias=False, **kwargs)
+
+    def build(self, input_shape):
+        if self.mode is Modes.STREAM_EXTERNAL_STATE_INFERENCE and isinstance(input_shape, (list, tuple)) \
+                and len(input_shape) == 2 and isinstance(input_shape[0], (list, tuple)):
+            input_shape = input_shape[0]
+        self.in_channels = self._check_input_shape(tuple(input_shape))
+        if self.mode is Modes.STREAM_INTERNAL_STATE_INFERENCE and self.state_length:
+            self.state = self.add_weight(name="state", shape=(self.state_batch_size,) + self.state_shape,
+                                         initializer="zeros", trainable=False)
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    def macs(self, input_length):
+        return 0
+
+    def plain_weights(self):
+        return {}
+
+    def set_plain_weights(self, weights):
+        pass
+
+    def _valid_conv(self, x):
+        return x[:, : tf.shape(x)[1] - (self.kernel_size - 1)]
+
+    def get_config(self):
+        config = super().get_config()
+        return {**{k: v for k, v in config.items() if k not in ("filters", "kernel_size")},
+                "delay": self.kernel_size - 1}
+
+
+@keras.saving.register_keras_serializable(package="bwe")
 class CenteredConv1D(_Conv1DMixin, _StreamingConvBase):
     """Non-causal ('same') Conv1D for offline models: the kernel is centred on the output sample.
 
@@ -463,4 +505,4 @@ def conv1d_transpose(causal: bool, *args, **kwargs) -> _StreamingConvBase:
     return (CausalConv1DTranspose if causal else CenteredConv1DTranspose)(*args, **kwargs)
 
 
-STREAMING_CONV_LAYERS = (CausalConv1D, CenteredConv1D, CausalConv1DTranspose, CenteredConv1DTranspose)
+STREAMING_CONV_LAYERS = (CausalConv1D, CenteredConv1D, CausalConv1DTranspose, CenteredConv1DTranspose)  # CausalDelay too

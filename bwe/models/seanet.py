@@ -31,6 +31,7 @@ from bwe.config import ModelConfig
 from bwe.layers.conv import (
     STREAMING_CONV_LAYERS,
     CausalConv1D,
+    CausalDelay,
     CausalConv1DTranspose,
     conv1d,
     conv1d_transpose,
@@ -163,15 +164,12 @@ def band_split_kernel(taps: int) -> np.ndarray:
 ENVELOPE_BANK_KAISER_BETA = 4.0  # neighbouring bands >= 26 dB down at each band's centre with 33 taps
 
 
-def envelope_filter_bank(cfg: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Kernels of the envelope head's two fixed convs: ``(delay [L, 1, 1], bands [L, 1, K])``.
-
-    ``bands`` takes the network's raw output through the band-split high-pass (`band_split_kernel`)
-    and then a complementary bank of K equal bands from 4 to 8 kHz (differences of Kaiser-windowed
-    low-passes, the last one the rest of the spectrum), so the K outputs sum exactly to the
-    high-passed signal delayed by the bank's centre: with every gain at 1 the head is the identity.
-    ``delay`` delays the interpolated input by the same ``(L - 1) / 2`` samples.
-    """
+def envelope_filter_bank(cfg: ModelConfig) -> np.ndarray:
+    """Kernel ``[taps, 1, K]`` of the envelope head's fixed band bank: K equal bands from 4 to 8 kHz
+    (differences of Kaiser-windowed low-passes, the last one the rest of the spectrum), complementary:
+    the K outputs sum exactly to the input delayed by the bank's centre, so with every gain at 1
+    the head is the identity. It reads the network's output after the band-split high-pass
+    (`band_split_kernel`), and the interpolated input is delayed to match (`envelope_delay_samples`)."""
     taps, bands = cfg.envelope_filter_taps, cfg.envelope_bands
     centre = np.zeros(taps)
     centre[(taps - 1) // 2] = 1.0
@@ -179,11 +177,7 @@ def envelope_filter_bank(cfg: ModelConfig) -> tuple[np.ndarray, np.ndarray]:
     lowpasses = [scipy.signal.firwin(taps, f, window=("kaiser", ENVELOPE_BANK_KAISER_BETA), fs=OUTPUT_RATE)
                  for f in edges]
     bank = np.diff(np.stack([np.zeros(taps)] + lowpasses + [centre]), axis=0)  # [K, taps], sums to the centre tap
-    highpass = band_split_kernel(cfg.upsampler_taps)[:, 1, 0]
-    kernels = np.stack([np.convolve(highpass, b) for b in bank], axis=1)  # [L, K]
-    delay = np.zeros(len(kernels))
-    delay[(len(kernels) - 1) // 2] = 1.0
-    return delay[:, None, None].astype(np.float32), kernels[:, None, :].astype(np.float32)
+    return bank.T[:, None, :].astype(np.float32)
 
 
 INPUT_BANK_TAPS = 33  # at 8 kHz: neighbouring 500 Hz bands >= 26 dB down at each band's centre
@@ -325,13 +319,16 @@ def build_generator(
     h = elu("output_elu")(h)
     h = graph(conv("output_conv", 1, cfg.last_kernel_size), h)
     if cfg.envelope_bands:
-        delay_kernel, band_kernels = envelope_filter_bank(cfg)
         fixed = dict(use_bias=False, trainable=False, **common)
-        low = graph(CausalConv1D(1, len(delay_kernel), name="envelope_delay",
-                                 kernel_initializer=keras.initializers.Constant(delay_kernel), **fixed),
-                    padded_interpolated)
-        bands = graph(CausalConv1D(cfg.envelope_bands, len(band_kernels), name="envelope_bands",
-                                   kernel_initializer=keras.initializers.Constant(band_kernels), **fixed), h)
+        # The band split's high-pass, then the bank: two short convs cost fewer MACs than their product.
+        delay = (cfg.upsampler_taps - 1) // 2 + (cfg.envelope_filter_taps - 1) // 2
+        low = graph(CausalDelay(delay, name="envelope_delay", **common), padded_interpolated)
+        highpass = band_split_kernel(cfg.upsampler_taps)[:, 1:, :]
+        h = graph(CausalConv1D(1, cfg.upsampler_taps, name="envelope_highpass",
+                               kernel_initializer=keras.initializers.Constant(highpass), **fixed), h)
+        bands = graph(CausalConv1D(cfg.envelope_bands, cfg.envelope_filter_taps, name="envelope_bands",
+                                   kernel_initializer=keras.initializers.Constant(envelope_filter_bank(cfg)),
+                                   **fixed), h)
         # One frame per bottleneck step. Each band's gain is decided from the input's levels in 500 Hz
         # bands (what a classical envelope regression reads), the generated bands' own levels (so the
         # head sets a loudness instead of having to learn the body's) and the bottleneck's features,
