@@ -12,8 +12,8 @@ end of the target: the model is compared with what it can know.
   generator forward per step instead of two, which matters on a CPU).
 - With an envelope head (``model.envelope_bands``), the last ``train.envelope_head_steps`` steps fit the head alone:
   everything else frozen, the high-band envelope loss its only loss, its own Adam (``optim.envelope_lr``). It is a
-  regression on what the finished GAN generator makes, so it learns the conditional mean of each band's level,
-  which the adversarial terms do not ask for. Before those steps the head stays the identity. A checkpoint of the
+  regression on what the finished GAN generator makes, so it learns the conditional mean of each band's level
+  (an expectile below it with ``losses.envelope_overshoot_weight`` > 1), which the adversarial terms do not ask for. Before those steps the head stays the identity. A checkpoint of the
   same recipe without the head resumes into it (`Trainer._restore_into_new_head`), so a trained run can gain one.
 - Gradients are summed across replicas, clipped to ``optim.grad_clip_norm`` (global norm), and applied only if
   every loss and gradient is finite. Otherwise the step is skipped and counted (``train.nan_policy=skip``,
@@ -181,9 +181,7 @@ class Trainer:
             self.body_variables = [w for w in self.generator.trainable_variables if id(w) not in head]
             self.discriminators = build_discriminators(recipe.discriminators, recipe.data.segment_samples - self.delay)
             opt = recipe.optim
-            self.generator_optimizer = keras.optimizers.Adam(
-                _learning_rate(opt.generator_lr, recipe, train.steps), beta_1=opt.beta_1, beta_2=opt.beta_2,
-                name="generator_adam")
+            self.generator_optimizer = self._generator_adam()
             self.discriminator_optimizer = keras.optimizers.Adam(
                 _learning_rate(opt.discriminator_lr, recipe, train.steps - train.warmup_steps), beta_1=opt.beta_1,
                 beta_2=opt.beta_2, name="discriminator_adam")
@@ -257,6 +255,13 @@ class Trainer:
             self.discriminator_optimizer.learning_rate = self.recipe.optim.discriminator_lr
         return int(self.step.numpy())
 
+    def _generator_adam(self):
+        import keras
+
+        opt = self.recipe.optim
+        return keras.optimizers.Adam(_learning_rate(opt.generator_lr, self.recipe, self.recipe.train.steps),
+                                     beta_1=opt.beta_1, beta_2=opt.beta_2, name="generator_adam")
+
     def _restore_into_new_head(self, path: str) -> None:
         """Restore a checkpoint taken before the envelope head was added (the same recipe with
         model.envelope_bands: 0), so a trained run can gain a head. The checkpoint must match that
@@ -265,14 +270,12 @@ class Trainer:
         the head keeps its identity initialisation."""
         import dataclasses
 
-        import keras
-
         from bwe.models.seanet import build_generator
 
         tf = self.tf
         with self.strategy.scope():
             headless = build_generator(dataclasses.replace(self.recipe.model, envelope_bands=0))
-            optimizer = keras.optimizers.Adam(name="generator_adam")
+            optimizer = self._generator_adam()  # built like the run's, so the checkpoint's slots match
             optimizer.build(headless.trainable_variables)
         tf.train.Checkpoint(generator=headless, generator_optimizer=optimizer).restore(
             path).expect_partial().assert_existing_objects_matched()
@@ -344,8 +347,8 @@ class Trainer:
 
     def _envelope_head_gradients(self, narrowband, wideband):
         """The envelope head alone, by regression: the envelope loss is its only loss and it the only
-        network that moves, so it learns the conditional mean of each band's level (in log10 energy)
-        for what the frozen rest of the generator makes."""
+        network that moves, so it learns the conditional mean of each band's level (in log10 energy;
+        an expectile below it with an overshoot weight) for what the frozen rest of the generator makes."""
         from bwe import losses
 
         with self.tf.GradientTape() as tape:

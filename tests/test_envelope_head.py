@@ -145,15 +145,17 @@ def test_head_phase_trains_the_head_alone_on_the_envelope_loss(tmp_path):
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])  # one fixed batch: the head must fit it
 
 
-def test_a_trained_run_gains_a_head_and_anything_else_is_refused(tmp_path):
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])  # the optimizers' checkpointed state differs
+def test_a_trained_run_gains_a_head_and_anything_else_is_refused(tmp_path, schedule):
     from bwe.rundir import RunDirError
     from bwe.train import Trainer
 
-    headless = Trainer(load_recipe(TINY), str(tmp_path))
+    rates = [f"optim.lr_schedule={schedule}"]
+    headless = Trainer(load_recipe(TINY, rates), str(tmp_path))
     headless.train_step(*_batch(0), 10)  # a GAN step: optimizer slots and discriminators hold values
     headless.step.assign(7)
     headless._save("latest")
-    grown = Trainer(load_recipe(TINY, HEAD + ["train.envelope_head_steps=5"]), str(tmp_path))
+    grown = Trainer(load_recipe(TINY, HEAD + rates + ["train.envelope_head_steps=5"]), str(tmp_path))
     assert grown.restore() == 7
     for layer in headless.generator.layers:
         if layer.trainable_weights:
@@ -165,8 +167,8 @@ def test_a_trained_run_gains_a_head_and_anything_else_is_refused(tmp_path):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     assert all(not np.any(v.numpy()) for v in grown.head_variables if "log_gain" in v.path)  # still the identity
     grown._save("latest")
-    assert Trainer(load_recipe(TINY, HEAD), str(tmp_path)).restore() == 7  # a head checkpoint resumes as usual
-    other = Trainer(load_recipe(TINY, HEAD + ["model.channels=8"]), str(tmp_path))
+    assert Trainer(load_recipe(TINY, HEAD + rates), str(tmp_path)).restore() == 7  # a head checkpoint resumes
+    other = Trainer(load_recipe(TINY, HEAD + rates + ["model.channels=8"]), str(tmp_path))
     with pytest.raises(RunDirError, match="does not fit this recipe's networks"):
         other.restore()
 

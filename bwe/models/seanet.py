@@ -13,6 +13,10 @@ Structure (Li et al. 2021, "Real-time speech frequency bandwidth extension"; Sou
    transposed conv, add the encoder's activations at that resolution, 3 residual units) -> ELU +
    output conv to one channel.
 3. The network output is added to the interpolated input: it only has to learn the missing band.
+4. Optionally (``envelope_bands``), an envelope head: the network's band, high-passed, is split by a
+   fixed complementary bank into equal bands from 4 to 8 kHz, and a small causal head at the
+   bottleneck's frame rate gives each band a gain (from the input's band levels, the bands' own
+   levels and the bottleneck), crossfaded from frame to frame (`bwe.layers.envelope`).
 
 All convolutions are causal (``cfg.causal``) or centred. The same function builds every mode (see
 `bwe.layers.Modes`); layer names are fixed so weights can be copied by name between modes.
@@ -162,38 +166,35 @@ def band_split_kernel(taps: int) -> np.ndarray:
 
 
 ENVELOPE_BANK_KAISER_BETA = 4.0  # neighbouring bands >= 26 dB down at each band's centre with 33 taps
-
-
-def envelope_filter_bank(cfg: ModelConfig) -> np.ndarray:
-    """Kernel ``[taps, 1, K]`` of the envelope head's fixed band bank: K equal bands from 4 to 8 kHz
-    (differences of Kaiser-windowed low-passes, the last one the rest of the spectrum), complementary:
-    the K outputs sum exactly to the input delayed by the bank's centre, so with every gain at 1
-    the head is the identity. It reads the network's output after the band-split high-pass
-    (`band_split_kernel`), and the interpolated input is delayed to match (`envelope_delay_samples`)."""
-    taps, bands = cfg.envelope_filter_taps, cfg.envelope_bands
-    centre = np.zeros(taps)
-    centre[(taps - 1) // 2] = 1.0
-    edges = [SPLIT_HZ + (OUTPUT_RATE / 2 - SPLIT_HZ) * k / bands for k in range(1, bands)]
-    lowpasses = [scipy.signal.firwin(taps, f, window=("kaiser", ENVELOPE_BANK_KAISER_BETA), fs=OUTPUT_RATE)
-                 for f in edges]
-    bank = np.diff(np.stack([np.zeros(taps)] + lowpasses + [centre]), axis=0)  # [K, taps], sums to the centre tap
-    return bank.T[:, None, :].astype(np.float32)
-
-
-INPUT_BANK_TAPS = 33  # at 8 kHz: neighbouring 500 Hz bands >= 26 dB down at each band's centre
+INPUT_BANK_TAPS = 33  # at 8 kHz, the same selectivity for the input's 500 Hz bands
 INPUT_BAND_EDGES_HZ = tuple(range(500, 4000, 500))
 
 
-def input_filter_bank() -> np.ndarray:
-    """Kernel ``[INPUT_BANK_TAPS, 1, 8]`` of the fixed conv that splits the 8 kHz input into 500 Hz bands
-    for the envelope head's features (complementary like `envelope_filter_bank`; features only, so
-    its delay never reaches the output)."""
-    centre = np.zeros(INPUT_BANK_TAPS)
-    centre[(INPUT_BANK_TAPS - 1) // 2] = 1.0
-    lowpasses = [scipy.signal.firwin(INPUT_BANK_TAPS, f, window=("kaiser", ENVELOPE_BANK_KAISER_BETA), fs=INPUT_RATE)
-                 for f in INPUT_BAND_EDGES_HZ]
-    bank = np.diff(np.stack([np.zeros(INPUT_BANK_TAPS)] + lowpasses + [centre]), axis=0)
+def complementary_bank(taps: int, edges_hz, rate: int) -> np.ndarray:
+    """Kernel ``[taps, 1, len(edges_hz) + 1]`` of a fixed bank split at ``edges_hz``: differences of
+    Kaiser-windowed low-passes, the last band the rest of the spectrum. Complementary: the outputs
+    sum exactly to the input delayed by ``(taps - 1) / 2``."""
+    centre = np.zeros(taps)
+    centre[(taps - 1) // 2] = 1.0
+    lowpasses = [scipy.signal.firwin(taps, f, window=("kaiser", ENVELOPE_BANK_KAISER_BETA), fs=rate)
+                 for f in edges_hz]
+    bank = np.diff(np.stack([np.zeros(taps)] + lowpasses + [centre]), axis=0)  # [bands, taps]
     return bank.T[:, None, :].astype(np.float32)
+
+
+def envelope_filter_bank(cfg: ModelConfig) -> np.ndarray:
+    """The envelope head's bank: ``cfg.envelope_bands`` equal bands from 4 to 8 kHz, reading the
+    network's output after the band-split high-pass. Complementary, so with every gain at 1 the
+    head is the identity (the interpolated input is delayed by as much)."""
+    bands = cfg.envelope_bands
+    edges = [SPLIT_HZ + (OUTPUT_RATE / 2 - SPLIT_HZ) * k / bands for k in range(1, bands)]
+    return complementary_bank(cfg.envelope_filter_taps, edges, OUTPUT_RATE)
+
+
+def input_filter_bank() -> np.ndarray:
+    """The 8 kHz input in 500 Hz bands, for the envelope head's features (its delay reaches only
+    the features, never the output)."""
+    return complementary_bank(INPUT_BANK_TAPS, INPUT_BAND_EDGES_HZ, INPUT_RATE)
 
 
 def gain_pair_kernel(bands: int) -> np.ndarray:
