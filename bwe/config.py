@@ -53,9 +53,10 @@ class ModelConfig:
     # band into this many equal bands from 4 to 8 kHz, and a small frame-rate head (a causal conv of
     # ``envelope_channels`` per dilation of ``envelope_dilations``, kernel 3, over the input's band
     # levels, the bands' own levels and the bottleneck features) sets each band's gain every 16 ms,
-    # interpolated linearly in between. It starts as the identity and is fitted by
-    # regression (train.envelope_head_steps): the GAN invents the band's fine structure, the head
-    # sets its loudness to the conditional mean a regression from the low band predicts.
+    # crossfaded from the previous frame's over ``envelope_crossfade`` samples. It starts as the
+    # identity and is fitted by regression (train.envelope_head_steps): the GAN invents the band's
+    # fine structure, the head sets its loudness to what a regression from the low band predicts
+    # (the conditional mean, or an expectile below it with losses.envelope_overshoot_weight > 1).
     envelope_bands: int = 0
     envelope_filter_taps: int = 33
     envelope_channels: int = 64
@@ -87,8 +88,8 @@ class ExportConfig:
     int8_mode: str = "dynamic"
     int8_calibration_frames: int = 400  # 'full' only: frames streamed through the float model to calibrate
     # Scales the generated 4-8 kHz band of the exported files (the network's output layer, which reaches
-    # the output only through the band-split high-pass; the interpolated input is untouched; needs
-    # model.highband_residual). Below 1 trades spectral distance for fewer audible errors: an invented
+    # the output only through the band-split high-pass, or with an envelope head the conv that hands on
+    # its gains; the interpolated input is untouched; needs model.highband_residual). Below 1 trades spectral distance for fewer audible errors: an invented
     # band that is too loud is worse than one too quiet.
     highband_gain: float = 1.0
 

@@ -199,8 +199,14 @@ class _StreamingConvBase(keras.layers.Layer):
                     f"{type(self).__name__} '{self.name}': in external-state mode call the layer on "
                     "[inputs, state] and it returns [outputs, new_state]")
             input_shape = input_shape[0]
-        in_channels = self._check_input_shape(tuple(input_shape))
-        self.in_channels = in_channels
+        self.in_channels = self._check_input_shape(tuple(input_shape))
+        self._add_kernel_weights(self.in_channels)
+        if self.mode is Modes.STREAM_INTERNAL_STATE_INFERENCE and self.state_length:
+            self.state = self.add_weight(name="state", shape=(self.state_batch_size,) + self.state_shape,
+                                         initializer="zeros", trainable=False)
+
+    def _add_kernel_weights(self, in_channels: int) -> None:
+        """The kernel (plain, or weight-normalised as ``kernel_v`` and ``kernel_g``) and the bias."""
         shape = self._kernel_shape(in_channels)
         if self.weight_norm:
             initial = np.asarray(self.kernel_initializer(shape), dtype=np.float32)
@@ -212,9 +218,6 @@ class _StreamingConvBase(keras.layers.Layer):
             self.kernel = self.add_weight(name="kernel", shape=shape, initializer=self.kernel_initializer)
         if self.use_bias:
             self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
-        if self.mode is Modes.STREAM_INTERNAL_STATE_INFERENCE and self.state_length:
-            self.state = self.add_weight(name="state", shape=(self.state_batch_size,) + self.state_shape,
-                                         initializer="zeros", trainable=False)
 
     def effective_kernel(self) -> tf.Tensor:
         if not self.weight_norm:
@@ -350,19 +353,10 @@ class CausalDelay(CausalConv1D):
     (a long one-channel convolution is slow in TFLite for what is only a copy). No weights."""
 
     def __init__(self, delay: int, **kwargs):
-        kwargs.pop("filters", None)
-        kwargs.pop("kernel_size", None)
         super().__init__(1, delay + 1, use_bias=False, **kwargs)
 
-    def build(self, input_shape):
-        if self.mode is Modes.STREAM_EXTERNAL_STATE_INFERENCE and isinstance(input_shape, (list, tuple)) \
-                and len(input_shape) == 2 and isinstance(input_shape[0], (list, tuple)):
-            input_shape = input_shape[0]
-        self.in_channels = self._check_input_shape(tuple(input_shape))
-        if self.mode is Modes.STREAM_INTERNAL_STATE_INFERENCE and self.state_length:
-            self.state = self.add_weight(name="state", shape=(self.state_batch_size,) + self.state_shape,
-                                         initializer="zeros", trainable=False)
-        self.built = True
+    def _add_kernel_weights(self, in_channels):
+        pass  # the impulse is implicit in _valid_conv
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
@@ -380,9 +374,8 @@ class CausalDelay(CausalConv1D):
         return x[:, : tf.shape(x)[1] - (self.kernel_size - 1)]
 
     def get_config(self):
-        config = super().get_config()
-        return {**{k: v for k, v in config.items() if k not in ("filters", "kernel_size")},
-                "delay": self.kernel_size - 1}
+        config = {k: v for k, v in super().get_config().items() if k not in ("filters", "kernel_size", "use_bias")}
+        return {**config, "delay": self.kernel_size - 1}
 
 
 @keras.saving.register_keras_serializable(package="bwe")
@@ -505,4 +498,5 @@ def conv1d_transpose(causal: bool, *args, **kwargs) -> _StreamingConvBase:
     return (CausalConv1DTranspose if causal else CenteredConv1DTranspose)(*args, **kwargs)
 
 
-STREAMING_CONV_LAYERS = (CausalConv1D, CenteredConv1D, CausalConv1DTranspose, CenteredConv1DTranspose)  # CausalDelay too
+# CausalDelay is a CausalConv1D, so it is one of these too.
+STREAMING_CONV_LAYERS = (CausalConv1D, CenteredConv1D, CausalConv1DTranspose, CenteredConv1DTranspose)
