@@ -321,9 +321,10 @@ def build_generator(
     h = graph(conv("output_conv", 1, cfg.last_kernel_size), h)
     if cfg.envelope_bands:
         fixed = dict(use_bias=False, trainable=False, **common)
-        # The band split's high-pass, then the bank: two short convs cost fewer MACs than their product.
-        delay = (cfg.upsampler_taps - 1) // 2 + (cfg.envelope_filter_taps - 1) // 2
+        # The interpolated input waits for the high-pass and the bank (all of the delay but its own).
+        delay = generator_delay_samples(cfg) - (cfg.upsampler_taps - 1) // 2
         low = graph(CausalDelay(delay, name="envelope_delay", **common), padded_interpolated)
+        # The band split's high-pass, then the bank: two short convs cost fewer MACs than their product.
         highpass = band_split_kernel(cfg.upsampler_taps)[:, 1:, :]
         h = graph(CausalConv1D(1, cfg.upsampler_taps, name="envelope_highpass",
                                kernel_initializer=keras.initializers.Constant(highpass), **fixed), h)
