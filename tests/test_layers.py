@@ -14,6 +14,7 @@ from bwe.layers.conv import (
     CenteredConv1DTranspose,
     causal_conv_state_length,
     effective_kernel_size,
+    grouped_kernel_indices,
     transpose_tail_length,
 )
 from bwe.layers.modes import Modes
@@ -113,6 +114,77 @@ def test_causal_conv_golden_and_streaming(kernel, stride, dilation):
     y_int, y_ext = _stream(CausalConv1D, kwargs, x, frame, offline)
     np.testing.assert_allclose(y_int, y, atol=1e-5)
     np.testing.assert_allclose(y_ext, y, atol=1e-5)
+
+
+SAMPLE_GROUP_CASES = [  # (kernel, dilation, group, channels in, channels out)
+    (33, 1, 16, 1, 1), (33, 1, 8, 1, 4), (7, 1, 8, 8, 1), (7, 1, 4, 1, 8), (3, 3, 4, 2, 3), (1, 1, 4, 2, 3),
+    (5, 2, 2, 2, 1)]
+
+
+@pytest.mark.parametrize("kernel,dilation,group,c_in,c_out", SAMPLE_GROUP_CASES)
+def test_sample_groups_streaming_equals_direct_offline(kernel, dilation, group, c_in, c_out):
+    """The grouped computation of the streaming modes is the direct conv: same output frame by frame,
+    with the state rounded up to whole groups (its extra past samples meet zero taps)."""
+    keras.utils.set_random_seed(kernel + group)
+    kwargs = dict(filters=c_out, kernel_size=kernel, dilation_rate=dilation, sample_groups=group, name="poly")
+    frame = 2 * group
+    x = _signal(frame * 6, channels=c_in, seed=kernel)
+    offline = CausalConv1D(mode=Modes.NON_STREAM_INFERENCE, **kwargs)
+    offline(x)
+    offline.bias.assign(np.linspace(-0.5, 0.5, c_out).astype(np.float32))
+    y = np.asarray(offline(x))
+    w, b = offline.plain_weights()["kernel"], offline.plain_weights()["bias"]
+    np.testing.assert_allclose(y, _numpy_causal_conv(x, w, b, 1, dilation), atol=1e-5)
+    streaming = CausalConv1D(mode=Modes.STREAM_EXTERNAL_STATE_INFERENCE, **kwargs)
+    direct_state = causal_conv_state_length(kernel, 1, dilation)
+    assert streaming.state_shape_for(c_in) == ((-(-direct_state // group) * group, c_in) if direct_state else None)
+    y_int, y_ext = _stream(CausalConv1D, kwargs, x, frame, offline)
+    np.testing.assert_allclose(y_int, y, atol=1e-5)
+    np.testing.assert_allclose(y_ext, y, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel,stride,group,frame", [(33, 2, 8, 8), (33, 2, 4, 6), (16, 8, 2, 3), (3, 2, 4, 4)])
+def test_sample_groups_transpose_streaming_equals_offline(kernel, stride, group, frame):
+    """A transposed conv over groups of input steps (frames of any length: zero steps pad the last
+    group and are cropped) streams the same output as the direct offline one."""
+    keras.utils.set_random_seed(kernel + group)
+    kwargs = dict(filters=OUT_CH, kernel_size=kernel, strides=stride, sample_groups=group, name="grpt")
+    x = _signal(frame * 5, seed=kernel)
+    offline = CausalConv1DTranspose(mode=Modes.NON_STREAM_INFERENCE, **kwargs)
+    offline(x)
+    offline.bias.assign(np.linspace(-0.5, 0.5, OUT_CH).astype(np.float32))
+    y = np.asarray(offline(x))
+    w, b = offline.plain_weights()["kernel"], offline.plain_weights()["bias"]
+    np.testing.assert_allclose(y, _numpy_causal_transpose(x, w, b, stride), atol=1e-5)
+    y_int, y_ext = _stream(CausalConv1DTranspose, kwargs, x, frame, offline)
+    np.testing.assert_allclose(y_int, y, atol=1e-5)
+    np.testing.assert_allclose(y_ext, y, atol=1e-5)
+
+
+def test_grouped_kernel_indices_golden():
+    # 5 taps in groups of 2: output phase r of a group reads input phase b of group step a at tap 2a + b - r.
+    idx = grouped_kernel_indices(5, 2)
+    assert idx.shape == (3, 2, 2)
+    np.testing.assert_array_equal(idx[:, :, 0], [[0, 1], [2, 3], [4, 5]])
+    np.testing.assert_array_equal(idx[:, :, 1], [[5, 0], [1, 2], [3, 4]])  # 5 = no tap (zero)
+    with pytest.raises(ValueError, match="not a multiple of group"):
+        grouped_kernel_indices(6, 4)
+
+
+def test_sample_groups_refusals_and_config():
+    with pytest.raises(ValueError, match="sample_groups=4 needs stride 1"):
+        CausalConv1D(2, 4, strides=2, sample_groups=4)
+    with pytest.raises(ValueError, match="sample_groups must be a positive integer"):
+        CausalConv1D(2, 4, sample_groups=0)
+    layer = CausalConv1D(2, 5, sample_groups=4, mode=Modes.STREAM_INTERNAL_STATE_INFERENCE, name="grp")
+    with pytest.raises(ValueError, match="frame length 6 is not divisible by sample_groups=4"):
+        layer(np.zeros((1, 6, 2), np.float32))
+    assert CausalConv1D.from_config(layer.get_config()).sample_groups == 4
+    with pytest.raises(ValueError, match="a centred layer cannot stream"):
+        CenteredConv1D(2, 3, sample_groups=2)
+    # Training and offline inference keep the direct conv and its state length.
+    assert CausalConv1D(2, 5, sample_groups=4, name="t").state_length == 4
+    assert CausalConv1D(2, 6, sample_groups=4, name="t").state_length == 5
 
 
 TRANSPOSE_CASES = list(itertools.product([1, 2, 3, 4, 7, 16], [1, 2, 8]))

@@ -165,6 +165,21 @@ def band_split_kernel(taps: int) -> np.ndarray:
     return np.stack([delay, delay - lowpass], axis=1)[:, :, None].astype(np.float32)
 
 
+# Sample groups for the streaming models' convs with one input or output channel at the full rate,
+# computed over groups of samples (`CausalConv1D` sample_groups): the same conv, 2-7x faster in XNNPACK.
+# Each grouped kernel stays under 1024 weights, the size below which dynamic-range int8 leaves a conv
+# float, so the int8 exports quantise what they did before. Measured on 65536 samples, 2 threads.
+# A model whose frame is not a multiple of a group uses the largest group that divides it.
+SAMPLE_GROUPS = {
+    "upsampler": 8,  # 1 -> 1 transposed, stride 2, 33 taps (a 1 -> 2 conv of 17 taps at 8 kHz): 0.26 -> 0.07 ms
+    "input_conv": 2,  # 1 -> 8 channels, 7 taps: 0.16 -> 0.11 ms
+    "output_conv": 4,  # 8 -> 1, 7 taps: 0.72 -> 0.35 ms
+    "band_split": 8,  # 2 -> 1, 33 taps: 0.83 -> 0.16 ms
+    "envelope_highpass": 16,  # 1 -> 1, 33 taps: 0.45 -> 0.07 ms
+    "envelope_bands": 4,  # 1 -> 4, 33 taps: 0.47 -> 0.16 ms
+    "envelope_input_bands": 2,  # 1 -> 8, 33 taps, at 8 kHz
+}
+
 ENVELOPE_BANK_KAISER_BETA = 4.0  # neighbouring bands >= 26 dB down at each band's centre with 33 taps
 INPUT_BANK_TAPS = 33  # at 8 kHz, the same selectivity for the input's 500 Hz bands
 INPUT_BAND_EDGES_HZ = tuple(range(500, 4000, 500))
@@ -270,8 +285,14 @@ def build_generator(
     conv_args = dict(common, weight_norm=weight_norm, pad_mode=cfg.pad_mode)
     graph = _Graph(mode, batch_size)
 
+    def groups_for(name, rate=OUTPUT_RATE):
+        frame = hop * rate // OUTPUT_RATE  # streaming frame at the layer's rate
+        return math.gcd(SAMPLE_GROUPS[name], frame)
+
     def conv(name, filters, kernel, stride=1, dilation=1):
-        return conv1d(cfg.causal, filters, kernel, strides=stride, dilation_rate=dilation, name=name, **conv_args)
+        grouped = dict(sample_groups=groups_for(name)) if cfg.causal and name in SAMPLE_GROUPS else {}
+        return conv1d(cfg.causal, filters, kernel, strides=stride, dilation_rate=dilation, name=name, **conv_args,
+                      **grouped)
 
     def elu(name):
         return keras.layers.ELU(name=name)
@@ -287,6 +308,7 @@ def build_generator(
     audio = keras.Input(batch_shape=(batch_size, input_samples, 1), name="audio")
     upsampler = CausalConv1DTranspose(
         1, cfg.upsampler_taps, strides=UPSAMPLE_FACTOR, use_bias=False, trainable=False, name="upsampler",
+        sample_groups=groups_for("upsampler", INPUT_RATE),
         kernel_initializer=keras.initializers.Constant(interpolation_filter(cfg.upsampler_taps)[:, None, None]),
         **common)
     interpolated = graph(upsampler, audio)
@@ -327,8 +349,10 @@ def build_generator(
         # The band split's high-pass, then the bank: two short convs cost fewer MACs than their product.
         highpass = band_split_kernel(cfg.upsampler_taps)[:, 1:, :]
         h = graph(CausalConv1D(1, cfg.upsampler_taps, name="envelope_highpass",
+                               sample_groups=groups_for("envelope_highpass"),
                                kernel_initializer=keras.initializers.Constant(highpass), **fixed), h)
         bands = graph(CausalConv1D(cfg.envelope_bands, cfg.envelope_filter_taps, name="envelope_bands",
+                                   sample_groups=groups_for("envelope_bands"),
                                    kernel_initializer=keras.initializers.Constant(envelope_filter_bank(cfg)),
                                    **fixed), h)
         # One frame per bottleneck step. Each band's gain is decided from the input's levels in 500 Hz
@@ -339,6 +363,7 @@ def build_generator(
         if not mode.is_streaming:
             head_input = PadTimeToMultiple(hop // UPSAMPLE_FACTOR, mode=mode, name="envelope_pad_input")(audio)
         input_bands = graph(CausalConv1D(len(INPUT_BAND_EDGES_HZ) + 1, INPUT_BANK_TAPS, name="envelope_input_bands",
+                                         sample_groups=groups_for("envelope_input_bands", INPUT_RATE),
                                          kernel_initializer=keras.initializers.Constant(input_filter_bank()),
                                          **fixed), head_input)
         features = keras.layers.Concatenate(axis=-1, name="envelope_features")([
@@ -368,6 +393,7 @@ def build_generator(
         if cfg.highband_residual:
             band_split = CausalConv1D(
                 1, cfg.upsampler_taps, use_bias=False, trainable=False, name="band_split",
+                sample_groups=groups_for("band_split"),
                 kernel_initializer=keras.initializers.Constant(band_split_kernel(cfg.upsampler_taps)), **common)
             both = keras.layers.Concatenate(axis=-1, name="interpolated_and_residual")([interpolated, h])
             wideband = graph(band_split, both)
