@@ -167,17 +167,20 @@ def band_split_kernel(taps: int) -> np.ndarray:
 
 # Sample groups for the streaming models' convs with one input or output channel at the full rate,
 # computed over groups of samples (`CausalConv1D` sample_groups): the same conv, 2-7x faster in XNNPACK.
-# Each grouped kernel stays under 1024 weights, the size below which dynamic-range int8 leaves a conv
-# float, so the int8 exports quantise what they did before. Measured on 65536 samples, 2 threads.
+# In the default model (8 channels at the full rate) each grouped kernel stays under 1024 weights,
+# the size below which dynamic-range int8 leaves a conv float, so its int8 exports quantise what they
+# did before; a wider model's grouped input and output convs may be quantised. The times are per
+# call on one block's worth of input (65536 samples at 16 kHz, 32768 at 8 kHz), 2 threads, direct ->
+# grouped.
 # A model whose frame is not a multiple of a group uses the largest group that divides it.
 SAMPLE_GROUPS = {
-    "upsampler": 8,  # 1 -> 1 transposed, stride 2, 33 taps (a 1 -> 2 conv of 17 taps at 8 kHz): 0.26 -> 0.07 ms
+    "upsampler": 8,  # 1 -> 1 transposed, stride 2, 33 taps (a 1 -> 2 conv of 17 taps at 8 kHz): 0.13 -> 0.04 ms
     "input_conv": 2,  # 1 -> 8 channels, 7 taps: 0.16 -> 0.11 ms
     "output_conv": 4,  # 8 -> 1, 7 taps: 0.72 -> 0.35 ms
     "band_split": 8,  # 2 -> 1, 33 taps: 0.83 -> 0.16 ms
     "envelope_highpass": 16,  # 1 -> 1, 33 taps: 0.45 -> 0.07 ms
     "envelope_bands": 4,  # 1 -> 4, 33 taps: 0.47 -> 0.16 ms
-    "envelope_input_bands": 2,  # 1 -> 8, 33 taps, at 8 kHz
+    "envelope_input_bands": 2,  # 1 -> 8, 33 taps, at 8 kHz: 0.24 -> 0.14 ms
 }
 
 ENVELOPE_BANK_KAISER_BETA = 4.0  # neighbouring bands >= 26 dB down at each band's centre with 33 taps
