@@ -15,7 +15,11 @@ offline and streaming code paths cannot disagree about it:
   ``k - s`` samples that spill past the frame (the overlap tail, before the bias is added) are the
   state, added onto the start of the next frame's output. It is computed in polyphase form (a
   direct conv with ``ceil(k / s)`` taps and ``s * filters`` outputs, interleaved by a reshape), which
-  is the same arithmetic as TRANSPOSE_CONV but converts to TFLite with a resizable time axis.
+  is the same arithmetic as TRANSPOSE_CONV but converts to TFLite with a resizable time axis;
+* with ``sample_groups=G``, the streaming modes of a causal conv (stride 1) or transposed conv
+  compute the same convolution over groups of G samples (`grouped_valid_conv`), which XNNPACK runs
+  much faster when a layer has one input or output channel; a grouped conv's state is rounded up
+  to whole groups.
 
 Weight normalisation (``kernel = g * v / ||v||``, one ``g`` per output channel) is a training-time
 reparametrisation. ``plain_weights()`` returns the folded kernel, which is what the inference and

@@ -171,8 +171,7 @@ def band_split_kernel(taps: int) -> np.ndarray:
 # the size below which dynamic-range int8 leaves a conv float, so its int8 exports quantise what they
 # did before; a wider model's grouped input and output convs may be quantised. The times are per
 # call on one block's worth of input (65536 samples at 16 kHz, 32768 at 8 kHz), 2 threads, direct ->
-# grouped.
-# A model whose frame is not a multiple of a group uses the largest group that divides it.
+# grouped. Every group divides the 16 ms streaming frame (128 samples at 8 kHz, 256 at 16 kHz).
 SAMPLE_GROUPS = {
     "upsampler": 8,  # 1 -> 1 transposed, stride 2, 33 taps (a 1 -> 2 conv of 17 taps at 8 kHz): 0.13 -> 0.04 ms
     "input_conv": 2,  # 1 -> 8 channels, 7 taps: 0.16 -> 0.11 ms
@@ -288,12 +287,8 @@ def build_generator(
     conv_args = dict(common, weight_norm=weight_norm, pad_mode=cfg.pad_mode)
     graph = _Graph(mode, batch_size)
 
-    def groups_for(name, rate=OUTPUT_RATE):
-        frame = hop * rate // OUTPUT_RATE  # streaming frame at the layer's rate
-        return math.gcd(SAMPLE_GROUPS[name], frame)
-
     def conv(name, filters, kernel, stride=1, dilation=1):
-        grouped = dict(sample_groups=groups_for(name)) if cfg.causal and name in SAMPLE_GROUPS else {}
+        grouped = dict(sample_groups=SAMPLE_GROUPS[name]) if cfg.causal and name in SAMPLE_GROUPS else {}
         return conv1d(cfg.causal, filters, kernel, strides=stride, dilation_rate=dilation, name=name, **conv_args,
                       **grouped)
 
@@ -311,7 +306,7 @@ def build_generator(
     audio = keras.Input(batch_shape=(batch_size, input_samples, 1), name="audio")
     upsampler = CausalConv1DTranspose(
         1, cfg.upsampler_taps, strides=UPSAMPLE_FACTOR, use_bias=False, trainable=False, name="upsampler",
-        sample_groups=groups_for("upsampler", INPUT_RATE),
+        sample_groups=SAMPLE_GROUPS["upsampler"],
         kernel_initializer=keras.initializers.Constant(interpolation_filter(cfg.upsampler_taps)[:, None, None]),
         **common)
     interpolated = graph(upsampler, audio)
@@ -352,10 +347,10 @@ def build_generator(
         # The band split's high-pass, then the bank: two short convs cost fewer MACs than their product.
         highpass = band_split_kernel(cfg.upsampler_taps)[:, 1:, :]
         h = graph(CausalConv1D(1, cfg.upsampler_taps, name="envelope_highpass",
-                               sample_groups=groups_for("envelope_highpass"),
+                               sample_groups=SAMPLE_GROUPS["envelope_highpass"],
                                kernel_initializer=keras.initializers.Constant(highpass), **fixed), h)
         bands = graph(CausalConv1D(cfg.envelope_bands, cfg.envelope_filter_taps, name="envelope_bands",
-                                   sample_groups=groups_for("envelope_bands"),
+                                   sample_groups=SAMPLE_GROUPS["envelope_bands"],
                                    kernel_initializer=keras.initializers.Constant(envelope_filter_bank(cfg)),
                                    **fixed), h)
         # One frame per bottleneck step. Each band's gain is decided from the input's levels in 500 Hz
@@ -366,7 +361,7 @@ def build_generator(
         if not mode.is_streaming:
             head_input = PadTimeToMultiple(hop // UPSAMPLE_FACTOR, mode=mode, name="envelope_pad_input")(audio)
         input_bands = graph(CausalConv1D(len(INPUT_BAND_EDGES_HZ) + 1, INPUT_BANK_TAPS, name="envelope_input_bands",
-                                         sample_groups=groups_for("envelope_input_bands", INPUT_RATE),
+                                         sample_groups=SAMPLE_GROUPS["envelope_input_bands"],
                                          kernel_initializer=keras.initializers.Constant(input_filter_bank()),
                                          **fixed), head_input)
         features = keras.layers.Concatenate(axis=-1, name="envelope_features")([
@@ -396,7 +391,7 @@ def build_generator(
         if cfg.highband_residual:
             band_split = CausalConv1D(
                 1, cfg.upsampler_taps, use_bias=False, trainable=False, name="band_split",
-                sample_groups=groups_for("band_split"),
+                sample_groups=SAMPLE_GROUPS["band_split"],
                 kernel_initializer=keras.initializers.Constant(band_split_kernel(cfg.upsampler_taps)), **common)
             both = keras.layers.Concatenate(axis=-1, name="interpolated_and_residual")([interpolated, h])
             wideband = graph(band_split, both)
