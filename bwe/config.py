@@ -89,8 +89,9 @@ class ExportConfig:
     int8_calibration_frames: int = 400  # 'full' only: frames streamed through the float model to calibrate
     # Scales the generated 4-8 kHz band of the exported files (the network's output layer, which reaches
     # the output only through the band-split high-pass, or with an envelope head the conv that hands on
-    # its gains; the interpolated input is untouched; needs model.highband_residual). Below 1 trades spectral distance for fewer audible errors: an invented
-    # band that is too loud is worse than one too quiet.
+    # its gains; the interpolated input is untouched; needs model.highband_residual). Below 1 trades
+    # spectral distance for fewer audible errors: an invented band that is too loud is worse than one
+    # too quiet.
     highband_gain: float = 1.0
 
     def __post_init__(self) -> None:
@@ -184,7 +185,8 @@ class OptimConfig:
     grad_clip_norm: float = 10.0  # global-norm clip of each network's gradients; 0 = off
     lr_schedule: str = "constant"  # constant | cosine (decays to lr * lr_min_ratio at train.steps)
     lr_min_ratio: float = 0.1
-    envelope_lr: float = 1e-3  # Adam's rate for the envelope head, cosine-decayed to a tenth over train.envelope_head_steps
+    # Adam's rate for the envelope head, cosine-decayed to a tenth over train.envelope_head_steps.
+    envelope_lr: float = 1e-3
 
     def __post_init__(self) -> None:
         _check_positive("optim.generator_lr", self.generator_lr)

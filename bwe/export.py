@@ -426,8 +426,9 @@ def export_generator(
             "delay_ms": 1000.0 * delay / OUTPUT_RATE,
             "architectural_latency_ms": frame_ms + 1000.0 * delay / OUTPUT_RATE,
             "latency_note": ("a frame of 16 ms must be buffered before its output exists, and the output lags the "
-                             "input by delay_samples (the group delays of the fixed linear-phase filters: the interpolator, the "
-                             "band split and, with an envelope head, its filter bank); no other look-ahead"),
+                             "input by delay_samples (the group delays of the fixed linear-phase filters: the "
+                             "interpolator, the band split and, with an envelope head, its filter bank); no other "
+                             "look-ahead"),
             "audio_input": AUDIO_NAME,
             "audio_output": AUDIO_NAME,
             "files": {

@@ -13,8 +13,9 @@ end of the target: the model is compared with what it can know.
 - With an envelope head (``model.envelope_bands``), the last ``train.envelope_head_steps`` steps fit the head alone:
   everything else frozen, the high-band envelope loss its only loss, its own Adam (``optim.envelope_lr``). It is a
   regression on what the finished GAN generator makes, so it learns the conditional mean of each band's level
-  (an expectile below it with ``losses.envelope_overshoot_weight`` > 1), which the adversarial terms do not ask for. Before those steps the head stays the identity. A checkpoint of the
-  same recipe without the head resumes into it (`Trainer._restore_into_new_head`), so a trained run can gain one.
+  (an expectile below it with ``losses.envelope_overshoot_weight`` > 1), which the adversarial terms do not ask
+  for. Before those steps the head stays the identity. A checkpoint of the same recipe without the head resumes
+  into it (`Trainer._restore_into_new_head`), so a trained run can gain one.
 - Gradients are summed across replicas, clipped to ``optim.grad_clip_norm`` (global norm), and applied only if
   every loss and gradient is finite. Otherwise the step is skipped and counted (``train.nan_policy=skip``,
   stopping after ``train.max_consecutive_nonfinite`` in a row) or training stops at once without writing a

@@ -10,6 +10,7 @@ import tensorflow as tf
 from bwe.layers.conv import (
     CausalConv1D,
     CausalConv1DTranspose,
+    CausalDelay,
     CenteredConv1D,
     CenteredConv1DTranspose,
     causal_conv_state_length,
@@ -182,6 +183,8 @@ def test_sample_groups_refusals_and_config():
     assert CausalConv1D.from_config(layer.get_config()).sample_groups == 4
     with pytest.raises(ValueError, match="a centred layer cannot stream"):
         CenteredConv1D(2, 3, sample_groups=2)
+    with pytest.raises(ValueError, match="sample_groups must be 1 \\(a delay is a slice\\)"):
+        CausalDelay(5, sample_groups=2)
     # Training and offline inference keep the direct conv and its state length.
     assert CausalConv1D(2, 5, sample_groups=4, name="t").state_length == 4
     assert CausalConv1D(2, 6, sample_groups=4, name="t").state_length == 5

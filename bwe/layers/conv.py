@@ -439,6 +439,9 @@ class CausalDelay(CausalConv1D):
 
     def __init__(self, delay: int, **kwargs):
         super().__init__(1, delay + 1, use_bias=False, **kwargs)
+        if self.sample_groups != 1:  # a slice has no conv to group, and a rounded-up state would shift it
+            raise ValueError(f"CausalDelay '{self.name}': sample_groups must be 1 (a delay is a slice), got "
+                             f"{self.sample_groups}")
 
     def _add_kernel_weights(self, in_channels):
         pass  # the impulse is implicit in _valid_conv
