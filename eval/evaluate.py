@@ -273,6 +273,21 @@ def _by_stem(root: str, flag: str) -> dict[str, str]:
     return found
 
 
+def paired_stems(nb_dir: str, wb_dir: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """``(pairs, unpaired)``: the (narrowband, wideband) paths of the files of ``nb_dir`` and ``wb_dir``
+    with the same relative name up to the extension, sorted by it, and the files without a partner;
+    an EvaluationError when no name is in common."""
+    narrow, wide = _by_stem(nb_dir, "--pairs"), _by_stem(wb_dir, "--pairs")
+    unpaired = sorted(
+        [os.path.relpath(narrow[s], nb_dir) + " (no wideband)" for s in narrow.keys() - wide.keys()]
+        + [os.path.relpath(wide[s], wb_dir) + " (no narrowband)" for s in wide.keys() - narrow.keys()]
+    )
+    stems = sorted(narrow.keys() & wide.keys())
+    if not stems:
+        raise EvaluationError(f"--pairs {nb_dir} {wb_dir}: no file names in common, nothing to pair")
+    return [(narrow[s], wide[s]) for s in stems], unpaired
+
+
 def shift(reference: np.ndarray, estimate: np.ndarray, offset: int) -> tuple[np.ndarray, np.ndarray]:
     """Undo a lag of ``offset`` samples of ``estimate`` behind ``reference``; trim both to equal length.
 
@@ -299,19 +314,14 @@ def evaluate_real_pairs(
 ) -> SetResult:
     """Score every system on real narrowband recordings against their wideband counterparts."""
     result = SetResult(PAIRS_SET, "real narrowband pairs", visqol)
-    narrow, wide = _by_stem(nb_dir, "--pairs"), _by_stem(wb_dir, "--pairs")
-    result.unpaired = sorted(
-        [os.path.relpath(narrow[s], nb_dir) + " (no wideband)" for s in narrow.keys() - wide.keys()]
-        + [os.path.relpath(wide[s], wb_dir) + " (no narrowband)" for s in wide.keys() - narrow.keys()]
-    )
-    stems = sorted(narrow.keys() & wide.keys())[:limit]
-    if not stems:
-        raise EvaluationError(f"--pairs {nb_dir} {wb_dir}: no file names in common, nothing to pair")
-    keep = panel_indices(len(stems), spectrograms)
-    for index, stem in enumerate(tqdm(stems, desc="pairs", unit="pair", disable=not progress, file=sys.stderr)):
-        name = os.path.relpath(wide[stem], wb_dir)
-        narrowband, _ = load_audio(narrow[stem], target_rate=NARROWBAND_RATE)
-        wideband, _ = load_audio(wide[stem], target_rate=WIDEBAND_RATE)
+    pairs, result.unpaired = paired_stems(nb_dir, wb_dir)
+    pairs = pairs[:limit]
+    keep = panel_indices(len(pairs), spectrograms)
+    for index, (narrow_path, wide_path) in enumerate(
+            tqdm(pairs, desc="pairs", unit="pair", disable=not progress, file=sys.stderr)):
+        name = os.path.relpath(wide_path, wb_dir)
+        narrowband, _ = load_audio(narrow_path, target_rate=NARROWBAND_RATE)
+        wideband, _ = load_audio(wide_path, target_rate=WIDEBAND_RATE)
         upsampled = sinc(narrowband)
         offset = estimate_delay(wideband, upsampled, max_offset)
         reference, _ = shift(wideband, upsampled, offset)

@@ -1,9 +1,11 @@
 """Where a bandwidth extender loses WB-PESQ: its high band, corrected in steps towards the reference.
 
     python eval/pesq_headroom.py --model bwe/pretrained --data CORPUS/valid [--limit 40] [--visqol] [--json]
+    python eval/pesq_headroom.py --model bwe/pretrained --pairs PAIRS/nb PAIRS/wb [--limit 40]
 
-Each wideband reference is degraded by the fixed evaluation channel, run through the system, and
-the system's 4-8 kHz band is then rescored as it is and after each of these changes (its 0-4 kHz
+Each wideband reference is degraded by the fixed evaluation channel (or, with ``--pairs``, its
+real narrowband recording is used, paired by file name and aligned as ``evaluate.py`` aligns
+them), run through the system, and the system's 4-8 kHz band is then rescored as it is and after each of these changes (its 0-4 kHz
 band is never touched):
 
 * ``sinc baseline``: the input resampled with soxr, for reference;
@@ -35,7 +37,7 @@ import json
 import os
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import scipy.signal
@@ -44,10 +46,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bwe.baselines import sinc  # noqa: E402
-from bwe.data.audio import list_audio_files, load_audio, spread_indices  # noqa: E402
+from bwe.data.audio import AudioError, list_audio_files, load_audio, spread_indices  # noqa: E402
 from bwe.data.degrade import evaluation_degradation  # noqa: E402
-from bwe.metrics import import_visqol, lsd_all, pesq_wb, visqol_speech  # noqa: E402
-from evaluate import METRIC_LABELS, EvaluationError, load_system  # noqa: E402
+from bwe.metrics import LSD_N_FFT, estimate_delay, import_visqol, lsd_all, pesq_wb, visqol_speech  # noqa: E402
+from evaluate import (  # noqa: E402
+    DEFAULT_MAX_OFFSET_MS, METRIC_LABELS, EvaluationError, load_system, paired_stems, shift,
+)
 
 RATE = 16000
 N_FFT = 512
@@ -152,37 +156,66 @@ def _mean(values: Sequence[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def headroom(
-    files: Sequence[str], system: Callable[[np.ndarray], np.ndarray], gains: Sequence[float] = DEFAULT_GAINS,
-    band_hz: float = 500.0, fractions: Sequence[float] = DEFAULT_FRACTIONS, visqol: bool = False,
-) -> tuple[dict[str, dict[str, float]], tuple[float, float]]:
-    """Per variant: mean WB-PESQ (and ViSQOL) over the files each can score, and mean LSD-HF over all;
-    and the system's band-level error and bias in dB (:func:`band_level_errors_db`), means over files.
+# One scored example: (name, wideband reference, narrowband input at 8 kHz, the lag in samples at 16 kHz
+# of the input's sinc rendering behind the reference, undone before scoring).
+Example = tuple[str, np.ndarray, np.ndarray, int]
 
-    A file one variant cannot score by a metric is left out of that metric's means for every
-    variant, so the variants are compared on the same files; the counts say how many were left out.
+
+def simulated_examples(files: Sequence[str]) -> Iterator[Example]:
+    """Each wideband file and its narrowband version through the fixed evaluation channel (no lag)."""
+    for path in files:
+        reference, _ = load_audio(path, target_rate=RATE)
+        yield path, reference, evaluation_degradation(reference), 0
+
+
+def real_pair_examples(pairs: Sequence[tuple[str, str]], max_offset: int) -> Iterator[Example]:
+    """Each real (narrowband, wideband) recording pair, with the lag ``evaluate.py`` would find."""
+    for narrow_path, wide_path in pairs:
+        narrowband, _ = load_audio(narrow_path, target_rate=RATE // 2)
+        wideband, _ = load_audio(wide_path, target_rate=RATE)
+        yield wide_path, wideband, narrowband, estimate_delay(wideband, sinc(narrowband), max_offset)
+
+
+def headroom(
+    examples: Iterable[Example], system: Callable[[np.ndarray], np.ndarray], gains: Sequence[float] = DEFAULT_GAINS,
+    band_hz: float = 500.0, fractions: Sequence[float] = DEFAULT_FRACTIONS, visqol: bool = False,
+) -> tuple[dict[str, dict[str, float]], tuple[float, float], list[str]]:
+    """Per variant: mean WB-PESQ (and ViSQOL) over the examples each can score, and mean LSD-HF over
+    all; the system's band-level error and bias in dB (:func:`band_level_errors_db`), means over
+    examples; and the names of the examples too short to score after alignment (left out).
+
+    An example one variant cannot score by a metric is left out of that metric's means for every
+    variant, so the variants are compared on the same examples; the counts say how many were left out.
     """
     scorers = perceptual_scorers(visqol)
     scores: dict[str, dict[str, list[float]]] = {metric: {} for metric in scorers}
     unscorable = dict.fromkeys(scorers, 0)
     lsd_hf: dict[str, list[float]] = {}
     band_errors = []
-    for path in files:
-        reference, _ = load_audio(path, target_rate=RATE)
-        narrowband = evaluation_degradation(reference)
-        output = np.asarray(system(narrowband), np.float32)[: len(reference)]
+    too_short = []
+    for name, wideband, narrowband, offset in examples:
+        reference, output = shift(wideband, np.asarray(system(narrowband), np.float32), offset)
+        upsampled = shift(wideband, sinc(narrowband), offset)[1]
+        n = min(len(reference), len(upsampled))
+        if n <= LSD_N_FFT // 2:
+            too_short.append(name)
+            continue
+        reference, output = reference[:n], output[:n]
         band_errors.append(band_level_errors_db(reference, output, band_hz))
-        signals = variants(reference, output, gains, band_hz, sinc(narrowband), fractions)
-        for name, signal in signals.items():
-            lsd_hf.setdefault(name, []).append(lsd_all(reference, signal)["lsd_hf"])
+        signals = variants(reference, output, gains, band_hz, upsampled, fractions)
+        for variant, signal in signals.items():
+            lsd_hf.setdefault(variant, []).append(lsd_all(reference, signal)["lsd_hf"])
         for metric in score_all_or_none(reference, signals, scorers, scores):
             unscorable[metric] += 1
+    if not band_errors:
+        raise EvaluationError(f"all {len(too_short)} example(s) are too short to score (LSD needs more than "
+                              f"{LSD_N_FFT // 2} samples at 16 kHz)")
     table = {name: {"lsd_hf": float(np.mean(values)), "files": len(values),
                     **{metric: _mean(scores[metric].get(name, [])) for metric in scorers},
                     **{f"{metric}_unscorable": unscorable[metric] for metric in scorers}}
              for name, values in lsd_hf.items()}
     error, bias = np.mean(band_errors, axis=0)
-    return table, (float(error), float(bias))
+    return table, (float(error), float(bias)), too_short
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -190,8 +223,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="pesq_headroom.py", description=__doc__.split("\n\n")[0],
         epilog="example: python eval/pesq_headroom.py --model bwe/pretrained --data CORPUS/valid --limit 40")
     parser.add_argument("--model", required=True, help="folding, an exported model directory, or DIR:int8")
-    parser.add_argument("--data", required=True, help="folder of wideband reference audio (searched recursively)")
-    parser.add_argument("--limit", type=int, default=40, help="files used, spread evenly over the folder (default 40)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="folder of wideband reference audio (searched recursively), degraded by the "
+                                       "fixed evaluation channel")
+    source.add_argument("--pairs", nargs=2, metavar=("NB_DIR", "WB_DIR"),
+                        help="real narrowband recordings and their wideband references, paired by file name")
+    parser.add_argument("--max-offset-ms", type=float, default=DEFAULT_MAX_OFFSET_MS,
+                        help="largest lag searched when aligning --pairs (default %(default)s)")
+    parser.add_argument("--limit", type=int, default=40,
+                        help="files (or pairs) used, spread evenly over the folder (or the pairs) (default 40)")
     parser.add_argument("--gains", default=",".join(f"{g:g}" for g in DEFAULT_GAINS),
                         help="comma-separated high-band gains (default %(default)s)")
     parser.add_argument("--band-hz", type=float, default=500.0, help="band width of the band-level oracle (default 500)")
@@ -232,22 +272,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         if any(not 0 < f < 1 for f in fractions):
             raise EvaluationError(f"--fractions {args.fractions!r}: every fraction must be between 0 and 1 "
                                   "(1 is the full oracle, always reported)")
-        files = spread_files(args.data, "--data", args.limit)
+        if args.pairs:
+            for folder in args.pairs:
+                if not os.path.isdir(folder):
+                    raise EvaluationError(f"--pairs {folder}: not a directory")
+            if args.max_offset_ms < 0:
+                raise EvaluationError(f"--max-offset-ms must be 0 or more, got {args.max_offset_ms}")
+            pairs = paired_stems(*args.pairs)[0]
+            pairs = [pairs[i] for i in spread_indices(len(pairs), args.limit)]
+            examples = real_pair_examples(pairs, int(round(args.max_offset_ms * RATE / 1000.0)))
+            source = f"the real pairs {' '.join(args.pairs)}"
+        else:
+            examples = simulated_examples(spread_files(args.data, "--data", args.limit))
+            source = args.data
         system = load_system(args.model)
         if args.visqol:
             import_visqol()
-    except (EvaluationError, ImportError) as e:
+        table, (band_error, band_bias), too_short = headroom(
+            examples, system, gains, args.band_hz, fractions, args.visqol)
+    except (EvaluationError, AudioError, ImportError) as e:
         print(f"pesq_headroom.py: error: {e}", file=sys.stderr)
         return 2
-    table, (band_error, band_bias) = headroom(files, system, gains, args.band_hz, fractions, args.visqol)
     if args.json:
-        print(json.dumps({"band_level_error_db": band_error, "band_level_bias_db": band_bias, "variants": table},
-                         indent=2))
+        print(json.dumps({"band_level_error_db": band_error, "band_level_bias_db": band_bias, "variants": table,
+                          "too_short": too_short}, indent=2))
         return 0
     first = next(iter(table.values()))
     metrics = list(perceptual_scorers(args.visqol))
     left_out = ", ".join(f"{first[m + '_unscorable']} not scorable by {METRIC_LABELS[m]}" for m in metrics)
-    print(f"{args.model} on {first['files']} file(s) of {args.data} ({left_out}, left out of its means)")
+    print(f"{args.model} on {first['files']} file(s) of {source} ({left_out}, left out of its means)")
+    if too_short:
+        print(f"left out, too short to score: {', '.join(too_short)}")
     print(f"its high-band envelope error: {band_error:.1f} dB, bias {band_bias:+.1f} dB (medians over frames of "
           f"the RMS and of the mean over {args.band_hz:g} Hz bands of its level minus the reference's; "
           "mean over files)")

@@ -93,3 +93,61 @@ def test_cli_refuses_bad_input(tmp_path):
     assert unknown.returncode == 2 and "neither a baseline" in unknown.stderr
     for stream in (bad_gains, bad_fraction, missing, empty, unknown):
         assert "Traceback" not in stream.stderr
+
+
+def _real_pair_dirs(tmp_path, lags):
+    """nb/ and wb/ folders: each wideband file's narrowband version lags it by the given samples at 16 kHz."""
+    (tmp_path / "nb").mkdir()
+    (tmp_path / "wb").mkdir()
+    for i, lag in enumerate(lags):
+        reference = speech_like(2.0, 16000, seed=20 + i)
+        delayed = np.concatenate([np.zeros(lag, np.float32), reference])[: len(reference)]
+        write_wav(tmp_path / "wb" / f"p{i}.wav", reference, 16000)
+        write_wav(tmp_path / "nb" / f"p{i}.wav", evaluation_degradation(delayed), 8000)
+    return tmp_path / "nb", tmp_path / "wb"
+
+
+def test_real_pair_examples_find_each_pairs_lag(tmp_path):
+    nb, wb = _real_pair_dirs(tmp_path, [24, 0])
+    examples = list(pesq_headroom.real_pair_examples(
+        [(str(nb / "p0.wav"), str(wb / "p0.wav")), (str(nb / "p1.wav"), str(wb / "p1.wav"))], max_offset=400))
+    assert [e[0] for e in examples] == [str(wb / "p0.wav"), str(wb / "p1.wav")]
+    assert [e[3] for e in examples] == [24, 0]
+    assert examples[0][2].shape == (16000,)  # the narrowband input at 8 kHz
+
+
+def test_cli_scores_real_pairs_aligned_and_paired_by_name(tmp_path):
+    from pesq_headroom import shift  # evaluate.py's alignment, which the report must use
+    from bwe.data.audio import load_audio
+
+    nb, wb = _real_pair_dirs(tmp_path, [24, 40])
+    write_wav(nb / "alone.wav", speech_like(1.0, 8000, seed=5), 8000)  # no wideband partner: not scored
+    result = _run("--model", "folding", "--pairs", nb, wb, "--gains", "1,0", "--fractions", "", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)["variants"]
+    assert all(row["files"] == 2 for row in rows.values())
+    # The sinc row is the aligned input, scored exactly as evaluate.py scores its sinc baseline.
+    expected = []
+    for name, lag in (("p0", 24), ("p1", 40)):
+        wide = load_audio(str(wb / f"{name}.wav"), target_rate=16000)[0]
+        narrow = load_audio(str(nb / f"{name}.wav"), target_rate=8000)[0]
+        expected.append(lsd_all(*shift(wide, sinc(narrow), lag))["lsd_hf"])
+    assert rows["sinc baseline"]["lsd_hf"] == pytest.approx(np.mean(expected), rel=1e-6)
+    assert rows["reference high band"]["lsd_hf"] < 0.1  # aligned: the reference's own band fits exactly
+    assert rows["reference high band"]["lsd_hf"] < rows["gain 1"]["lsd_hf"] < rows["gain 0"]["lsd_hf"]
+
+
+def test_cli_refuses_bad_pairs(tmp_path):
+    nb, wb = _real_pair_dirs(tmp_path, [0])
+    both = _run("--model", "folding", "--data", wb, "--pairs", nb, wb)
+    assert both.returncode == 2 and "not allowed with" in both.stderr
+    missing = _run("--model", "folding", "--pairs", tmp_path / "nope", wb)
+    assert missing.returncode == 2 and "not a directory" in missing.stderr
+    (tmp_path / "other").mkdir()
+    write_wav(tmp_path / "other" / "q.wav", speech_like(1.0, 16000, seed=4), 16000)
+    unmatched = _run("--model", "folding", "--pairs", nb, tmp_path / "other")
+    assert unmatched.returncode == 2 and "no file names in common" in unmatched.stderr
+    negative = _run("--model", "folding", "--pairs", nb, wb, "--max-offset-ms", "-1")
+    assert negative.returncode == 2 and "--max-offset-ms" in negative.stderr
+    for stream in (both, missing, unmatched, negative):
+        assert "Traceback" not in stream.stderr
