@@ -6,8 +6,9 @@ A regression probe, the classical artificial-bandwidth-extension question asked 
 (scikit-learn, two hidden layers of 256) is fitted on ``--train`` to map the low band's levels to
 the high band's, then predicts the high band's levels of ``--data`` blind, from the narrowband
 input alone. Input: the level (dB) of each 250 Hz band from 0 to 3.75 kHz of the input played at
-16 kHz (``sinc``), in the frame and the frames of the ``--context-ms`` before it (causal, like the
-streaming model); target: the level of each 500 Hz band from 4 to 8 kHz of the reference. Frames
+16 kHz (``sinc``), in the frame and the frames of the ``--context-ms`` before it, all moved
+``--lag-ms`` back (0: the newest 32 ms analysis window is the predicted one, reaching 16 ms past
+its centre; 16: it ends at that centre); target: the level of each 500 Hz band from 4 to 8 kHz of the reference. Frames
 are those of ``pesq_headroom.py`` (512-sample Hann, hop 128, 16 kHz); every reference is degraded by
 the fixed evaluation channel, for fitting as for testing.
 
@@ -17,7 +18,8 @@ medians over frames of the RMS and of the mean over bands of predicted minus ref
 and band by band, to the probe's predicted levels, at each ``--gains`` (WB-PESQ, ViSQOL with
 ``--visqol``, LSD-HF, envelope error; the sinc baseline beside them). The probe never sees the
 reference of a file it predicts, so the reshaped system is a blind system too, just not one that
-streams: its analysis frames reach 16 ms ahead. It answers whether a system's envelope error is
+streams: at ``--lag-ms 0`` its analysis frames reach 16 ms ahead, and the reshaping spreads each
+frame's gains over its 32 ms window either way. It answers whether a system's envelope error is
 what the low band cannot tell (the probe does no better) or the system's own (the probe does better,
 and the reshaped system shows what fixing it would be worth).
 """
@@ -55,20 +57,22 @@ LOW_ROWS = [(FREQS >= lo) & (FREQS < lo + LOW_BAND_HZ) for lo in np.arange(0.0, 
 HIGH_ROWS = _band_rows(FREQS, 500.0)
 
 
-def features(narrowband: np.ndarray, context_frames: int) -> np.ndarray:
-    """[frames, low bands * (context_frames + 1)]: low-band levels of this frame and the ones before it
-    (the first frame's levels stand in for the time before the signal)."""
+def features(narrowband: np.ndarray, context_frames: int, lag_frames: int = 0) -> np.ndarray:
+    """[frames, low bands * (context_frames + 1)]: low-band levels of the frame ``lag_frames`` before
+    this one and of the ``context_frames`` before that (the first frame's levels stand in for the
+    time before the signal)."""
     levels = band_levels_db(_stft(sinc(narrowband)), LOW_ROWS)
-    padded = np.concatenate([np.repeat(levels[:1], context_frames, axis=0), levels])
+    newest = context_frames + lag_frames  # row of ``padded`` that holds frame 0's newest features
+    padded = np.concatenate([np.repeat(levels[:1], newest, axis=0), levels])
     n = len(levels)
     return np.concatenate([padded[context_frames - k: context_frames - k + n] for k in range(context_frames + 1)], axis=1)
 
 
-def pair(path: str, context_frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def pair(path: str, context_frames: int, lag_frames: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(reference, narrowband, features, high-band levels of the reference) of one file."""
     reference, _ = load_audio(path, target_rate=RATE)
     narrowband = evaluation_degradation(reference)
-    x = features(narrowband, context_frames)
+    x = features(narrowband, context_frames, lag_frames)
     y = band_levels_db(_stft(reference), HIGH_ROWS)
     n = min(len(x), len(y))
     return reference, narrowband, x[:n], y[:n]
@@ -77,8 +81,9 @@ def pair(path: str, context_frames: int) -> tuple[np.ndarray, np.ndarray, np.nda
 class EnvelopeProbe:
     """Standardised features -> MLP -> high-band levels (dB), fitted on whole files."""
 
-    def __init__(self, context_frames: int, seed: int = 0):
+    def __init__(self, context_frames: int, seed: int = 0, lag_frames: int = 0):
         self.context_frames = context_frames
+        self.lag_frames = lag_frames
         self.seed = seed
 
     def fit(self, files: Sequence[str], max_frames: int = 200_000) -> EnvelopeProbe:
@@ -87,7 +92,7 @@ class EnvelopeProbe:
 
         xs, ys = [], []
         for path in files:
-            _, _, x, y = pair(path, self.context_frames)
+            _, _, x, y = pair(path, self.context_frames, self.lag_frames)
             xs.append(x)
             ys.append(y)
         x, y = np.concatenate(xs), np.concatenate(ys)
@@ -132,7 +137,7 @@ def probe_report(probe: EnvelopeProbe, files: Sequence[str], system: Callable[[n
     rows: dict[str, dict[str, list[float]]] = {}
     scores: dict[str, dict[str, list[float]]] = {}
     for path in files:
-        reference, narrowband, x, y = pair(path, probe.context_frames)
+        reference, narrowband, x, y = pair(path, probe.context_frames, probe.lag_frames)
         predicted = probe.predict(x)
         errors.append(error_and_bias_db(predicted - y))
         if system is None:
@@ -169,6 +174,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="training files, spread evenly over --train (default 1500)")
     parser.add_argument("--limit", type=int, default=40, help="test files, spread evenly over --data (default 40)")
     parser.add_argument("--context-ms", type=float, default=128.0, help="past context of the features (default 128)")
+    parser.add_argument("--lag-ms", type=float, default=0.0,
+                        help="predict each frame from the features this long before it, in steps of the 8 ms "
+                             "hop: 16 takes away the look-ahead of the centred analysis window (default 0)")
     parser.add_argument("--gains", default=",".join(f"{g:g}" for g in DEFAULT_GAINS),
                         help="gains of the reshaped high band (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="MLP initialisation seed (default 0)")
@@ -181,8 +189,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         gains = numbers("--gains", args.gains)
-        if args.train_limit < 1 or args.limit < 1 or args.context_ms < 0 or any(g < 0 for g in gains):
-            raise EvaluationError("--train-limit and --limit must be >= 1, --context-ms >= 0 and every gain >= 0")
+        if (args.train_limit < 1 or args.limit < 1 or args.context_ms < 0 or args.lag_ms < 0
+                or any(g < 0 for g in gains)):
+            raise EvaluationError("--train-limit and --limit must be >= 1, --context-ms and --lag-ms >= 0 and "
+                                  "every gain >= 0")
         train_files = spread_files(args.train, "--train", args.train_limit)
         test_files = spread_files(args.data, "--data", args.limit)
         system = load_system(args.model) if args.model else None
@@ -191,7 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (EvaluationError, ImportError) as e:
         print(f"envelope_probe.py: error: {e}", file=sys.stderr)
         return 2
-    probe = EnvelopeProbe(int(round(args.context_ms / FRAME_MS)), args.seed).fit(train_files)
+    probe = EnvelopeProbe(int(round(args.context_ms / FRAME_MS)), args.seed,
+                          int(round(args.lag_ms / FRAME_MS))).fit(train_files)
     report = probe_report(probe, test_files, system, gains, args.visqol)
     if args.json:
         print(json.dumps(report, indent=2))

@@ -52,6 +52,10 @@ def test_features_are_causal_and_cover_the_context():
     assert not np.array_equal(a[64:], b[64:])
     # Column block k holds the levels k frames back.
     np.testing.assert_array_equal(a[10:, 15 * 3: 15 * 4], a[7:-3, :15])
+    # A lag moves every column block back by whole frames, the first frame standing in before the start.
+    lagged = ep.features(x, 4, lag_frames=2)
+    np.testing.assert_array_equal(lagged[2:], a[:-2])
+    np.testing.assert_array_equal(lagged[:2], np.repeat(a[:1], 2, axis=0))
 
 
 def test_reshaping_to_the_reference_levels_fixes_the_envelope_and_keeps_the_low_band():
@@ -107,5 +111,7 @@ def test_cli_refuses_bad_input(tmp_path):
     assert empty.returncode == 2 and "no audio files" in empty.stderr
     bad_gains = _run("--train", tmp_path, "--data", tmp_path, "--gains", "1,x")
     assert bad_gains.returncode == 2 and "--gains" in bad_gains.stderr
-    for stream in (missing, empty, bad_gains):
+    negative_lag = _run("--train", tmp_path, "--data", tmp_path, "--lag-ms", "-8")
+    assert negative_lag.returncode == 2 and "--lag-ms" in negative_lag.stderr
+    for stream in (missing, empty, bad_gains, negative_lag):
         assert "Traceback" not in stream.stderr
