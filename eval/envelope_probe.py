@@ -1,6 +1,7 @@
 """How well can the 4-8 kHz envelope be predicted from the low band, and what would that envelope be worth?
 
     python eval/envelope_probe.py --train CORPUS/train --data CORPUS/valid [--model bwe/pretrained] [--visqol]
+    python eval/envelope_probe.py --train CORPUS/train --pairs PAIRS/nb PAIRS/wb [--lag-ms 16] ...
 
 A regression probe, the classical artificial-bandwidth-extension question asked of a corpus: an MLP
 (scikit-learn, two hidden layers of 256) is fitted on ``--train`` to map the low band's levels to
@@ -8,11 +9,13 @@ the high band's, then predicts the high band's levels of ``--data`` blind, from 
 input alone. Input: the level (dB) of each 250 Hz band from 0 to 3.75 kHz of the input played at
 16 kHz (``sinc``), in the frame and the frames of the ``--context-ms`` before it, all moved
 ``--lag-ms`` back (0: the newest 32 ms analysis window is the predicted one, reaching 16 ms past
-its centre; 16: it ends at that centre); target: the level of each 500 Hz band from 4 to 8 kHz of the reference. Frames
-are those of ``pesq_headroom.py`` (512-sample Hann, hop 128, 16 kHz); every reference is degraded by
-the fixed evaluation channel, for fitting as for testing.
+its centre; 16: it ends at that centre); target: the level of each 500 Hz band from 4 to 8 kHz of
+the reference. Frames are those of ``pesq_headroom.py`` (512-sample Hann, hop 128, 16 kHz). Every
+reference is degraded by the fixed evaluation channel, for fitting, and for testing unless
+``--pairs`` names real narrowband recordings and their wideband references (paired by file name
+and aligned as ``evaluate.py`` does).
 
-It reports the probe's envelope error and bias on ``--data`` (``pesq_headroom.band_level_errors_db``:
+It reports the probe's envelope error and bias on the test files (``pesq_headroom.band_level_errors_db``:
 medians over frames of the RMS and of the mean over bands of predicted minus reference level). With
 ``--model``, it also scores that system as it is and with its high band reshaped, frame by frame
 and band by band, to the probe's predicted levels, at each ``--gains`` (WB-PESQ, ViSQOL with
@@ -31,7 +34,7 @@ import json
 import os
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -39,13 +42,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bwe.baselines import sinc  # noqa: E402
-from bwe.data.audio import load_audio  # noqa: E402
+from bwe.data.audio import AudioError, load_audio  # noqa: E402
 from bwe.data.degrade import evaluation_degradation  # noqa: E402
-from bwe.metrics import import_visqol, lsd_all  # noqa: E402
-from evaluate import METRIC_LABELS, EvaluationError, load_system  # noqa: E402
+from bwe.metrics import LSD_N_FFT, import_visqol, lsd_all  # noqa: E402
+from evaluate import DEFAULT_MAX_OFFSET_MS, METRIC_LABELS, EvaluationError, load_system  # noqa: E402
 from pesq_headroom import (  # noqa: E402
-    N_FFT, RATE, SPLIT_HZ, _band_rows, _istft, _stft, band_level_errors_db, band_levels_db, error_and_bias_db,
-    numbers, perceptual_scorers, score_all_or_none, spread_files,
+    N_FFT, RATE, SPLIT_HZ, Example, _band_rows, _istft, _stft, band_level_errors_db, band_levels_db,
+    chosen_examples, error_and_bias_db, numbers, perceptual_scorers, score_all_or_none, shift, spread_files,
 )
 
 FRAME_MS = 1000.0 * 128 / RATE  # the STFT hop
@@ -68,14 +71,22 @@ def features(narrowband: np.ndarray, context_frames: int, lag_frames: int = 0) -
     return np.concatenate([padded[context_frames - k: context_frames - k + n] for k in range(context_frames + 1)], axis=1)
 
 
+def example_features(wideband: np.ndarray, narrowband: np.ndarray, offset: int, context_frames: int,
+                     lag_frames: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(features, high-band levels of the reference) of one example, frame by frame on the input's
+    timeline: the reference is moved by the lag ``offset`` (``pesq_headroom.Example``) first."""
+    x = features(narrowband, context_frames, lag_frames)
+    reference = np.pad(wideband, (offset, 0)) if offset >= 0 else wideband[-offset:]
+    y = band_levels_db(_stft(reference), HIGH_ROWS)
+    n = min(len(x), len(y))
+    return x[:n], y[:n]
+
+
 def pair(path: str, context_frames: int, lag_frames: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(reference, narrowband, features, high-band levels of the reference) of one file."""
     reference, _ = load_audio(path, target_rate=RATE)
     narrowband = evaluation_degradation(reference)
-    x = features(narrowband, context_frames, lag_frames)
-    y = band_levels_db(_stft(reference), HIGH_ROWS)
-    n = min(len(x), len(y))
-    return reference, narrowband, x[:n], y[:n]
+    return reference, narrowband, *example_features(reference, narrowband, 0, context_frames, lag_frames)
 
 
 class EnvelopeProbe:
@@ -127,32 +138,45 @@ def reshape_high_band(output: np.ndarray, levels_db: np.ndarray, gain: float = 1
     return low_band + gain * _istft(spectrum * high[:, None] * gains, n)
 
 
-def probe_report(probe: EnvelopeProbe, files: Sequence[str], system: Callable[[np.ndarray], np.ndarray] | None,
-                 gains: Sequence[float] = DEFAULT_GAINS, visqol: bool = False) -> dict:
-    """The probe's envelope error and bias on ``files``; with a ``system``, its scores as it is and
-    reshaped to the probe's levels at each gain (means over files; perceptual metrics over the files
-    every variant could be scored on)."""
+def probe_report(probe: EnvelopeProbe, examples: Iterable[Example],
+                 system: Callable[[np.ndarray], np.ndarray] | None, gains: Sequence[float] = DEFAULT_GAINS,
+                 visqol: bool = False) -> dict:
+    """The probe's envelope error and bias on the ``examples`` (``pesq_headroom.simulated_examples``
+    or ``real_pair_examples``); with a ``system``, its scores as it is and reshaped to the probe's
+    levels at each gain (means over examples; perceptual metrics over the examples every variant
+    could be scored on). Each output is aligned to its reference by the example's lag, as
+    ``evaluate.py`` aligns it."""
     errors = []
     scorers = perceptual_scorers(visqol)
     rows: dict[str, dict[str, list[float]]] = {}
     scores: dict[str, dict[str, list[float]]] = {}
-    for path in files:
-        reference, narrowband, x, y = pair(path, probe.context_frames, probe.lag_frames)
+    too_short = []
+    for name, wideband, narrowband, offset in examples:
+        if len(shift(wideband, sinc(narrowband), offset)[0]) <= LSD_N_FFT // 2:
+            too_short.append(name)
+            continue
+        x, y = example_features(wideband, narrowband, offset, probe.context_frames, probe.lag_frames)
         predicted = probe.predict(x)
         errors.append(error_and_bias_db(predicted - y))
         if system is None:
             continue
-        output = np.asarray(system(narrowband), np.float32)[: len(reference)]
-        signals = {"sinc baseline": sinc(narrowband)[: len(reference)], "system as is": output}
+        output = np.asarray(system(narrowband), np.float32)
+        signals = {"sinc baseline": sinc(narrowband), "system as is": output}
         signals.update({f"system, probe envelope x{g:g}": reshape_high_band(output, predicted, g) for g in gains})
-        for name, signal in signals.items():
-            row = rows.setdefault(name, {"lsd_hf": [], "envelope_error_db": []})
+        n = min(len(shift(wideband, signal, offset)[0]) for signal in signals.values())
+        reference = shift(wideband, output, offset)[0][:n]
+        signals = {name: shift(wideband, signal, offset)[1][:n] for name, signal in signals.items()}
+        for variant, signal in signals.items():
+            row = rows.setdefault(variant, {"lsd_hf": [], "envelope_error_db": []})
             row["lsd_hf"].append(lsd_all(reference, signal)["lsd_hf"])
             row["envelope_error_db"].append(band_level_errors_db(reference, signal)[0])
         score_all_or_none(reference, signals, scorers, scores)
+    if not errors:
+        raise EvaluationError(f"all {len(too_short)} test example(s) are too short to score (LSD needs more "
+                              f"than {LSD_N_FFT // 2} samples at 16 kHz)")
     error, bias = np.mean(errors, axis=0)
-    report = {"train_frames": probe.frames, "files": len(files), "probe_envelope_error_db": float(error),
-              "probe_envelope_bias_db": float(bias)}
+    report = {"train_frames": probe.frames, "files": len(errors), "too_short": too_short,
+              "probe_envelope_error_db": float(error), "probe_envelope_bias_db": float(bias)}
     if system is not None:
         for metric in scorers:
             for name, row in rows.items():
@@ -168,7 +192,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="envelope_probe.py", description=__doc__.split("\n\n")[0],
         epilog="example: python eval/envelope_probe.py --train CORPUS/train --data CORPUS/valid --model bwe/pretrained")
     parser.add_argument("--train", required=True, help="wideband references to fit the probe on (searched recursively)")
-    parser.add_argument("--data", required=True, help="wideband references to test on (searched recursively)")
+    test = parser.add_mutually_exclusive_group(required=True)
+    test.add_argument("--data", help="wideband references to test on (searched recursively), degraded by the fixed "
+                                     "evaluation channel")
+    test.add_argument("--pairs", nargs=2, metavar=("NB_DIR", "WB_DIR"),
+                      help="test on real narrowband recordings and their wideband references, paired by file name")
+    parser.add_argument("--max-offset-ms", type=float, default=DEFAULT_MAX_OFFSET_MS,
+                        help="largest lag searched when aligning --pairs (default %(default)s)")
     parser.add_argument("--model", help="also score this system (folding, an exported model directory, DIR:int8)")
     parser.add_argument("--train-limit", type=int, default=1500,
                         help="training files, spread evenly over --train (default 1500)")
@@ -194,21 +224,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise EvaluationError("--train-limit and --limit must be >= 1, --context-ms and --lag-ms >= 0 and "
                                   "every gain >= 0")
         train_files = spread_files(args.train, "--train", args.train_limit)
-        test_files = spread_files(args.data, "--data", args.limit)
+        examples, test_source = chosen_examples(args.data, args.pairs, args.limit, args.max_offset_ms)
         system = load_system(args.model) if args.model else None
         if args.visqol:
             import_visqol()
-    except (EvaluationError, ImportError) as e:
+    except (EvaluationError, AudioError, ImportError) as e:
         print(f"envelope_probe.py: error: {e}", file=sys.stderr)
         return 2
-    probe = EnvelopeProbe(int(round(args.context_ms / FRAME_MS)), args.seed,
-                          int(round(args.lag_ms / FRAME_MS))).fit(train_files)
-    report = probe_report(probe, test_files, system, gains, args.visqol)
+    try:
+        probe = EnvelopeProbe(int(round(args.context_ms / FRAME_MS)), args.seed,
+                              int(round(args.lag_ms / FRAME_MS))).fit(train_files)
+        report = probe_report(probe, examples, system, gains, args.visqol)
+    except (EvaluationError, AudioError) as e:
+        print(f"envelope_probe.py: error: {e}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
     print(f"probe fitted on {report['train_frames']} frames of {len(train_files)} file(s) of {args.train}; "
-          f"tested on {report['files']} file(s) of {args.data}")
+          f"tested on {report['files']} file(s) of {test_source}")
+    if report["too_short"]:
+        print(f"left out, too short to score: {', '.join(report['too_short'])}")
     print(f"probe envelope error {report['probe_envelope_error_db']:.2f} dB, bias "
           f"{report['probe_envelope_bias_db']:+.2f} dB")
     if system is not None:

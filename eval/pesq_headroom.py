@@ -176,6 +176,23 @@ def real_pair_examples(pairs: Sequence[tuple[str, str]], max_offset: int) -> Ite
         yield wide_path, wideband, narrowband, estimate_delay(wideband, sinc(narrowband), max_offset)
 
 
+def chosen_examples(data: str | None, pairs: Sequence[str] | None, limit: int,
+                    max_offset_ms: float) -> tuple[Iterator[Example], str]:
+    """The examples of a ``--data`` folder or of ``--pairs NB_DIR WB_DIR`` (``limit`` spread over
+    them) and words naming them; an EvaluationError naming the flag when they cannot be used."""
+    if not pairs:
+        return simulated_examples(spread_files(data, "--data", limit)), data
+    for folder in pairs:
+        if not os.path.isdir(folder):
+            raise EvaluationError(f"--pairs {folder}: not a directory")
+    if max_offset_ms < 0:
+        raise EvaluationError(f"--max-offset-ms must be 0 or more, got {max_offset_ms}")
+    paired = paired_stems(*pairs)[0]
+    examples = real_pair_examples([paired[i] for i in spread_indices(len(paired), limit)],
+                                  int(round(max_offset_ms * RATE / 1000.0)))
+    return examples, f"the real pairs {' '.join(pairs)}"
+
+
 def headroom(
     examples: Iterable[Example], system: Callable[[np.ndarray], np.ndarray], gains: Sequence[float] = DEFAULT_GAINS,
     band_hz: float = 500.0, fractions: Sequence[float] = DEFAULT_FRACTIONS, visqol: bool = False,
@@ -272,19 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if any(not 0 < f < 1 for f in fractions):
             raise EvaluationError(f"--fractions {args.fractions!r}: every fraction must be between 0 and 1 "
                                   "(1 is the full oracle, always reported)")
-        if args.pairs:
-            for folder in args.pairs:
-                if not os.path.isdir(folder):
-                    raise EvaluationError(f"--pairs {folder}: not a directory")
-            if args.max_offset_ms < 0:
-                raise EvaluationError(f"--max-offset-ms must be 0 or more, got {args.max_offset_ms}")
-            pairs = paired_stems(*args.pairs)[0]
-            pairs = [pairs[i] for i in spread_indices(len(pairs), args.limit)]
-            examples = real_pair_examples(pairs, int(round(args.max_offset_ms * RATE / 1000.0)))
-            source = f"the real pairs {' '.join(args.pairs)}"
-        else:
-            examples = simulated_examples(spread_files(args.data, "--data", args.limit))
-            source = args.data
+        examples, source = chosen_examples(args.data, args.pairs, args.limit, args.max_offset_ms)
         system = load_system(args.model)
         if args.visqol:
             import_visqol()

@@ -13,6 +13,7 @@ of shape [time] with peak amplitude ``peak`` (0.5 by default, leaving head-room 
 from __future__ import annotations
 
 import os
+import pathlib
 
 import numpy as np
 import scipy.signal
@@ -129,3 +130,19 @@ def write_wav(path: str | os.PathLike, x: np.ndarray, rate: int, subtype: str = 
     """Write ``x`` ([time] or [time, channels]) to ``path`` as WAV; returns the path as str."""
     soundfile.write(os.fspath(path), np.asarray(x), rate, subtype=subtype, format="WAV")
     return os.fspath(path)
+
+
+def write_real_pairs(folder: str | os.PathLike, lags: list[int]) -> tuple[pathlib.Path, pathlib.Path]:
+    """``folder``/nb and ``folder``/wb as real pairs: p{i}.wav at 16 kHz (speech_like) in wb/ and its
+    narrowband version through the evaluation channel, lagging it by ``lags[i]`` samples at 16 kHz, in nb/."""
+    from bwe.data.degrade import evaluation_degradation
+
+    nb, wb = pathlib.Path(folder) / "nb", pathlib.Path(folder) / "wb"
+    nb.mkdir(parents=True)
+    wb.mkdir(parents=True)
+    for i, lag in enumerate(lags):
+        reference = speech_like(2.0, 16000, seed=20 + i)
+        delayed = np.concatenate([np.zeros(lag, np.float32), reference])[: len(reference)]
+        write_wav(wb / f"p{i}.wav", reference, 16000)
+        write_wav(nb / f"p{i}.wav", evaluation_degradation(delayed), 8000)
+    return nb, wb

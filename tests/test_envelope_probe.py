@@ -8,16 +8,17 @@ import sys
 import numpy as np
 import pytest
 
-from bwe.baselines import folding
+from bwe.baselines import folding, sinc
+from bwe.data.audio import load_audio
 from bwe.data.degrade import evaluation_degradation
 from bwe.metrics import lsd
-from signals import speech_like, write_wav
+from signals import speech_like, write_real_pairs, write_wav
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "eval", "envelope_probe.py")
 sys.path.insert(0, os.path.join(REPO, "eval"))
 import envelope_probe as ep  # noqa: E402
-from pesq_headroom import _stft, band_level_errors_db  # noqa: E402
+from pesq_headroom import _stft, band_level_errors_db, shift, simulated_examples  # noqa: E402
 
 RATE = 16000
 
@@ -81,7 +82,7 @@ def test_probe_learns_a_predictable_high_band_and_not_an_unpredictable_one(tmp_p
             write_wav(path, modulated_noise(3.0, seed + 10 * independent, independent), RATE)
             files.append(str(path))
         probe = ep.EnvelopeProbe(context_frames=4).fit(files[:6])
-        report = ep.probe_report(probe, files[6:], system=None)
+        report = ep.probe_report(probe, simulated_examples(files[6:]), system=None)
         errors[independent] = report["probe_envelope_error_db"]
     assert errors[False] < 2.5 < 5.0 < errors[True]
 
@@ -102,6 +103,37 @@ def test_cli_reports_the_probe_and_the_reshaped_system_as_json(tmp_path):
                                       "system, probe envelope x0.5"]
     for row in report["system"].values():
         assert {"pesq_wb", "lsd_hf", "envelope_error_db", "pesq_wb_files"} <= set(row)
+
+
+def test_cli_tests_the_probe_on_real_pairs_aligned(tmp_path):
+    from bwe.metrics import lsd_all
+
+    for seed in range(3):
+        write_wav(tmp_path / f"s{seed}.wav", speech_like(2.0, RATE, seed=30 + seed), RATE)
+    nb, wb = write_real_pairs(tmp_path / "pairs", [24, 40])
+    result = _run("--train", tmp_path, "--pairs", nb, wb, "--model", "folding", "--gains", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["files"] == 2 and report["too_short"] == []
+    # The sinc row is each input aligned to its reference by its lag, as evaluate.py scores it.
+    expected = []
+    for name, lag in (("p0", 24), ("p1", 40)):
+        wide = load_audio(str(wb / f"{name}.wav"), target_rate=RATE)[0]
+        narrow = load_audio(str(nb / f"{name}.wav"), target_rate=8000)[0]
+        expected.append(lsd_all(*shift(wide, sinc(narrow), lag))["lsd_hf"])
+    assert report["system"]["sinc baseline"]["lsd_hf"] == pytest.approx(np.mean(expected), rel=1e-6)
+
+
+def test_example_features_put_the_reference_on_the_inputs_timeline():
+    reference = speech_like(2.0, RATE, seed=3)
+    narrowband = evaluation_degradation(reference)
+    x0, y0 = ep.example_features(reference, narrowband, 0, 2)
+    # A reference 256 samples (2 hops) ahead of the input: moved back onto the input's timeline,
+    # its frames line up with the unshifted reference's frames.
+    ahead = np.concatenate([reference[256:], np.zeros(256, np.float32)])
+    x1, y1 = ep.example_features(ahead, narrowband, 256, 2)
+    np.testing.assert_array_equal(x0, x1)
+    np.testing.assert_allclose(y1[4:-4], y0[4:-4], atol=1e-3)
 
 
 def test_cli_refuses_bad_input(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from bwe.baselines import folding, sinc
 from bwe.data.degrade import evaluation_degradation
 from bwe.metrics import lsd, lsd_all
-from signals import speech_like, write_wav
+from signals import speech_like, write_real_pairs, write_wav
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "eval", "pesq_headroom.py")
@@ -95,20 +95,8 @@ def test_cli_refuses_bad_input(tmp_path):
         assert "Traceback" not in stream.stderr
 
 
-def _real_pair_dirs(tmp_path, lags):
-    """nb/ and wb/ folders: each wideband file's narrowband version lags it by the given samples at 16 kHz."""
-    (tmp_path / "nb").mkdir()
-    (tmp_path / "wb").mkdir()
-    for i, lag in enumerate(lags):
-        reference = speech_like(2.0, 16000, seed=20 + i)
-        delayed = np.concatenate([np.zeros(lag, np.float32), reference])[: len(reference)]
-        write_wav(tmp_path / "wb" / f"p{i}.wav", reference, 16000)
-        write_wav(tmp_path / "nb" / f"p{i}.wav", evaluation_degradation(delayed), 8000)
-    return tmp_path / "nb", tmp_path / "wb"
-
-
 def test_real_pair_examples_find_each_pairs_lag(tmp_path):
-    nb, wb = _real_pair_dirs(tmp_path, [24, 0])
+    nb, wb = write_real_pairs(tmp_path, [24, 0])
     examples = list(pesq_headroom.real_pair_examples(
         [(str(nb / "p0.wav"), str(wb / "p0.wav")), (str(nb / "p1.wav"), str(wb / "p1.wav"))], max_offset=400))
     assert [e[0] for e in examples] == [str(wb / "p0.wav"), str(wb / "p1.wav")]
@@ -120,7 +108,7 @@ def test_cli_scores_real_pairs_aligned_and_paired_by_name(tmp_path):
     from pesq_headroom import shift  # evaluate.py's alignment, which the report must use
     from bwe.data.audio import load_audio
 
-    nb, wb = _real_pair_dirs(tmp_path, [24, 40])
+    nb, wb = write_real_pairs(tmp_path, [24, 40])
     write_wav(nb / "alone.wav", speech_like(1.0, 8000, seed=5), 8000)  # no wideband partner: not scored
     result = _run("--model", "folding", "--pairs", nb, wb, "--gains", "1,0", "--fractions", "", "--json")
     assert result.returncode == 0, result.stderr
@@ -138,7 +126,7 @@ def test_cli_scores_real_pairs_aligned_and_paired_by_name(tmp_path):
 
 
 def test_cli_refuses_bad_pairs(tmp_path):
-    nb, wb = _real_pair_dirs(tmp_path, [0])
+    nb, wb = write_real_pairs(tmp_path, [0])
     both = _run("--model", "folding", "--data", wb, "--pairs", nb, wb)
     assert both.returncode == 2 and "not allowed with" in both.stderr
     missing = _run("--model", "folding", "--pairs", tmp_path / "nope", wb)
