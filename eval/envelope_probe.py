@@ -45,10 +45,11 @@ from bwe.baselines import sinc  # noqa: E402
 from bwe.data.audio import AudioError, load_audio  # noqa: E402
 from bwe.data.degrade import evaluation_degradation  # noqa: E402
 from bwe.metrics import LSD_N_FFT, import_visqol, lsd_all  # noqa: E402
-from evaluate import DEFAULT_MAX_OFFSET_MS, METRIC_LABELS, EvaluationError, load_system  # noqa: E402
+from evaluate import METRIC_LABELS, EvaluationError, load_system  # noqa: E402
 from pesq_headroom import (  # noqa: E402
-    N_FFT, RATE, SPLIT_HZ, Example, _band_rows, _istft, _stft, band_level_errors_db, band_levels_db,
-    chosen_examples, error_and_bias_db, numbers, perceptual_scorers, score_all_or_none, shift, spread_files,
+    N_FFT, RATE, SPLIT_HZ, Example, _band_rows, _istft, _stft, add_test_set_arguments, band_level_errors_db,
+    band_levels_db, chosen_examples, error_and_bias_db, numbers, perceptual_scorers, score_all_or_none, shift,
+    spread_files,
 )
 
 FRAME_MS = 1000.0 * 128 / RATE  # the STFT hop
@@ -192,17 +193,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="envelope_probe.py", description=__doc__.split("\n\n")[0],
         epilog="example: python eval/envelope_probe.py --train CORPUS/train --data CORPUS/valid --model bwe/pretrained")
     parser.add_argument("--train", required=True, help="wideband references to fit the probe on (searched recursively)")
-    test = parser.add_mutually_exclusive_group(required=True)
-    test.add_argument("--data", help="wideband references to test on (searched recursively), degraded by the fixed "
-                                     "evaluation channel")
-    test.add_argument("--pairs", nargs=2, metavar=("NB_DIR", "WB_DIR"),
-                      help="test on real narrowband recordings and their wideband references, paired by file name")
-    parser.add_argument("--max-offset-ms", type=float, default=DEFAULT_MAX_OFFSET_MS,
-                        help="largest lag searched when aligning --pairs (default %(default)s)")
+    add_test_set_arguments(parser)  # what the probe is tested on: --data or --pairs, --limit
     parser.add_argument("--model", help="also score this system (folding, an exported model directory, DIR:int8)")
     parser.add_argument("--train-limit", type=int, default=1500,
                         help="training files, spread evenly over --train (default 1500)")
-    parser.add_argument("--limit", type=int, default=40, help="test files, spread evenly over --data (default 40)")
     parser.add_argument("--context-ms", type=float, default=128.0, help="past context of the features (default 128)")
     parser.add_argument("--lag-ms", type=float, default=0.0,
                         help="predict each frame from the features this long before it, in steps of the 8 ms "

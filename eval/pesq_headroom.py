@@ -3,10 +3,10 @@
     python eval/pesq_headroom.py --model bwe/pretrained --data CORPUS/valid [--limit 40] [--visqol] [--json]
     python eval/pesq_headroom.py --model bwe/pretrained --pairs PAIRS/nb PAIRS/wb [--limit 40]
 
-Each wideband reference is degraded by the fixed evaluation channel (or, with ``--pairs``, its
-real narrowband recording is used, paired by file name and aligned as ``evaluate.py`` aligns
-them), run through the system, and the system's 4-8 kHz band is then rescored as it is and after each of these changes (its 0-4 kHz
-band is never touched):
+Each wideband reference is degraded by the fixed evaluation channel (or, with ``--pairs``, its real
+narrowband recording is used, paired by file name and aligned as ``evaluate.py`` aligns them), run
+through the system, and the system's 4-8 kHz band is then rescored as it is and after each of these
+changes (its 0-4 kHz band is never touched):
 
 * ``sinc baseline``: the input resampled with soxr, for reference;
 * ``gain G``: the whole high band scaled by G (1 = as is, 0 = the system's own low band alone);
@@ -176,6 +176,19 @@ def real_pair_examples(pairs: Sequence[tuple[str, str]], max_offset: int) -> Ite
         yield wide_path, wideband, narrowband, estimate_delay(wideband, sinc(narrowband), max_offset)
 
 
+def add_test_set_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags :func:`chosen_examples` reads: ``--data`` or ``--pairs``, ``--max-offset-ms``, ``--limit``."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="folder of wideband reference audio (searched recursively), degraded by the "
+                                       "fixed evaluation channel")
+    source.add_argument("--pairs", nargs=2, metavar=("NB_DIR", "WB_DIR"),
+                        help="real narrowband recordings and their wideband references, paired by file name")
+    parser.add_argument("--max-offset-ms", type=float, default=DEFAULT_MAX_OFFSET_MS,
+                        help="largest lag searched when aligning --pairs (default %(default)s)")
+    parser.add_argument("--limit", type=int, default=40,
+                        help="files (or pairs) scored, spread evenly over the folder (or the pairs) (default 40)")
+
+
 def chosen_examples(data: str | None, pairs: Sequence[str] | None, limit: int,
                     max_offset_ms: float) -> tuple[Iterator[Example], str]:
     """The examples of a ``--data`` folder or of ``--pairs NB_DIR WB_DIR`` (``limit`` spread over
@@ -240,15 +253,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="pesq_headroom.py", description=__doc__.split("\n\n")[0],
         epilog="example: python eval/pesq_headroom.py --model bwe/pretrained --data CORPUS/valid --limit 40")
     parser.add_argument("--model", required=True, help="folding, an exported model directory, or DIR:int8")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", help="folder of wideband reference audio (searched recursively), degraded by the "
-                                       "fixed evaluation channel")
-    source.add_argument("--pairs", nargs=2, metavar=("NB_DIR", "WB_DIR"),
-                        help="real narrowband recordings and their wideband references, paired by file name")
-    parser.add_argument("--max-offset-ms", type=float, default=DEFAULT_MAX_OFFSET_MS,
-                        help="largest lag searched when aligning --pairs (default %(default)s)")
-    parser.add_argument("--limit", type=int, default=40,
-                        help="files (or pairs) used, spread evenly over the folder (or the pairs) (default 40)")
+    add_test_set_arguments(parser)
     parser.add_argument("--gains", default=",".join(f"{g:g}" for g in DEFAULT_GAINS),
                         help="comma-separated high-band gains (default %(default)s)")
     parser.add_argument("--band-hz", type=float, default=500.0, help="band width of the band-level oracle (default 500)")
