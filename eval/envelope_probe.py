@@ -47,9 +47,9 @@ from bwe.data.degrade import evaluation_degradation  # noqa: E402
 from bwe.metrics import LSD_N_FFT, import_visqol, lsd_all  # noqa: E402
 from evaluate import METRIC_LABELS, EvaluationError, load_system  # noqa: E402
 from pesq_headroom import (  # noqa: E402
-    N_FFT, RATE, SPLIT_HZ, Example, _band_rows, _istft, _stft, add_test_set_arguments, band_level_errors_db,
-    band_levels_db, chosen_examples, error_and_bias_db, numbers, perceptual_scorers, score_all_or_none, shift,
-    spread_files,
+    N_FFT, RATE, SPLIT_HZ, Example, _band_rows, _istft, _stft, add_test_set_arguments, aligned_to_reference,
+    band_level_errors_db, band_levels_db, chosen_examples, error_and_bias_db, numbers, perceptual_scorers,
+    score_all_or_none, shift, spread_files,
 )
 
 FRAME_MS = 1000.0 * 128 / RATE  # the STFT hop
@@ -153,7 +153,8 @@ def probe_report(probe: EnvelopeProbe, examples: Iterable[Example],
     scores: dict[str, dict[str, list[float]]] = {}
     too_short = []
     for name, wideband, narrowband, offset in examples:
-        if len(shift(wideband, sinc(narrowband), offset)[0]) <= LSD_N_FFT // 2:
+        upsampled = sinc(narrowband)
+        if len(shift(wideband, upsampled, offset)[0]) <= LSD_N_FFT // 2:
             too_short.append(name)
             continue
         x, y = example_features(wideband, narrowband, offset, probe.context_frames, probe.lag_frames)
@@ -162,11 +163,9 @@ def probe_report(probe: EnvelopeProbe, examples: Iterable[Example],
         if system is None:
             continue
         output = np.asarray(system(narrowband), np.float32)
-        signals = {"sinc baseline": sinc(narrowband), "system as is": output}
+        signals = {"sinc baseline": upsampled, "system as is": output}
         signals.update({f"system, probe envelope x{g:g}": reshape_high_band(output, predicted, g) for g in gains})
-        n = min(len(shift(wideband, signal, offset)[0]) for signal in signals.values())
-        reference = shift(wideband, output, offset)[0][:n]
-        signals = {name: shift(wideband, signal, offset)[1][:n] for name, signal in signals.items()}
+        reference, signals = aligned_to_reference(wideband, signals, offset)
         for variant, signal in signals.items():
             row = rows.setdefault(variant, {"lsd_hf": [], "envelope_error_db": []})
             row["lsd_hf"].append(lsd_all(reference, signal)["lsd_hf"])

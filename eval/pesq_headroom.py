@@ -206,6 +206,16 @@ def chosen_examples(data: str | None, pairs: Sequence[str] | None, limit: int,
     return examples, f"the real pairs {' '.join(pairs)}"
 
 
+def aligned_to_reference(wideband: np.ndarray, signals: dict[str, np.ndarray],
+                         offset: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The reference and each of ``signals`` (on the input's timeline) with the lag ``offset`` undone
+    by ``evaluate.shift``, all trimmed to the shortest."""
+    shifted = {name: shift(wideband, signal, offset) for name, signal in signals.items()}
+    n = min(len(estimate) for _, estimate in shifted.values())
+    reference = next(iter(shifted.values()))[0][:n]  # every shift drops the same start of the reference
+    return reference, {name: estimate[:n] for name, (_, estimate) in shifted.items()}
+
+
 def headroom(
     examples: Iterable[Example], system: Callable[[np.ndarray], np.ndarray], gains: Sequence[float] = DEFAULT_GAINS,
     band_hz: float = 500.0, fractions: Sequence[float] = DEFAULT_FRACTIONS, visqol: bool = False,
@@ -224,13 +234,12 @@ def headroom(
     band_errors = []
     too_short = []
     for name, wideband, narrowband, offset in examples:
-        reference, output = shift(wideband, np.asarray(system(narrowband), np.float32), offset)
-        upsampled = shift(wideband, sinc(narrowband), offset)[1]
-        n = min(len(reference), len(upsampled))
-        if n <= LSD_N_FFT // 2:
+        reference, aligned = aligned_to_reference(
+            wideband, {"output": np.asarray(system(narrowband), np.float32), "sinc": sinc(narrowband)}, offset)
+        if len(reference) <= LSD_N_FFT // 2:
             too_short.append(name)
             continue
-        reference, output = reference[:n], output[:n]
+        output, upsampled = aligned["output"], aligned["sinc"]
         band_errors.append(band_level_errors_db(reference, output, band_hz))
         signals = variants(reference, output, gains, band_hz, upsampled, fractions)
         for variant, signal in signals.items():
