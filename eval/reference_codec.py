@@ -1,0 +1,158 @@
+"""What a G.722-coded reference does to a comparison: every system scored against clean wideband
+references and against the same references after a G.722 round trip.
+
+    python eval/reference_codec.py --model bwe=bwe/pretrained --data CORPUS/valid/tuxpaint [--limit 60] [--json]
+
+Why it exists: the 16 kHz references of the real narrowband pairs (``eval/asterisk_pairs.py``) and of
+the corpus' ``asterisk-g722`` source are G.722 decodes. G.722 at 64 kbit/s codes 4-8 kHz with 2-bit
+ADPCM (16 kbit/s), whose quantisation noise fills that band: the reference's high band is the
+speaker's plus the codec's. This tool measures the effect on files whose references are clean. Each
+wideband file R under ``--data`` is degraded by the fixed evaluation channel; the baselines (sinc,
+folding) and every ``--model`` extend it; each output is scored (``evaluate.score_pair``: LSD,
+LSD-LF, LSD-HF, WB-PESQ) against R and against G.722(R), the ITU-T G.722 codec at 64 kbit/s (mode 1)
+from the ``G722`` package (a bit-exact implementation that passes the ITU test vectors), its
+``CODEC_DELAY`` removed. The header gives the codec's own effect on the band: the band-level bias of
+G.722(R) against R (``pesq_headroom.band_level_errors_db``: per frame the mean over 500 Hz bands of
+4-8 kHz of its level minus R's, median over frames, mean over files), in dB.
+
+Outputs and inputs are identical in both columns; only the reference changes. A ranking that flips
+between the columns is the codec's, not the systems'.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bwe.data.audio import AudioError, as_signal, load_audio  # noqa: E402
+from bwe.data.degrade import evaluation_degradation  # noqa: E402
+from bwe.metrics import LSD_N_FFT  # noqa: E402
+from evaluate import (  # noqa: E402
+    METRIC_LABELS, EvaluationError, load_systems, run_system, score_pair,
+)
+from pesq_headroom import band_level_errors_db, spread_files  # noqa: E402
+
+RATE = 16000
+BIT_RATE = 64000  # G.722 mode 1: 48 kbit/s for 0-4 kHz, 16 kbit/s (2 bits a sample) for 4-8 kHz
+# The decoded signal lags the input by the two QMF banks' delay; tests/test_reference_codec.py
+# measures it on speech by cross-correlation.
+CODEC_DELAY = 22
+REFERENCES = ("clean", "g722")
+METRICS = ("lsd", "lsd_lf", "lsd_hf", "pesq_wb")
+
+
+def import_g722():
+    """The ``G722`` module (an "eval" extra), or an ImportError that says how to get it."""
+    try:
+        import G722
+    except ImportError as e:
+        raise ImportError("the G.722 round trip needs the G722 package: pip install 'bwe[eval]'") from e
+    return G722
+
+
+def g722_round_trip(x16k: np.ndarray) -> np.ndarray:
+    """float [n] at 16 kHz -> float32 [n]: coded and decoded by G.722 at 64 kbit/s, delay removed.
+
+    The codec takes 16-bit PCM, so the signal is quantised to it (samples beyond full scale are
+    clipped, as a 16-bit file would hold them). The input is not modified. Raises ValueError for
+    a non-1-D, empty or non-finite signal.
+    """
+    codec = import_g722()
+    x = as_signal(x16k, "signal")
+    pcm = np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16)
+    # Pad by the delay so that the last input sample comes out; fresh codec states for each call.
+    padded = np.concatenate([pcm, np.zeros(CODEC_DELAY, np.int16)])
+    coded = codec.G722(RATE, BIT_RATE).encode(array.array("h", padded.tobytes()))
+    decoded = np.frombuffer(codec.G722(RATE, BIT_RATE, use_numpy=False).decode(coded), dtype=np.int16)
+    return (decoded[CODEC_DELAY: CODEC_DELAY + x.shape[0]].astype(np.float32) / 32768.0)
+
+
+def compare(files: Sequence[str], systems: dict) -> tuple[dict[str, dict[str, dict[str, float]]], float, list[str]]:
+    """Per system and reference ("clean", "g722"): the mean of each of ``METRICS`` over the files (WB-PESQ
+    over the files it can score against both references, their count as ``pesq_files``); the codec's
+    band-level bias in dB (mean over files); and the files too short to score."""
+    scores = {label: {ref: {m: [] for m in METRICS} for ref in REFERENCES} for label in systems}
+    biases, too_short = [], []
+    for path in files:
+        clean, _ = load_audio(path, target_rate=RATE)
+        if clean.shape[0] <= LSD_N_FFT // 2:
+            too_short.append(path)
+            continue
+        references = {"clean": clean, "g722": g722_round_trip(clean)}
+        biases.append(band_level_errors_db(clean, references["g722"])[1])
+        narrowband = evaluation_degradation(clean)
+        for label, system in systems.items():
+            output = run_system(path, label, system, narrowband)
+            rows = {ref: score_pair(reference, output) for ref, reference in references.items()}
+            scorable = all(row["pesq_wb"] is not None for row in rows.values())
+            for ref, row in rows.items():
+                for metric in METRICS:
+                    if metric != "pesq_wb" or scorable:
+                        scores[label][ref][metric].append(row[metric])
+    if not biases:
+        raise EvaluationError(f"all {len(too_short)} file(s) are too short to score (LSD needs more than "
+                              f"{LSD_N_FFT // 2} samples at 16 kHz)")
+    table = {label: {ref: {**{m: float(np.mean(v)) if v else float("nan") for m, v in per_ref.items()},
+                           "files": len(per_ref["lsd"]), "pesq_files": len(per_ref["pesq_wb"])}
+                     for ref, per_ref in per_system.items()}
+             for label, per_system in scores.items()}
+    return table, float(np.mean(biases)), too_short
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="reference_codec.py", description=__doc__.split("\n\n")[0],
+        epilog="example: python eval/reference_codec.py --model bwe=bwe/pretrained --data CORPUS/valid/tuxpaint")
+    parser.add_argument("--model", action="append", default=[],
+                        help="an exported model directory, DIR:int8, or NAME=DIR (repeatable); sinc and folding "
+                             "are always scored")
+    parser.add_argument("--data", required=True,
+                        help="folder of clean wideband reference audio (searched recursively)")
+    parser.add_argument("--limit", type=int, default=60,
+                        help="files scored, spread evenly over the folder (default %(default)s)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        if args.limit < 1:
+            raise EvaluationError(f"--limit must be >= 1, got {args.limit}")
+        files = spread_files(args.data, "--data", args.limit)
+        import_g722()
+        systems = load_systems(args.model)
+        table, bias, too_short = compare(files, systems)
+    except (EvaluationError, AudioError, ImportError) as e:
+        print(f"reference_codec.py: error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"codec_band_bias_db": bias, "systems": table, "too_short": too_short}, indent=2))
+        return 0
+    first = next(iter(table.values()))["clean"]
+    print(f"{first['files']} file(s) of {args.data}; WB-PESQ over the {first['pesq_files']} it can score against "
+          "both references")
+    if too_short:
+        print(f"left out, too short to score: {', '.join(too_short)}")
+    print(f"the G.722 round trip makes the reference's 4-8 kHz band {bias:+.1f} dB louder (median over frames "
+          "of the mean over 500 Hz bands; mean over files)")
+    names = [METRIC_LABELS[m] for m in METRICS]
+    print(f"{'system':24s} | clean reference: " + " ".join(f"{n:>7s}" for n in names)
+          + " | G.722 reference: " + " ".join(f"{n:>7s}" for n in names))
+    for label, row in table.items():
+        print(f"{label:24s} | {'':17s}" + " ".join(f"{row['clean'][m]:7.3f}" for m in METRICS)
+              + f" | {'':17s}" + " ".join(f"{row['g722'][m]:7.3f}" for m in METRICS))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
