@@ -69,8 +69,10 @@ def g722_round_trip(x16k: np.ndarray) -> np.ndarray:
     codec = import_g722()
     x = as_signal(x16k, "signal")
     pcm = np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16)
-    # Pad by the delay so that the last input sample comes out; fresh codec states for each call.
-    padded = np.concatenate([pcm, np.zeros(CODEC_DELAY, np.int16)])
+    # Pad by the delay so that the last input sample comes out, and to an even length: the codec
+    # takes samples in pairs and drops an odd last one. Fresh codec states for each call.
+    padding = CODEC_DELAY + (x.shape[0] + CODEC_DELAY) % 2
+    padded = np.concatenate([pcm, np.zeros(padding, np.int16)])
     coded = codec.G722(RATE, BIT_RATE).encode(array.array("h", padded.tobytes()))
     decoded = np.frombuffer(codec.G722(RATE, BIT_RATE, use_numpy=False).decode(coded), dtype=np.int16)
     return (decoded[CODEC_DELAY: CODEC_DELAY + x.shape[0]].astype(np.float32) / 32768.0)

@@ -56,6 +56,16 @@ def test_round_trip_is_aligned_same_length_and_leaves_its_input_alone():
     assert _band_snr_db(x, y, 100, 3500) > 20.0 > 10.0 > _band_snr_db(x, y, 4500, 7500)
 
 
+@pytest.mark.parametrize("n", [16001, 16000, 1, 2])
+def test_round_trip_keeps_every_length(n):
+    """G.722 codes samples in pairs: an odd length must not lose its last sample."""
+    x = speech_like(1.1, 16000, seed=8)[:n]
+    y = reference_codec.g722_round_trip(x)
+    assert y.shape == (n,)
+    if n > 1000:
+        assert estimate_delay(x, y, 100) == 0
+
+
 def test_round_trip_fills_an_empty_high_band_with_codec_noise():
     narrow = sinc(evaluation_degradation(speech_like(2.0, 16000, seed=4)))  # nothing above ~4 kHz
     coded = reference_codec.g722_round_trip(narrow)
