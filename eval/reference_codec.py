@@ -13,7 +13,8 @@ LSD-LF, LSD-HF, WB-PESQ) against R and against G.722(R), the ITU-T G.722 codec a
 from the ``G722`` package (a bit-exact implementation that passes the ITU test vectors), its
 ``CODEC_DELAY`` removed. The header gives the codec's own effect on the band: the band-level bias of
 G.722(R) against R (``pesq_headroom.band_level_errors_db``: per frame the mean over 500 Hz bands of
-4-8 kHz of its level minus R's, median over frames, mean over files), in dB.
+4-8 kHz of its level minus R's, median over frames, mean over files), in dB; the table gives each
+system's band-level bias against each reference the same way ("bias dB").
 
 Outputs and inputs are identical in both columns; only the reference changes. A ranking that flips
 between the columns is the codec's, not the systems'.
@@ -47,7 +48,8 @@ BIT_RATE = 64000  # G.722 mode 1: 48 kbit/s for 0-4 kHz, 16 kbit/s (2 bits a sam
 # measures it on speech by cross-correlation.
 CODEC_DELAY = 22
 REFERENCES = ("clean", "g722")
-METRICS = ("lsd", "lsd_lf", "lsd_hf", "pesq_wb")
+METRICS = ("lsd", "lsd_lf", "lsd_hf", "pesq_wb", "band_bias_db")
+LABELS = {"band_bias_db": "bias dB"}
 
 
 def import_g722():
@@ -94,7 +96,8 @@ def compare(files: Sequence[str], systems: dict) -> tuple[dict[str, dict[str, di
         narrowband = evaluation_degradation(clean)
         for label, system in systems.items():
             output = run_system(path, label, system, narrowband)
-            rows = {ref: score_pair(reference, output) for ref, reference in references.items()}
+            rows = {ref: {**score_pair(reference, output), "band_bias_db": band_level_errors_db(reference, output)[1]}
+                    for ref, reference in references.items()}
             scorable = all(row["pesq_wb"] is not None for row in rows.values())
             for ref, row in rows.items():
                 for metric in METRICS:
@@ -108,6 +111,10 @@ def compare(files: Sequence[str], systems: dict) -> tuple[dict[str, dict[str, di
                      for ref, per_ref in per_system.items()}
              for label, per_system in scores.items()}
     return table, float(np.mean(biases)), too_short
+
+
+def _cell(row: dict[str, float], metric: str) -> str:
+    return f"{row[metric]:+7.1f}" if metric == "band_bias_db" else f"{row[metric]:7.3f}"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -147,12 +154,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"left out, too short to score: {', '.join(too_short)}")
     print(f"the G.722 round trip makes the reference's 4-8 kHz band {bias:+.1f} dB louder (median over frames "
           "of the mean over 500 Hz bands; mean over files)")
-    names = [METRIC_LABELS[m] for m in METRICS]
+    names = [LABELS.get(m) or METRIC_LABELS[m] for m in METRICS]
     print(f"{'system':24s} | clean reference: " + " ".join(f"{n:>7s}" for n in names)
           + " | G.722 reference: " + " ".join(f"{n:>7s}" for n in names))
     for label, row in table.items():
-        print(f"{label:24s} | {'':17s}" + " ".join(f"{row['clean'][m]:7.3f}" for m in METRICS)
-              + f" | {'':17s}" + " ".join(f"{row['g722'][m]:7.3f}" for m in METRICS))
+        print(f"{label:24s} | {'':17s}" + " ".join(_cell(row['clean'], m) for m in METRICS)
+              + f" | {'':17s}" + " ".join(_cell(row['g722'], m) for m in METRICS))
     return 0
 
 

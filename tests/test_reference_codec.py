@@ -119,6 +119,9 @@ def test_cli_scores_the_same_outputs_against_both_references(tmp_path):
             assert row["files"] == row["pesq_files"] == 2
             for metric in ("lsd", "lsd_lf", "lsd_hf", "pesq_wb"):
                 assert row[metric] == pytest.approx(np.mean([e[metric] for e in expected]), rel=1e-6), (label, name)
+            biases = [band_level_errors_db(reference_codec.g722_round_trip(r) if coded else r,
+                                           system(evaluation_degradation(r)))[1] for r in references]
+            assert row["band_bias_db"] == pytest.approx(np.mean(biases), abs=1e-6)
     # The reference's codec moves folding's LSD-HF although its output is the same.
     assert abs(systems["folding"]["clean"]["lsd_hf"] - systems["folding"]["g722"]["lsd_hf"]) > 0.05
     expected_bias = np.mean([band_level_errors_db(r, reference_codec.g722_round_trip(r))[1] for r in references])
