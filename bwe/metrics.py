@@ -18,6 +18,11 @@ Signals are trimmed to the shorter one's length first; time alignment is the cal
 Nyquist bin when ``hi_hz`` reaches Nyquist, so that LSD-LF = band (0, 4000) (bins 0-511 at 16 kHz)
 and LSD-HF = band (4000, 8000) (bins 512-1024) split the full band's bins without overlap.
 
+**LSD's two parts** (:func:`lsd_level_shape`, a diagnostic): a frame's difference ``d`` over the
+band's bins splits exactly into its mean (the *level* error: how much quieter the estimate is, in
+log10 units) and the spread around that mean (the *shape* error: wrong peaks, valleys and tilt),
+with ``LSD_frame = sqrt(level^2 + shape^2)``. Two estimates can reach one LSD by opposite routes.
+
 **PESQ**: ITU-T P.862.2 wide-band at 16 kHz through the ``pesq`` package. A pair PESQ cannot
 score (no utterance found, too short) gives ``None`` and a warning with the reason, never a number.
 
@@ -112,6 +117,27 @@ def lsd_all(reference: np.ndarray, estimate: np.ndarray, sample_rate: int = 1600
         "lsd_lf": _lsd_from_log_power(log_ref, log_est, _band_bins(sample_rate, LF_BAND)),
         "lsd_hf": _lsd_from_log_power(log_ref, log_est, _band_bins(sample_rate, (HF_BAND[0], sample_rate / 2))),
     }
+
+
+def lsd_level_shape(
+    reference: np.ndarray,
+    estimate: np.ndarray,
+    sample_rate: int = 16000,
+    band: tuple[float, float] | None = HF_BAND,
+) -> dict[str, float]:
+    """``{"level", "shape"}``: LSD's two parts in ``band`` (default 4 kHz-Nyquist), means over frames.
+
+    Per frame, over the band's bins, ``d = log10 P_ref - log10 P_est``: ``level`` is the mean of
+    ``d`` (signed: positive when the estimate is quieter than the reference), ``shape`` its
+    standard deviation, so that ``sqrt(level^2 + shape^2)`` is that frame's LSD. Raises ValueError
+    like :func:`lsd`.
+    """
+    ref, est = _pair(reference, estimate)
+    if band is not None and band[1] >= sample_rate / 2:
+        band = (band[0], sample_rate / 2)
+    bins = _band_bins(sample_rate, band)
+    diff = log_power_spectrogram(ref)[:, bins] - log_power_spectrogram(est)[:, bins]
+    return {"level": float(np.mean(diff.mean(axis=1))), "shape": float(np.mean(diff.std(axis=1)))}
 
 
 def pesq_wb(reference: np.ndarray, estimate: np.ndarray) -> float | None:

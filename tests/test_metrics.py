@@ -5,7 +5,7 @@ import pytest
 
 import scipy.signal
 
-from bwe.metrics import align, estimate_delay, lsd, lsd_all, pesq_wb, visqol_speech
+from bwe.metrics import align, estimate_delay, lsd, lsd_all, lsd_level_shape, pesq_wb, visqol_speech
 from signals import speech_like
 
 
@@ -14,8 +14,9 @@ def speech():
     return speech_like(3.0, 16000, seed=21).astype(np.float64)
 
 
-def reference_lsd(ref, est, sample_rate=16000, lo=None, hi=None):
-    """The definition written out with an explicit frame loop and np.fft.rfft, sharing no code."""
+def reference_log_power_difference(ref, est, sample_rate=16000, lo=None, hi=None):
+    """log10 P_ref - log10 P_est [frames, bins of the band], written out with an explicit frame
+    loop and np.fft.rfft, sharing no code with bwe.metrics."""
     n_fft, hop = 2048, 512
     n = min(len(ref), len(est))
     window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)  # periodic Hann
@@ -36,9 +37,12 @@ def reference_lsd(ref, est, sample_rate=16000, lo=None, hi=None):
         k = np.arange(n_fft // 2 + 1)
         keep = (k * sample_rate / n_fft >= lo) & ((k * sample_rate / n_fft < hi) | (k == n_fft // 2) & (hi >= sample_rate / 2))
         a, b = a[:, keep], b[:, keep]
-    per_frame = []
-    for fa, fb in zip(a, b):
-        per_frame.append(np.sqrt(np.sum((fa - fb) ** 2) / len(fa)))
+    return a - b
+
+
+def reference_lsd(ref, est, sample_rate=16000, lo=None, hi=None):
+    """The definition: per frame the root mean square of the difference, then the mean over frames."""
+    per_frame = [np.sqrt(np.sum(d**2) / len(d)) for d in reference_log_power_difference(ref, est, sample_rate, lo, hi)]
     return sum(per_frame) / len(per_frame)
 
 
@@ -99,6 +103,27 @@ def test_lsd_low_band_error_only_shows_in_lsd_lf(speech):
     d_low, d_high = lsd_all(speech, low), lsd_all(speech, high)
     assert d_low["lsd_hf"] > 2 and d_low["lsd_lf"] < 0.5 * d_low["lsd_hf"]
     assert d_high["lsd_lf"] > 2 and d_high["lsd_hf"] < 0.5 * d_high["lsd_lf"]
+
+
+def test_lsd_level_shape_against_the_frame_loop_and_analytic_values(speech):
+    rng = np.random.default_rng(2)
+    # An estimate with too little and wrongly shaped high band: a low-pass plus some noise.
+    est = scipy.signal.lfilter(*scipy.signal.butter(4, 5000, fs=16000), speech) + 1e-3 * rng.standard_normal(speech.shape)
+    diff = reference_log_power_difference(speech, est, lo=4000, hi=8000)
+    parts = lsd_level_shape(speech, est)
+    assert parts["level"] == pytest.approx(np.mean([np.sum(d) / len(d) for d in diff]), rel=1e-10)
+    assert parts["shape"] == pytest.approx(np.mean([np.sqrt(np.sum((d - d.mean()) ** 2) / len(d)) for d in diff]), rel=1e-10)
+    assert parts["level"] > 0.3 and parts["shape"] > 0.1  # quieter than the reference, and misshapen
+    # Per frame LSD^2 = level^2 + shape^2, so the mean LSD bounds each part's mean from above.
+    assert lsd(speech, est, band=(4000, 8000)) >= max(parts["shape"], abs(parts["level"]))
+    # Scaling by a shifts every bin by -2 log10(a) (white noise stays above the power floor): all
+    # level, signed, and no shape.
+    noise = 0.1 * rng.standard_normal(8000)
+    scaled = lsd_level_shape(noise, 0.1 * noise, band=(0, 4000))
+    assert scaled["level"] == pytest.approx(2.0, rel=1e-9) and scaled["shape"] == pytest.approx(0.0, abs=1e-9)
+    assert lsd_level_shape(noise, 3 * noise)["level"] == pytest.approx(-2 * np.log10(3), rel=1e-9)
+    with pytest.raises(ValueError, match="too short"):
+        lsd_level_shape(np.ones(1024), np.ones(1024))
 
 
 def test_lsd_trims_to_equal_length(speech):
