@@ -1,20 +1,28 @@
-"""What a G.722-coded reference does to a comparison: every system scored against clean wideband
-references and against the same references after a G.722 round trip.
+"""What a G.722-coded reference does to a comparison: every system scored against its references as
+given and against the same references after a G.722 round trip.
 
-    python eval/reference_codec.py --model bwe=bwe/pretrained --data CORPUS/valid/tuxpaint [--limit 60] [--json]
+    python eval/reference_codec.py --model bwe=bwe/pretrained --data CORPUS/valid/tuxpaint [--limit 40] [--json]
+    python eval/reference_codec.py --model bwe=bwe/pretrained --pairs PAIRS/nb PAIRS/wb --limit 129
 
 Why it exists: the 16 kHz references of the real narrowband pairs (``eval/asterisk_pairs.py``) and of
 the corpus' ``asterisk-g722`` source are G.722 decodes. G.722 at 64 kbit/s codes 4-8 kHz with 2-bit
 ADPCM (16 kbit/s), whose quantisation noise fills that band: the reference's high band is the
-speaker's plus the codec's. This tool measures the effect on files whose references are clean. Each
-wideband file R under ``--data`` is degraded by the fixed evaluation channel; the baselines (sinc,
-folding) and every ``--model`` extend it; each output is scored (``evaluate.score_pair``: LSD,
-LSD-LF, LSD-HF, WB-PESQ) against R and against G.722(R), the ITU-T G.722 codec at 64 kbit/s (mode 1)
-from the ``G722`` package (a bit-exact implementation that passes the ITU test vectors), its
-``CODEC_DELAY`` removed. The header gives the codec's own effect on the band: the band-level bias of
-G.722(R) against R (``pesq_headroom.band_level_errors_db``: per frame the mean over 500 Hz bands of
-4-8 kHz of its level minus R's, median over frames, mean over files), in dB; the table gives each
-system's band-level bias against each reference the same way ("bias dB").
+speaker's plus the codec's. This tool measures the effect on files whose references are clean
+(``--data``: each wideband file R is degraded by the fixed evaluation channel) and shows where
+real pairs stand (``--pairs``: the real narrowband recordings, aligned to their references as
+``evaluate.py`` aligns them; their references are coded already, so a second round trip barely
+moves them). The baselines (sinc, folding) and every ``--model`` extend each input; each output is
+scored (``evaluate.score_pair``: LSD, LSD-LF, LSD-HF, WB-PESQ) against R and against G.722(R), the
+ITU-T G.722 codec at 64 kbit/s (mode 1) from the ``G722`` package (a bit-exact implementation that
+passes the ITU test vectors), its ``CODEC_DELAY`` removed.
+
+Two more figures say why a ranking moves. LSD-HF's two parts (``bwe.metrics.lsd_level_shape``):
+"HF level", how much quieter the output's 4-8 kHz band is than the reference's (mean log10 power
+difference, means over frames and files), and "HF shape", the spread of that difference across the
+band's bins. The header gives the codec's own effect on the band: the band-level bias of G.722(R)
+against R (``pesq_headroom.band_level_errors_db``: per frame the mean over 500 Hz bands of 4-8 kHz of
+its level minus R's, median over frames, mean over files), in dB; the table gives each system's
+band-level bias against each reference the same way ("bias dB").
 
 Outputs and inputs are identical in both columns; only the reference changes. A ranking that flips
 between the columns is the codec's, not the systems'.
@@ -27,29 +35,30 @@ import array
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bwe.data.audio import AudioError, as_signal, load_audio  # noqa: E402
-from bwe.data.degrade import evaluation_degradation  # noqa: E402
-from bwe.metrics import LSD_N_FFT  # noqa: E402
+from bwe.data.audio import AudioError, as_signal  # noqa: E402
+from bwe.metrics import LSD_N_FFT, lsd_level_shape  # noqa: E402
 from evaluate import (  # noqa: E402
     METRIC_LABELS, EvaluationError, load_systems, run_system, score_pair,
 )
-from pesq_headroom import band_level_errors_db, spread_files  # noqa: E402
+from pesq_headroom import (  # noqa: E402
+    Example, add_test_set_arguments, aligned_to_reference, band_level_errors_db, chosen_examples,
+)
 
 RATE = 16000
 BIT_RATE = 64000  # G.722 mode 1: 48 kbit/s for 0-4 kHz, 16 kbit/s (2 bits a sample) for 4-8 kHz
 # The decoded signal lags the input by the two QMF banks' delay; tests/test_reference_codec.py
 # measures it on speech by cross-correlation.
 CODEC_DELAY = 22
-REFERENCES = ("clean", "g722")
-METRICS = ("lsd", "lsd_lf", "lsd_hf", "pesq_wb", "band_bias_db")
-LABELS = {"band_bias_db": "bias dB"}
+REFERENCES = ("given", "g722")
+METRICS = ("lsd", "lsd_lf", "lsd_hf", "hf_level", "hf_shape", "pesq_wb", "band_bias_db")
+LABELS = {"hf_level": "HF lvl", "hf_shape": "HF shp", "band_bias_db": "bias dB"}
 
 
 def import_g722():
@@ -80,31 +89,36 @@ def g722_round_trip(x16k: np.ndarray) -> np.ndarray:
     return (decoded[CODEC_DELAY: CODEC_DELAY + x.shape[0]].astype(np.float32) / 32768.0)
 
 
-def compare(files: Sequence[str], systems: dict) -> tuple[dict[str, dict[str, dict[str, float]]], float, list[str]]:
-    """Per system and reference ("clean", "g722"): the mean of each of ``METRICS`` over the files (WB-PESQ
-    over the files it can score against both references, their count as ``pesq_files``); the codec's
-    band-level bias in dB (mean over files); and the files too short to score."""
+def scores_of(reference: np.ndarray, output: np.ndarray) -> dict[str, float | None]:
+    """Every one of ``METRICS`` for one output against one reference."""
+    parts = lsd_level_shape(reference, output)
+    return {**score_pair(reference, output), "hf_level": parts["level"], "hf_shape": parts["shape"],
+            "band_bias_db": band_level_errors_db(reference, output)[1]}
+
+
+def compare(examples: Iterable[Example], systems: dict) -> tuple[dict[str, dict[str, dict[str, float]]], float, list[str]]:
+    """Per system and reference ("given", "g722"): the mean of each of ``METRICS`` over the examples
+    (WB-PESQ over those it can score against both references, their count as ``pesq_files``); the
+    codec's band-level bias in dB (mean over examples); and the examples too short to score."""
     scores = {label: {ref: {m: [] for m in METRICS} for ref in REFERENCES} for label in systems}
     biases, too_short = [], []
-    for path in files:
-        clean, _ = load_audio(path, target_rate=RATE)
-        if clean.shape[0] <= LSD_N_FFT // 2:
-            too_short.append(path)
+    for name, wideband, narrowband, offset in examples:
+        outputs = {label: run_system(name, label, system, narrowband) for label, system in systems.items()}
+        reference, aligned = aligned_to_reference(wideband, outputs, offset)
+        if reference.shape[0] <= LSD_N_FFT // 2:
+            too_short.append(name)
             continue
-        references = {"clean": clean, "g722": g722_round_trip(clean)}
-        biases.append(band_level_errors_db(clean, references["g722"])[1])
-        narrowband = evaluation_degradation(clean)
-        for label, system in systems.items():
-            output = run_system(path, label, system, narrowband)
-            rows = {ref: {**score_pair(reference, output), "band_bias_db": band_level_errors_db(reference, output)[1]}
-                    for ref, reference in references.items()}
+        references = {"given": reference, "g722": g722_round_trip(reference)}
+        biases.append(band_level_errors_db(reference, references["g722"])[1])
+        for label, output in aligned.items():
+            rows = {ref: scores_of(signal, output) for ref, signal in references.items()}
             scorable = all(row["pesq_wb"] is not None for row in rows.values())
             for ref, row in rows.items():
                 for metric in METRICS:
                     if metric != "pesq_wb" or scorable:
                         scores[label][ref][metric].append(row[metric])
     if not biases:
-        raise EvaluationError(f"all {len(too_short)} file(s) are too short to score (LSD needs more than "
+        raise EvaluationError(f"all {len(too_short)} example(s) are too short to score (LSD needs more than "
                               f"{LSD_N_FFT // 2} samples at 16 kHz)")
     table = {label: {ref: {**{m: float(np.mean(v)) if v else float("nan") for m, v in per_ref.items()},
                            "files": len(per_ref["lsd"]), "pesq_files": len(per_ref["pesq_wb"])}
@@ -124,10 +138,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", action="append", default=[],
                         help="an exported model directory, DIR:int8, or NAME=DIR (repeatable); sinc and folding "
                              "are always scored")
-    parser.add_argument("--data", required=True,
-                        help="folder of clean wideband reference audio (searched recursively)")
-    parser.add_argument("--limit", type=int, default=60,
-                        help="files scored, spread evenly over the folder (default %(default)s)")
+    add_test_set_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser.parse_args(argv)
 
@@ -137,29 +148,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.limit < 1:
             raise EvaluationError(f"--limit must be >= 1, got {args.limit}")
-        files = spread_files(args.data, "--data", args.limit)
+        examples, source = chosen_examples(args.data, args.pairs, args.limit, args.max_offset_ms)
         import_g722()
         systems = load_systems(args.model)
-        table, bias, too_short = compare(files, systems)
+        table, bias, too_short = compare(examples, systems)
     except (EvaluationError, AudioError, ImportError) as e:
         print(f"reference_codec.py: error: {e}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps({"codec_band_bias_db": bias, "systems": table, "too_short": too_short}, indent=2))
         return 0
-    first = next(iter(table.values()))["clean"]
-    print(f"{first['files']} file(s) of {args.data}; WB-PESQ over the {first['pesq_files']} it can score against "
-          "both references")
+    first = next(iter(table.values()))["given"]
+    print(f"{first['files']} example(s) of {source}; WB-PESQ over the {first['pesq_files']} it can score against "
+          "both references; HF lvl / HF shp: LSD-HF's level part (> 0: the output is quieter) and shape part")
     if too_short:
         print(f"left out, too short to score: {', '.join(too_short)}")
     print(f"the G.722 round trip makes the reference's 4-8 kHz band {bias:+.1f} dB louder (median over frames "
           "of the mean over 500 Hz bands; mean over files)")
     names = [LABELS.get(m) or METRIC_LABELS[m] for m in METRICS]
-    print(f"{'system':24s} | clean reference: " + " ".join(f"{n:>7s}" for n in names)
-          + " | G.722 reference: " + " ".join(f"{n:>7s}" for n in names))
+    print(f"{'system':24s} | reference as given: " + " ".join(f"{n:>7s}" for n in names)
+          + " | its G.722 round trip: " + " ".join(f"{n:>7s}" for n in names))
     for label, row in table.items():
-        print(f"{label:24s} | {'':17s}" + " ".join(_cell(row['clean'], m) for m in METRICS)
-              + f" | {'':17s}" + " ".join(_cell(row['g722'], m) for m in METRICS))
+        print(f"{label:24s} | {'':20s}" + " ".join(_cell(row['given'], m) for m in METRICS)
+              + f" | {'':22s}" + " ".join(_cell(row['g722'], m) for m in METRICS))
     return 0
 
 
