@@ -21,12 +21,18 @@ frame model share one state layout.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
+import tempfile
 
 import numpy as np
 
 METADATA_FILE = "metadata.json"
+# LiteRT's C++ logger announces every XNNPACK delegate on file descriptor 2, which Python cannot
+# silence: in a pipe like ``arecord | bwe-enhance --streaming - - | aplay`` that line is noise.
+DELEGATE_NOTICE = "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
 REQUIRED_KEYS = ("input_rate", "output_rate", "frame_input_samples", "frame_output_samples", "delay_samples",
                  "audio_input", "audio_output", "states", "files")
 
@@ -46,13 +52,39 @@ def _interpreter(path: str, num_threads: int):
         raise ModelError(f"{path}: not a loadable TFLite model ({e})") from None
 
 
+@contextlib.contextmanager
+def _without_delegate_notice():
+    """Run the block with file descriptor 2 captured; then pass on everything LiteRT wrote there
+    except its delegate notice (warnings and errors still reach the user)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable stderr to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines = capture.read().decode(errors="replace").splitlines(keepends=True)
+            kept = "".join(line for line in lines if line.strip() != DELEGATE_NOTICE)
+            if kept:
+                sys.stderr.write(kept)
+                sys.stderr.flush()
+
+
 class _StatefulRunner:
     """One .tflite with external state: binds signature names to tensor indices once, then runs."""
 
     def __init__(self, path: str, signature: str, metadata: dict, num_threads: int):
         self.path = path
         self.interpreter = _interpreter(path, num_threads)
-        self.interpreter.allocate_tensors()
+        with _without_delegate_notice():
+            self.interpreter.allocate_tensors()
         try:
             runner = self.interpreter.get_signature_runner(signature)
         except ValueError:

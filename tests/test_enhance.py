@@ -288,6 +288,7 @@ def test_bundled_model_enhances_the_bundled_sample_with_no_flags(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "bwe.enhance", sample, str(out)], capture_output=True,
                           cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stderr == b"", proc.stderr.decode()  # a clean run says nothing (no LiteRT notices)
     x, rate_in = sf.read(sample, dtype="float32")
     y, rate = sf.read(out, dtype="float32")
     assert (rate_in, rate, len(y)) == (8000, 16000, 2 * len(x))

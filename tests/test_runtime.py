@@ -120,6 +120,30 @@ def test_runtime_never_imports_tensorflow(exported):
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
+    # Three interpreters (block, frame, int8 frame) were built, and LiteRT's delegate notice was
+    # held back each time: a quiet run leaves stderr empty.
+    assert result.stderr == "", result.stderr[-2000:]
+
+
+def test_only_the_delegate_notice_is_held_back():
+    # Native writes to file descriptor 2 inside the filter: the notice goes, other lines come through
+    # in order, after the block, also when the block raises.
+    code = (
+        "import os, sys\n"
+        "from bwe.runtime import DELEGATE_NOTICE, _without_delegate_notice\n"
+        "with _without_delegate_notice():\n"
+        "    os.write(2, (DELEGATE_NOTICE + '\\nWARNING: kept 1\\n').encode())\n"
+        "try:\n"
+        "    with _without_delegate_notice():\n"
+        "        os.write(2, (DELEGATE_NOTICE + '\\nERROR: kept 2\\n').encode())\n"
+        "        raise RuntimeError('boom')\n"
+        "except RuntimeError:\n"
+        "    pass\n"
+        "print('after', file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "WARNING: kept 1\nERROR: kept 2\nafter\n"
 
 
 def test_bad_model_folders(exported, tmp_path):
