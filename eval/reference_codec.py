@@ -17,8 +17,8 @@ ITU-T G.722 codec at 64 kbit/s (mode 1) from the ``G722`` package (a bit-exact i
 passes the ITU test vectors), its ``CODEC_DELAY`` removed.
 
 Two more figures say why a ranking moves. LSD-HF's two parts (``bwe.metrics.lsd_level_shape``):
-"HF level", how much quieter the output's 4-8 kHz band is than the reference's (mean log10 power
-difference, means over frames and files), and "HF shape", the spread of that difference across the
+"HF lvl", how much quieter the output's 4-8 kHz band is than the reference's (mean log10 power
+difference, means over frames and files), and "HF shp", the spread of that difference across the
 band's bins. The header gives the codec's own effect on the band: the band-level bias of G.722(R)
 against R (``pesq_headroom.band_level_errors_db``: per frame the mean over 500 Hz bands of 4-8 kHz of
 its level minus R's, median over frames, mean over files), in dB; the table gives each system's
