@@ -25,7 +25,8 @@ its level minus R's, median over frames, mean over files), in dB; the table give
 band-level bias against each reference the same way ("bias dB").
 
 Outputs and inputs are identical in both columns; only the reference changes. A ranking that flips
-between the columns is the codec's, not the systems'.
+between the columns is the codec's, not the systems'. ``--code-outputs`` adds a third column, each
+output's own G.722 round trip against G.722(R): the comparison with the codec on both sides.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ BIT_RATE = 64000  # G.722 mode 1: 48 kbit/s for 0-4 kHz, 16 kbit/s (2 bits a sam
 # measures it on speech by cross-correlation.
 CODEC_DELAY = 22
 REFERENCES = ("given", "g722")
+BOTH_CODED = "g722_both"  # the output's round trip against the reference's (--code-outputs)
 METRICS = ("lsd", "lsd_lf", "lsd_hf", "hf_level", "hf_shape", "pesq_wb", "band_bias_db")
 LABELS = {"hf_level": "HF lvl", "hf_shape": "HF shp", "band_bias_db": "bias dB"}
 
@@ -96,11 +98,14 @@ def scores_of(reference: np.ndarray, output: np.ndarray) -> dict[str, float | No
             "band_bias_db": band_level_errors_db(reference, output)[1]}
 
 
-def compare(examples: Iterable[Example], systems: dict) -> tuple[dict[str, dict[str, dict[str, float]]], float, list[str]]:
-    """Per system and reference ("given", "g722"): the mean of each of ``METRICS`` over the examples
-    (WB-PESQ over those it can score against both references, their count as ``pesq_files``); the
-    codec's band-level bias in dB (mean over examples); and the examples too short to score."""
-    scores = {label: {ref: {m: [] for m in METRICS} for ref in REFERENCES} for label in systems}
+def compare(examples: Iterable[Example], systems: dict,
+            code_outputs: bool = False) -> tuple[dict[str, dict[str, dict[str, float]]], float, list[str]]:
+    """Per system and comparison ("given", "g722", and with ``code_outputs`` "g722_both"): the mean of
+    each of ``METRICS`` over the examples (WB-PESQ over those it can score in every comparison, their
+    count as ``pesq_files``); the codec's band-level bias in dB (mean over examples); and the
+    examples too short to score."""
+    comparisons = REFERENCES + ((BOTH_CODED,) if code_outputs else ())
+    scores = {label: {ref: {m: [] for m in METRICS} for ref in comparisons} for label in systems}
     biases, too_short = [], []
     for name, wideband, narrowband, offset in examples:
         outputs = {label: run_system(name, label, system, narrowband) for label, system in systems.items()}
@@ -112,6 +117,8 @@ def compare(examples: Iterable[Example], systems: dict) -> tuple[dict[str, dict[
         biases.append(band_level_errors_db(reference, references["g722"])[1])
         for label, output in aligned.items():
             rows = {ref: scores_of(signal, output) for ref, signal in references.items()}
+            if code_outputs:
+                rows[BOTH_CODED] = scores_of(references["g722"], g722_round_trip(output))
             scorable = all(row["pesq_wb"] is not None for row in rows.values())
             for ref, row in rows.items():
                 for metric in METRICS:
@@ -139,6 +146,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="an exported model directory, DIR:int8, or NAME=DIR (repeatable); sinc and folding "
                              "are always scored")
     add_test_set_arguments(parser)
+    parser.add_argument("--code-outputs", action="store_true",
+                        help="also score each output's G.722 round trip against the reference's")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser.parse_args(argv)
 
@@ -151,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         examples, source = chosen_examples(args.data, args.pairs, args.limit, args.max_offset_ms)
         import_g722()
         systems = load_systems(args.model)
-        table, bias, too_short = compare(examples, systems)
+        table, bias, too_short = compare(examples, systems, args.code_outputs)
     except (EvaluationError, AudioError, ImportError) as e:
         print(f"reference_codec.py: error: {e}", file=sys.stderr)
         return 2
@@ -159,8 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps({"codec_band_bias_db": bias, "systems": table, "too_short": too_short}, indent=2))
         return 0
     first = next(iter(table.values()))["given"]
-    print(f"{first['files']} example(s) of {source}; WB-PESQ over the {first['pesq_files']} it can score against "
-          "both references; HF lvl / HF shp: LSD-HF's level part (> 0: the output is quieter) and shape part")
+    print(f"{first['files']} example(s) of {source}; WB-PESQ over the {first['pesq_files']} it can score in "
+          "every comparison; HF lvl / HF shp: LSD-HF's level part (> 0: the output is quieter) and shape part")
     if too_short:
         print(f"left out, too short to score: {', '.join(too_short)}")
     print(f"the G.722 round trip makes the reference's 4-8 kHz band {bias:+.1f} dB louder (median over frames "
@@ -171,6 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for label, row in table.items():
         print(f"{label:24s} | {'':20s}" + " ".join(_cell(row['given'], m) for m in METRICS)
               + f" | {'':22s}" + " ".join(_cell(row['g722'], m) for m in METRICS))
+    if args.code_outputs:
+        print(f"{'system':24s} | both through G.722:  " + " ".join(f"{n:>7s}" for n in names))
+        for label, row in table.items():
+            print(f"{label:24s} | {'':20s}" + " ".join(_cell(row[BOTH_CODED], m) for m in METRICS))
     return 0
 
 
