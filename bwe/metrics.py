@@ -133,8 +133,6 @@ def lsd_level_shape(
     like :func:`lsd`.
     """
     ref, est = _pair(reference, estimate)
-    if band is not None and band[1] >= sample_rate / 2:
-        band = (band[0], sample_rate / 2)
     bins = _band_bins(sample_rate, band)
     diff = log_power_spectrogram(ref)[:, bins] - log_power_spectrogram(est)[:, bins]
     return {"level": float(np.mean(diff.mean(axis=1))), "shape": float(np.mean(diff.std(axis=1)))}

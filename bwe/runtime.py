@@ -59,7 +59,9 @@ def _without_delegate_notice():
     try:
         sys.stderr.flush()
         saved = os.dup(2)
-    except (OSError, ValueError):  # no usable stderr to filter
+    except (OSError, ValueError):
+        saved = None
+    if saved is None:  # no usable stderr to filter
         yield
         return
     with tempfile.TemporaryFile() as capture:
