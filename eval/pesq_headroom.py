@@ -10,6 +10,9 @@ changes (its 0-4 kHz band is never touched):
 
 * ``sinc baseline``: the input resampled with soxr, for reference;
 * ``gain G``: the whole high band scaled by G (1 = as is, 0 = the system's own low band alone);
+  ``gain G1/G2/...``: 4-8 kHz split into as many equal bands, each scaled by its own gain (``1/1/1/3``:
+  7-8 kHz three times as loud, the rest as is), to ask whether a tilt of the band trades better than
+  a level;
 * ``oracle frame level``: each STFT frame's high band rescaled to the reference's high-band energy
   in that frame (right loudness over time, the system's own spectral shape inside 4-8 kHz);
 * ``oracle band levels``: each frame's high band rescaled in ``--band-hz`` wide bands to the
@@ -105,7 +108,25 @@ def band_level_errors_db(reference: np.ndarray, output: np.ndarray, band_hz: flo
                              - band_levels_db(_stft(reference), rows))
 
 
-def variants(reference: np.ndarray, output: np.ndarray, gains: Sequence[float], band_hz: float,
+# A high-band gain: one factor for all of 4-8 kHz, or a factor for each of equal bands tiling it.
+Gain = float | tuple[float, ...]
+
+
+def gain_name(gain: Gain) -> str:
+    """The variant name of a gain: ``gain 0.5``, ``gain 1/1/1/3``."""
+    return "gain " + "/".join(f"{g:g}" for g in (gain if isinstance(gain, tuple) else (gain,)))
+
+
+def gain_per_bin(gain: Gain, freqs: np.ndarray) -> np.ndarray:
+    """The amplitude factor of each of ``freqs`` in 4-8 kHz (0 below 4 kHz) for a :data:`Gain`: a tuple's
+    factors apply to equal bands tiling 4-8 kHz, low to high."""
+    factors = np.atleast_1d(np.asarray(gain, float))
+    width = (RATE / 2 - SPLIT_HZ) / len(factors)
+    band = np.clip((freqs - SPLIT_HZ) // width, 0, len(factors) - 1).astype(int)  # Nyquist: the last band
+    return np.where(freqs >= SPLIT_HZ, factors[band], 0.0)
+
+
+def variants(reference: np.ndarray, output: np.ndarray, gains: Sequence[Gain], band_hz: float,
              sinc_output: np.ndarray | None = None, fractions: Sequence[float] = ()) -> dict[str, np.ndarray]:
     """The system output with its high band changed in each way the module docstring lists (first the
     ``sinc_output`` as it is, if given)."""
@@ -116,7 +137,7 @@ def variants(reference: np.ndarray, output: np.ndarray, gains: Sequence[float], 
     low_band = _istft(out_spec * ~high[:, None], n)
     out_high = out_spec * high[:, None]
     result = {"sinc baseline": sinc_output[:n]} if sinc_output is not None else {}
-    result.update({f"gain {g:g}": low_band + g * _istft(out_high, n) for g in gains})
+    result.update({gain_name(g): low_band + _istft(out_spec * gain_per_bin(g, freqs)[:, None], n) for g in gains})
     result["oracle frame level"] = low_band + _istft(out_high * _band_gains(ref_spec, out_spec, high)[None], n)
     band_gains = np.ones(out_spec.shape)
     for rows in _band_rows(freqs, band_hz):
@@ -217,7 +238,7 @@ def aligned_to_reference(wideband: np.ndarray, signals: dict[str, np.ndarray],
 
 
 def headroom(
-    examples: Iterable[Example], system: Callable[[np.ndarray], np.ndarray], gains: Sequence[float] = DEFAULT_GAINS,
+    examples: Iterable[Example], system: Callable[[np.ndarray], np.ndarray], gains: Sequence[Gain] = DEFAULT_GAINS,
     band_hz: float = 500.0, fractions: Sequence[float] = DEFAULT_FRACTIONS, visqol: bool = False,
 ) -> tuple[dict[str, dict[str, float]], tuple[float, float], list[str]]:
     """Per variant: mean WB-PESQ (and ViSQOL) over the examples each can score, and mean LSD-HF over
@@ -264,7 +285,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", required=True, help="folding, an exported model directory, or DIR:int8")
     add_test_set_arguments(parser)
     parser.add_argument("--gains", default=",".join(f"{g:g}" for g in DEFAULT_GAINS),
-                        help="comma-separated high-band gains (default %(default)s)")
+                        help="comma-separated high-band gains; G1/G2/... scales equal bands of 4-8 kHz, low to "
+                             "high, each by its own (default %(default)s)")
     parser.add_argument("--band-hz", type=float, default=500.0, help="band width of the band-level oracle (default 500)")
     parser.add_argument("--fractions", default=",".join(f"{f:g}" for f in DEFAULT_FRACTIONS),
                         help="comma-separated fractions (0-1) of the band-level correction for the partial "
@@ -282,6 +304,24 @@ def numbers(flag: str, text: str) -> list[float]:
         raise EvaluationError(f"{flag} {text!r}: expected numbers separated by commas") from None
 
 
+def gains_of(text: str) -> list[Gain]:
+    """The gains of ``--gains``: comma-separated numbers, or slash-separated numbers for one per band;
+    an EvaluationError naming the flag for anything else or a negative gain."""
+    gains: list[Gain] = []
+    for item in (x.strip() for x in text.split(",")):
+        if not item:
+            continue
+        try:
+            factors = tuple(float(x) for x in item.split("/"))
+        except ValueError:
+            raise EvaluationError(f"--gains {text!r}: expected numbers separated by commas, or by slashes for "
+                                  "one gain per band") from None
+        if not all(np.isfinite(factors)) or min(factors) < 0:
+            raise EvaluationError(f"--gains {text!r}: every gain must be a finite number, 0 or more")
+        gains.append(factors if len(factors) > 1 else factors[0])
+    return gains
+
+
 def spread_files(folder: str, flag: str, limit: int) -> list[str]:
     """``limit`` audio files spread evenly over ``folder`` (searched recursively), or an EvaluationError
     naming ``flag`` when it is no directory or holds no audio."""
@@ -296,10 +336,10 @@ def spread_files(folder: str, flag: str, limit: int) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        gains = numbers("--gains", args.gains)
+        gains = gains_of(args.gains)
         fractions = numbers("--fractions", args.fractions)
-        if args.limit < 1 or args.band_hz <= 0 or any(g < 0 for g in gains):
-            raise EvaluationError("--limit must be >= 1, --band-hz > 0 and every gain >= 0")
+        if args.limit < 1 or args.band_hz <= 0:
+            raise EvaluationError("--limit must be >= 1 and --band-hz > 0")
         if any(not 0 < f < 1 for f in fractions):
             raise EvaluationError(f"--fractions {args.fractions!r}: every fraction must be between 0 and 1 "
                                   "(1 is the full oracle, always reported)")

@@ -60,6 +60,35 @@ def test_partial_oracle_halves_the_band_level_error_in_db(pair):
         assert pesq_headroom.band_level_errors_db(reference, scaled) == pytest.approx((abs(db), db), abs=0.1)
 
 
+def test_gain_per_band_scales_each_band_of_4_to_8_khz_alone(pair):
+    reference, _, _ = pair
+    rows = pesq_headroom._band_rows(np.fft.rfftfreq(pesq_headroom.N_FFT, 1.0 / 16000), 1000.0)
+    before = pesq_headroom.band_levels_db(pesq_headroom._stft(reference), rows)
+    v = pesq_headroom.variants(reference, reference, [1.0, (1.0, 1.0, 1.0, 1.0), (2.0, 1.0, 1.0, 0.5), (0.0, 3.0)],
+                               500.0)
+    assert list(v) == ["gain 1", "gain 1/1/1/1", "gain 2/1/1/0.5", "gain 0/3", "oracle frame level",
+                       "oracle band levels", "reference high band"]
+    np.testing.assert_allclose(v["gain 1/1/1/1"], v["gain 1"], atol=1e-6)
+    # Each 1 kHz band moves by its own gain in dB, in every frame (the bands' edges blur one STFT bin,
+    # so the frames' changes are compared as medians).
+    for name, expected_db in (("gain 2/1/1/0.5", [6.02, 0.0, 0.0, -6.02]), ("gain 0/3", [None, None, 9.54, 9.54])):
+        change = np.median(pesq_headroom.band_levels_db(pesq_headroom._stft(v[name]), rows) - before, axis=0)
+        for band, db in enumerate(expected_db):
+            if db is None:  # silenced: what is left leaks from the bins around it through the window
+                assert change[band] < -15
+            else:
+                assert change[band] == pytest.approx(db, abs=0.5)
+    # The low band is untouched.
+    assert lsd(reference, v["gain 0/3"], band=(0.0, 3500.0)) < 0.05
+
+
+def test_gains_of_reads_levels_and_tilts():
+    assert pesq_headroom.gains_of("1, 0.5,1/1/1/3,,") == [1.0, 0.5, (1.0, 1.0, 1.0, 3.0)]
+    for bad in ("1,loud", "1/x", "1,-1", "1/-2", "1/nan", "inf"):
+        with pytest.raises(pesq_headroom.EvaluationError, match="--gains"):
+            pesq_headroom.gains_of(bad)
+
+
 def _run(*args):
     return subprocess.run([sys.executable, SCRIPT, *map(str, args)], capture_output=True, text=True, cwd=REPO)
 
@@ -67,12 +96,14 @@ def _run(*args):
 def test_cli_reports_every_variant_as_json(tmp_path):
     for seed in (1, 2):
         write_wav(tmp_path / f"s{seed}.wav", speech_like(2.0, 16000, seed=seed), 16000)
-    result = _run("--model", "folding", "--data", tmp_path, "--gains", "1,0", "--fractions", "0.5", "--visqol", "--json")
+    result = _run("--model", "folding", "--data", tmp_path, "--gains", "1,0,1/1", "--fractions", "0.5", "--visqol",
+                  "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     rows = report["variants"]
-    assert set(rows) == {"sinc baseline", "gain 1", "gain 0", "oracle frame level", "oracle band levels 50%",
-                         "oracle band levels", "reference high band"}
+    assert set(rows) == {"sinc baseline", "gain 1", "gain 0", "gain 1/1", "oracle frame level",
+                         "oracle band levels 50%", "oracle band levels", "reference high band"}
+    assert rows["gain 1/1"]["lsd_hf"] == pytest.approx(rows["gain 1"]["lsd_hf"], abs=1e-4)
     assert all(row["files"] == 2 for row in rows.values())
     assert rows["reference high band"]["lsd_hf"] < rows["gain 1"]["lsd_hf"] < rows["gain 0"]["lsd_hf"]
     assert rows["reference high band"]["visqol"] > rows["gain 1"]["visqol"]
@@ -80,7 +111,7 @@ def test_cli_reports_every_variant_as_json(tmp_path):
 
 
 def test_cli_refuses_bad_input(tmp_path):
-    bad_gains = _run("--model", "folding", "--data", tmp_path, "--gains", "1,loud")
+    bad_gains = _run("--model", "folding", "--data", tmp_path, "--gains", "1,1/loud")
     assert bad_gains.returncode == 2 and "--gains" in bad_gains.stderr
     bad_fraction = _run("--model", "folding", "--data", tmp_path, "--fractions", "0.5,1")
     assert bad_fraction.returncode == 2 and "between 0 and 1" in bad_fraction.stderr
