@@ -69,8 +69,8 @@ def test_gain_per_band_scales_each_band_of_4_to_8_khz_alone(pair):
     assert list(v) == ["gain 1", "gain 1/1/1/1", "gain 2/1/1/0.5", "gain 0/3", "oracle frame level",
                        "oracle band levels", "reference high band"]
     np.testing.assert_allclose(v["gain 1/1/1/1"], v["gain 1"], atol=1e-6)
-    # Each 1 kHz band moves by its own gain in dB, in every frame (the bands' edges blur one STFT bin,
-    # so the frames' changes are compared as medians).
+    # Each 1 kHz band moves by its own gain in dB (medians over frames: the window blurs the bands'
+    # edges over a bin or two).
     for name, expected_db in (("gain 2/1/1/0.5", [6.02, 0.0, 0.0, -6.02]), ("gain 0/3", [None, None, 9.54, 9.54])):
         change = np.median(pesq_headroom.band_levels_db(pesq_headroom._stft(v[name]), rows) - before, axis=0)
         for band, db in enumerate(expected_db):
