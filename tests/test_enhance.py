@@ -127,6 +127,19 @@ def test_any_rate_and_channels_are_resampled_and_wideband_input_warned(tmp_path,
     np.testing.assert_allclose(y, expected[: len(y)], atol=1e-5)
 
 
+def test_wideband_input_with_speech_like_little_energy_above_4_khz_is_warned(tmp_path, model_dir, capsys):
+    # Real wideband speech has 0.3-1 % of its energy above 4 kHz; 0.3 % (-25 dB) must be flagged.
+    low = soxr.resample(narrowband(1.0), 8000, 16000, quality="VHQ")
+    noise = np.random.default_rng(0).standard_normal(len(low))
+    high = np.fft.irfft(np.fft.rfft(noise) * (np.fft.rfftfreq(len(low), 1 / 16000) > 4200), len(low))
+    high *= np.sqrt(0.003 * np.sum(low**2) / np.sum(high**2))
+    src, dst = tmp_path / "wide.wav", tmp_path / "out.wav"
+    sf.write(src, (low + high).astype(np.float32), 16000, subtype="FLOAT")
+    code, err = run_cli([src, dst, "--model", model_dir], capsys)
+    assert code == 0
+    assert "already wideband" in err and "0.3 % of the energy (-25 dB) is above 4 kHz" in err
+
+
 def test_narrowband_input_is_not_warned(tmp_path, model_dir, capsys):
     src, dst = tmp_path / "in.wav", tmp_path / "out.wav"
     x8 = narrowband(0.6)
@@ -147,6 +160,17 @@ def test_folder_keeps_structure_and_reports_failures(tmp_path, model_dir, capsys
     assert sf.info(tmp_path / "out" / "one.wav").samplerate == 16000
     assert sf.info(tmp_path / "out" / "a" / "b" / "two.wav").samplerate == 16000
     assert not (tmp_path / "out" / "a" / "broken.wav").exists()
+
+
+def test_output_folder_inside_the_input_folder_is_not_read_as_input(tmp_path, model_dir, capsys):
+    src = tmp_path / "calls"
+    (src / "sub").mkdir(parents=True)
+    sf.write(src / "one.wav", narrowband(0.4), 8000)
+    sf.write(src / "sub" / "two.wav", narrowband(0.4, seed=1), 8000)
+    for _ in range(2):  # the rerun finds the first run's outputs below calls/wideband/
+        assert run_cli([src, src / "wideband", "--model", model_dir], capsys)[0] == 0
+    written = sorted(p.relative_to(src / "wideband").as_posix() for p in (src / "wideband").rglob("*.wav"))
+    assert written == ["one.wav", "sub/two.wav"]
 
 
 def _write_truncated(path):
