@@ -237,6 +237,14 @@ def test_save_refuses_bad_samples_and_paths(tmp_path, speech16k):
     assert os.listdir(tmp_path) == []
 
 
+def test_a_container_this_libsndfile_cannot_write_is_refused_by_name(tmp_path, speech16k, monkeypatch):
+    formats = {k: v for k, v in soundfile.available_formats().items() if k != "MP3"}
+    monkeypatch.setattr(soundfile, "available_formats", lambda: formats)
+    with pytest.raises(AudioError, match="cannot write MP3"):
+        save_audio(tmp_path / "a.mp3", speech16k, 16000)
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write to read-only directories")
 def test_save_into_read_only_directory(tmp_path, speech16k):
     ro = tmp_path / "ro"

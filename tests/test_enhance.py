@@ -70,6 +70,10 @@ def test_output_container_follows_the_extension(tmp_path, model_dir, capsys):
     sf.write(src, narrowband(0.5), 8000)
     assert run_cli([src, tmp_path / "out.ogg", "--model", model_dir], capsys)[0] == 0
     assert sf.info(tmp_path / "out.ogg").format == "OGG"
+    if "MP3" in sf.available_formats():  # libsndfile 1.1+, as in soundfile's wheels
+        assert run_cli([src, tmp_path / "out.mp3", "--model", model_dir], capsys)[0] == 0
+        info = sf.info(tmp_path / "out.mp3")
+        assert (info.format, info.samplerate, info.frames) == ("MP3", 16000, 2 * sf.info(src).frames)
     code, err = run_cli([src, tmp_path / "bad.ogg", "--model", model_dir, "--subtype", "PCM_24"], capsys)
     assert code == 2 and "PCM_24" in err and not (tmp_path / "bad.ogg").exists()
     code, err = run_cli([src, tmp_path / "out.xyz", "--model", model_dir], capsys)

@@ -45,6 +45,7 @@ _WRITE_FORMATS = {
     ".caf": "CAF",
     ".w64": "W64",
     ".rf64": "RF64",
+    ".mp3": "MP3",  # libsndfile 1.1 or later (LAME); refused with a clear error by an older one
 }
 
 # libsndfile notes a data chunk shorter than its header claims as "data : N (should be M)".
@@ -228,13 +229,15 @@ def _current_umask() -> int:
 def output_format(path: str, subtype: str | None = "PCM_16") -> tuple[str, str | None]:
     """``(container, subtype)`` for writing ``path``: the container from the extension.
 
-    The default "PCM_16" becomes None (the container's default, e.g. Vorbis for OGG) where the
-    container has no 16-bit PCM; any other subtype the container cannot hold is an AudioError.
+    The default "PCM_16" becomes None (the container's default, e.g. Vorbis for OGG, MPEG layer III
+    for MP3) where the container has no 16-bit PCM; any other subtype the container cannot hold is an AudioError.
     """
     ext = os.path.splitext(path)[1].lower()
     if ext not in _WRITE_FORMATS:
         raise AudioError(f"{path}: unknown audio extension {ext!r}; use one of {sorted(_WRITE_FORMATS)}")
     fmt = _WRITE_FORMATS[ext]
+    if fmt not in soundfile.available_formats():
+        raise AudioError(f"{path}: this libsndfile ({soundfile.__libsndfile_version__}) cannot write {fmt}")
     if subtype == "PCM_16" and not soundfile.check_format(fmt, subtype):
         return fmt, None
     if subtype is not None and not soundfile.check_format(fmt, subtype):
