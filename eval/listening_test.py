@@ -8,13 +8,17 @@ Two steps, one subcommand each:
 
 ``prepare`` picks ``--trials`` clips from the 16 kHz references in ``--data`` (seeded), cuts each
 to 4-10 s at pauses, makes every condition of the trial, loudness-matches them and writes the
-webMUSHRA configuration. Per trial the assessor hears:
+webMUSHRA configuration. With ``--pairs NB_DIR WB_DIR`` instead of ``--data``, the clips are real
+recording pairs (paired by file name, as in eval/evaluate.py): the 16 kHz recording is the
+reference and every system is given the real 8 kHz recording, the lag between the two found and
+undone as eval/evaluate.py does (within ``--max-offset-ms``). Per trial the assessor hears:
 
 - the reference (the real 16 kHz clip) and, blinded among the conditions, the *hidden reference*
   (webMUSHRA adds it by itself and records it as ``reference``);
 - the *narrowband anchor* (``anchor_narrowband``): the systems' input, i.e. the clip through the
-  fixed evaluation degradation (:func:`bwe.data.degrade.evaluation_degradation`), played at 16 kHz
-  via :func:`bwe.baselines.sinc` -- the low-range anchor of this test;
+  fixed evaluation degradation (:func:`bwe.data.degrade.evaluation_degradation`), or with
+  ``--pairs`` the real narrowband recording, played at 16 kHz via :func:`bwe.baselines.sinc` -- the
+  low-range anchor of this test;
 - the BS.1534-3 *3.5 kHz low-pass anchor* (``anchor_lp35``): the reference low-passed at 3.5 kHz
   (mid-range anchor here, since the narrowband input sits below it in quality);
 - every ``--model``: ``sinc``, ``folding`` (bwe.baselines) or an exported model folder
@@ -271,6 +275,33 @@ def make_conditions(reference: np.ndarray, systems: Sequence[tuple[str, System]]
     return conditions
 
 
+def paired_conditions(wide_path: str, narrow_path: str, systems: Sequence[tuple[str, System]],
+                      max_offset: int) -> tuple[dict[str, np.ndarray], int]:
+    """All conditions of a trial made from a real recording pair, and the lag undone (16 kHz samples).
+
+    The 16 kHz recording is the reference; the systems and the narrowband anchor are given the real
+    8 kHz recording, whole, and their outputs are aligned to the reference by the lag between it and
+    the sinc-upsampled input, found and undone as eval/evaluate.py does. All are equally long.
+    """
+    from bwe.baselines import sinc
+    from bwe.metrics import estimate_delay
+    from pesq_headroom import aligned_to_reference
+
+    wideband, _ = load_audio(wide_path, target_rate=RATE)
+    narrowband, _ = load_audio(narrow_path, target_rate=RATE // 2)
+    anchor = sinc(narrowband)
+    offset = estimate_delay(wideband, anchor, max_offset)
+    outputs = {NARROWBAND_ANCHOR: anchor, **{name: system(narrowband) for name, system in systems}}
+    reference, aligned = aligned_to_reference(wideband, outputs, offset)
+    conditions = {
+        HIDDEN_REFERENCE: reference,
+        NARROWBAND_ANCHOR: aligned[NARROWBAND_ANCHOR],
+        LOWPASS_ANCHOR: lowpass_anchor(reference),
+    }
+    conditions.update({name: _fit_length(aligned[name], len(reference)) for name, _ in systems})
+    return conditions, offset
+
+
 # --------------------------------------------------------------------------------------------
 # prepare
 # --------------------------------------------------------------------------------------------
@@ -298,17 +329,30 @@ def _atomic_write_text(path: str, text: str) -> None:
             os.unlink(tmp)
 
 
-def _clip_candidates(data_dir: str, rng: np.random.Generator) -> list[str]:
-    files = list_audio_files(data_dir)
-    if not files:
-        raise ListeningTestError(f"--data {data_dir}: no audio files found")
-    order = rng.permutation(len(files))
-    return [files[i] for i in order]
+def _clip_candidates(data_dir: str | None, pairs: Sequence[str] | None,
+                     rng: np.random.Generator) -> list[tuple[str, str | None]]:
+    """The (wideband path, real narrowband path or None) to cut trials from, in a seeded random order."""
+    if pairs:
+        from evaluate import EvaluationError, paired_stems
+
+        for folder in pairs:
+            if not os.path.isdir(folder):
+                raise ListeningTestError(f"--pairs {folder}: not a directory")
+        try:
+            candidates = [(wide, narrow) for narrow, wide in paired_stems(*pairs)[0]]
+        except EvaluationError as e:
+            raise ListeningTestError(str(e)) from None
+    else:
+        candidates = [(path, None) for path in list_audio_files(data_dir)]
+        if not candidates:
+            raise ListeningTestError(f"--data {data_dir}: no audio files found")
+    order = rng.permutation(len(candidates))
+    return [candidates[i] for i in order]
 
 
 def prepare(
     models: Sequence[str],
-    data_dir: str,
+    data_dir: str | None,
     out_dir: str,
     trials: int = 10,
     seed: int = 0,
@@ -316,14 +360,24 @@ def prepare(
     test_id: str = "bwe_mushra",
     shuffle_per_assessor: bool = True,
     progress: bool = False,
+    pairs: Sequence[str] | None = None,
+    max_offset_ms: float = 250.0,
 ) -> dict:
     """Build the test in ``out_dir`` (which must not exist yet); returns the key (also in key.json).
+
+    The clips come from the references in ``data_dir``, or, with ``pairs`` = (NB_DIR, WB_DIR) and
+    ``data_dir`` None, from real recording pairs (:func:`paired_conditions`).
 
     Layout: ``out_dir/configs/<test_id>.yaml`` and ``out_dir/configs/resources/audio/<test_id>/
     trial_XX/{reference,C1..Cn}.wav`` -- copy ``out_dir/configs`` into webMUSHRA's ``configs/`` --
     and ``out_dir/key.json`` (keep it away from the assessors). Everything is written to a
     temporary folder first and renamed into place, so a failed run leaves nothing behind.
     """
+    if (data_dir is None) == (not pairs):
+        raise ListeningTestError("give either --data or --pairs NB_DIR WB_DIR")
+    if max_offset_ms < 0:
+        raise ListeningTestError(f"--max-offset-ms must be 0 or more, got {max_offset_ms}")
+    source_flag = f"--data {data_dir}" if data_dir is not None else f"--pairs {' '.join(pairs)}"
     if not models:
         raise ListeningTestError("give at least one --model (sinc, folding or an exported model folder)")
     if trials < 1:
@@ -356,7 +410,7 @@ def prepare(
         )
 
     rng = np.random.default_rng(seed)
-    candidates = _clip_candidates(data_dir, rng)
+    candidates = _clip_candidates(data_dir, pairs, rng)
     work = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(os.path.abspath(out_dir))}.")
     try:
         audio_rel = f"configs/resources/audio/{test_id}"
@@ -370,26 +424,33 @@ def prepare(
             bar = tqdm(total=trials, desc="trials", unit="trial", disable=not progress)
         except ImportError:  # tqdm is a dependency of bwe; this only guards a stripped install
             bar = None
-        for path in candidates:
+        max_offset = int(round(max_offset_ms * RATE / 1000.0))
+        for path, narrow_path in candidates:
             if len(key_trials) == trials:
                 break
-            x, _ = load_audio(path, target_rate=RATE)
+            if narrow_path is None:
+                x, _ = load_audio(path, target_rate=RATE)
+            else:
+                # A real pair: the systems run on the whole narrowband recording (prompts are short).
+                conditions, lag = paired_conditions(path, narrow_path, systems, max_offset)
+                x, lo = conditions[HIDDEN_REFERENCE], 0
             try:
                 start, stop, at_pauses = choose_excerpt(x)
             except ListeningTestError as e:
                 skipped.append(f"{path}: {e}")
                 continue
             trial_id = f"trial_{len(key_trials) + 1:02d}"
-            # The systems see one second of context on each side of the excerpt (streaming models
-            # warm up, filters settle); the cut is made afterwards, identically for all conditions.
-            margin = RATE
-            lo, hi = max(0, start - margin), min(len(x), stop + margin)
-            if (hi - lo) % 2:  # an even length keeps the 16 kHz and 8 kHz sample counts exact
-                if lo > 0:
-                    lo -= 1
-                elif hi > stop:
-                    hi -= 1
-            conditions = make_conditions(x[lo:hi], systems)
+            if narrow_path is None:
+                # The systems see one second of context on each side of the excerpt (streaming models
+                # warm up, filters settle); the cut is made afterwards, identically for all conditions.
+                margin = RATE
+                lo, hi = max(0, start - margin), min(len(x), stop + margin)
+                if (hi - lo) % 2:  # an even length keeps the 16 kHz and 8 kHz sample counts exact
+                    if lo > 0:
+                        lo -= 1
+                    elif hi > stop:
+                        hi -= 1
+                conditions = make_conditions(x[lo:hi], systems)
             cut = {name: fade(y[start - lo : stop - lo]) for name, y in conditions.items()}
             try:
                 matched, level, gains = loudness_match(cut, RATE, target_lufs)
@@ -429,8 +490,11 @@ def prepare(
                     "stimuli": stimuli_config,
                 }
             )
+            source_dir = data_dir if narrow_path is None else pairs[1]
             key_trials[trial_id] = {
-                "source": os.path.relpath(path, data_dir) if os.path.isdir(data_dir) else os.path.basename(path),
+                "source": os.path.relpath(path, source_dir) if os.path.isdir(source_dir) else os.path.basename(path),
+                **({} if narrow_path is None else {"narrowband_source": os.path.relpath(narrow_path, pairs[0]),
+                                                   "lag_samples": int(lag)}),
                 "start_s": round(start / RATE, 4),
                 "stop_s": round(stop / RATE, 4),
                 "cut_at_pauses": bool(at_pauses),
@@ -445,7 +509,7 @@ def prepare(
         if len(key_trials) < trials:
             detail = f"; skipped: {'; '.join(skipped[:5])}" if skipped else ""
             raise ListeningTestError(
-                f"--data {data_dir}: only {len(key_trials)} of the {trials} requested trials could be made "
+                f"{source_flag}: only {len(key_trials)} of the {trials} requested trials could be made "
                 f"from {len(candidates)} files (each needs at least {MIN_SECONDS:g} s){detail}"
             )
 
@@ -492,6 +556,7 @@ def prepare(
             "target_lufs": target_lufs,
             "systems": names,
             "models": list(models),
+            "narrowband_input": "real recordings (--pairs)" if pairs else "the fixed evaluation degradation",
             "anchors": list(ANCHORS),
             "trials": key_trials,
         }
@@ -758,7 +823,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("prepare", help="build the stimuli, the webMUSHRA config and the key")
     p.add_argument("--model", action="append", required=True, help="sinc, folding, an exported model folder, or NAME=SPEC; repeat")
-    p.add_argument("--data", required=True, help="folder of real 16 kHz speech (the references)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="folder of real 16 kHz speech (the references)")
+    source.add_argument("--pairs", nargs=2, metavar=("NB_DIR", "WB_DIR"),
+                        help="real narrowband recordings and their wideband references, paired by file name")
+    p.add_argument("--max-offset-ms", type=float, default=250.0,
+                   help="largest lag searched when aligning --pairs (default %(default)s)")
     p.add_argument("--out", required=True, help="new folder for configs/ and key.json")
     p.add_argument("--trials", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
@@ -783,6 +853,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 test_id=args.test_id,
                 shuffle_per_assessor=not args.fixed_order,
                 progress=True,
+                pairs=args.pairs,
+                max_offset_ms=args.max_offset_ms,
             )
             print(
                 f"{len(key['trials'])} trials x {len(key['systems']) + 3} conditions in {args.out}; "
