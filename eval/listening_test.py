@@ -428,12 +428,15 @@ def prepare(
         for path, narrow_path in candidates:
             if len(key_trials) == trials:
                 break
+            # Where x starts in the source file: a real pair's aligned reference may have lost its
+            # first samples to the lag; the key gives times in the file.
+            file_start = 0
             if narrow_path is None:
                 x, _ = load_audio(path, target_rate=RATE)
             else:
                 # A real pair: the systems run on the whole narrowband recording (prompts are short).
                 conditions, lag = paired_conditions(path, narrow_path, systems, max_offset)
-                x, lo = conditions[HIDDEN_REFERENCE], 0
+                x, lo, file_start = conditions[HIDDEN_REFERENCE], 0, max(0, -lag)
             try:
                 start, stop, at_pauses = choose_excerpt(x)
             except ListeningTestError as e:
@@ -495,8 +498,8 @@ def prepare(
                 "source": os.path.relpath(path, source_dir) if os.path.isdir(source_dir) else os.path.basename(path),
                 **({} if narrow_path is None else {"narrowband_source": os.path.relpath(narrow_path, pairs[0]),
                                                    "lag_samples": int(lag)}),
-                "start_s": round(start / RATE, 4),
-                "stop_s": round(stop / RATE, 4),
+                "start_s": round((file_start + start) / RATE, 4),
+                "stop_s": round((file_start + stop) / RATE, 4),
                 "cut_at_pauses": bool(at_pauses),
                 "loudness_lufs": round(level, 3),
                 "gain_db": {name: round(float(g), 3) for name, g in gains.items()},

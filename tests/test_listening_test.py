@@ -256,39 +256,47 @@ def test_prepare_with_real_pairs_gives_the_systems_the_real_narrowband_aligned(t
     from bwe.data.degrade import evaluation_degradation
     from evaluate import shift
 
-    lag = 40  # the narrowband recording lags its wideband one by 40 samples at 16 kHz (2.5 ms)
-    reference = phrases_with_pauses([2.5, 2.5], 0.5, seed=4)
-    delayed = np.concatenate([np.zeros(lag, np.float32), reference])[: len(reference)]
-    # A quiet 1 kHz tone that only the narrowband recording has: the proof that it is what the
-    # systems are given, not the reference degraded again.
-    t = np.arange(len(reference) // 2) / 8000
-    narrowband = evaluation_degradation(delayed) + 0.01 * np.sin(2 * np.pi * 1000 * t).astype(np.float32)
     nb, wb = tmp_path / "nb", tmp_path / "wb"
     nb.mkdir()
     wb.mkdir()
-    write_wav(wb / "prompt.wav", reference, RATE)
-    write_wav(nb / "prompt.wav", narrowband, 8000)
+    # Each narrowband recording lags (+) or leads (-) its wideband one by 40 samples at 16 kHz, and
+    # carries a quiet 1 kHz tone the reference lacks: the proof that it is what the systems are
+    # given, not the reference degraded again.
+    lags = {"late": 40, "early": -40}
+    for seed, (name, lag) in enumerate(lags.items(), start=4):
+        reference = phrases_with_pauses([2.5, 2.5], 0.5, seed=seed)
+        moved = np.roll(reference, lag)
+        t = np.arange(len(reference) // 2) / 8000
+        narrowband = evaluation_degradation(moved) + 0.01 * np.sin(2 * np.pi * 1000 * t).astype(np.float32)
+        write_wav(wb / f"{name}.wav", reference, RATE)
+        write_wav(nb / f"{name}.wav", narrowband, 8000)
     write_wav(nb / "lonely.wav", narrowband, 8000)  # no wideband partner: not used
     out = str(tmp_path / "t")
-    key = lt.prepare(["folding"], None, out, trials=1, seed=0, pairs=[str(nb), str(wb)])
+    key = lt.prepare(["folding"], None, out, trials=2, seed=0, pairs=[str(nb), str(wb)])
     assert key["narrowband_input"] == "real recordings (--pairs)"
-    (trial, entry), = key["trials"].items()
-    assert (entry["source"], entry["narrowband_source"], entry["lag_samples"]) == ("prompt.wav", "prompt.wav", lag)
-    audio = {c: soundfile.read(p, dtype="float64")[0] for c, p in trial_files(out, key, trial).items()}
-    start, stop = round(entry["start_s"] * RATE), round(entry["stop_s"] * RATE)
+    assert sorted(entry["source"] for entry in key["trials"].values()) == ["early.wav", "late.wav"]
     core = slice(RATE // 10, -RATE // 10)
-    # Every condition is aligned with the reference: what evaluate.py scores, cut the same way.
-    written_reference = soundfile.read(wb / "prompt.wav", dtype="float64")[0]
-    written_narrowband = soundfile.read(nb / "prompt.wav", dtype="float32")[0]
-    for condition, system in (("anchor_narrowband", sinc), ("folding", folding)):
-        ref, expected = shift(written_reference, system(written_narrowband), lag)
-        assert np.corrcoef(audio[condition][core], expected[start:stop][core])[0, 1] > 0.999
-    assert np.corrcoef(audio["hidden_reference"][core], ref[start:stop][core])[0, 1] > 0.9999
-    # The tone is in the narrowband anchor, 20 dB above the reference's level at 1 kHz.
-    freqs = np.fft.rfftfreq(stop - start, 1 / RATE)
-    at_1k = np.argmin(np.abs(freqs - 1000))
-    level = {c: np.abs(np.fft.rfft(audio[c]))[at_1k - 2 : at_1k + 3].max() for c in ("anchor_narrowband", "hidden_reference")}
-    assert level["anchor_narrowband"] > 10 * level["hidden_reference"]
+    for trial, entry in key["trials"].items():
+        lag = lags[entry["source"][:-4]]
+        assert (entry["narrowband_source"], entry["lag_samples"]) == (entry["source"], lag)
+        audio = {c: soundfile.read(p, dtype="float64")[0] for c, p in trial_files(out, key, trial).items()}
+        written_reference = soundfile.read(wb / entry["source"], dtype="float64")[0]
+        written_narrowband = soundfile.read(nb / entry["source"], dtype="float32")[0]
+        # The key's times are the wideband file's: the hidden reference is that stretch of it.
+        start, stop = round(entry["start_s"] * RATE), round(entry["stop_s"] * RATE)
+        assert np.corrcoef(audio["hidden_reference"][core], written_reference[start:stop][core])[0, 1] > 0.9999
+        # Every system's stimulus is its output aligned as evaluate.py aligns it, cut at the same stretch.
+        trimmed = max(0, -lag)  # the reference samples the alignment drops
+        for condition, system in (("anchor_narrowband", sinc), ("folding", folding)):
+            _, expected = shift(written_reference, system(written_narrowband), lag)
+            expected = expected[start - trimmed : stop - trimmed]
+            assert np.corrcoef(audio[condition][core], expected[core])[0, 1] > 0.999, (trial, condition)
+        # The tone is in the narrowband anchor, 20 dB above the reference's level at 1 kHz.
+        freqs = np.fft.rfftfreq(stop - start, 1 / RATE)
+        at_1k = np.argmin(np.abs(freqs - 1000))
+        level = {c: np.abs(np.fft.rfft(audio[c]))[at_1k - 2 : at_1k + 3].max()
+                 for c in ("anchor_narrowband", "hidden_reference")}
+        assert level["anchor_narrowband"] > 10 * level["hidden_reference"]
 
 
 def test_prepare_refuses_bad_pairs(corpus, tmp_path, capsys):
