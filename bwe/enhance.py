@@ -208,9 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Bandwidth extension: narrowband speech in, 16 kHz wideband speech out.",
     )
     parser.add_argument("input", help="input audio file, folder, or - for raw 16-bit 8 kHz PCM on stdin (--streaming)")
-    parser.add_argument("output", help="output file, folder, or - for raw 16-bit 16 kHz PCM on stdout (--streaming)")
+    parser.add_argument("output", help="output file (its extension picks the container: .wav, .flac, .ogg, .mp3, "
+                                       "...), folder (of .wav files), or - for raw 16-bit 16 kHz PCM on stdout "
+                                       "(--streaming)")
     parser.add_argument("--model", metavar="DIR", help="exported model folder (default: the bundled model)")
-    parser.add_argument("--subtype", default="PCM_16", help="output sample format, e.g. PCM_16, PCM_24, FLOAT")
+    parser.add_argument("--subtype", default="PCM_16",
+                        help="output sample format, e.g. PCM_16 (default; .ogg and .mp3 use their codec), PCM_24, "
+                             "FLOAT")
     parser.add_argument("--streaming", action="store_true",
                         help="run streaming.tflite frame by frame (16 ms) instead of the block model")
     parser.add_argument("--int8", action="store_true",

@@ -53,7 +53,7 @@ def _interpreter(path: str, num_threads: int):
 
 
 @contextlib.contextmanager
-def _without_delegate_notice():
+def without_delegate_notice():
     """Run the block with file descriptor 2 captured; then pass on everything LiteRT wrote there
     except its delegate notice (warnings and errors still reach the user)."""
     try:
@@ -85,7 +85,7 @@ class _StatefulRunner:
     def __init__(self, path: str, signature: str, metadata: dict, num_threads: int):
         self.path = path
         self.interpreter = _interpreter(path, num_threads)
-        with _without_delegate_notice():
+        with without_delegate_notice():
             self.interpreter.allocate_tensors()
         try:
             runner = self.interpreter.get_signature_runner(signature)

@@ -40,8 +40,11 @@ def time_streaming(path: str, meta: dict, threads: int, frames: int, warmup: int
     """Time ``frames`` streaming calls of one .tflite file; returns invoke/step percentiles."""
     from ai_edge_litert.interpreter import Interpreter
 
+    from bwe.runtime import without_delegate_notice
+
     interpreter = Interpreter(model_path=path, num_threads=threads)
-    interpreter.allocate_tensors()
+    with without_delegate_notice():  # LiteRT's "Created ... XNNPACK delegate" line is not a figure
+        interpreter.allocate_tensors()
     runner = interpreter.get_signature_runner("streaming")
     inputs, outputs = runner.get_input_details(), runner.get_output_details()
     audio_in = inputs[meta["audio_input"]]["index"]
@@ -74,7 +77,7 @@ def time_offline(model_dir: str, meta: dict, threads: int, seconds: float) -> di
     """Real-time factors of offline.tflite (one call) and bwe.runtime (blocks) on ``seconds`` of audio."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from bwe.runtime import ExportedModel
+    from bwe.runtime import ExportedModel, without_delegate_notice
 
     rate = meta["input_rate"]
     x = (0.1 * np.random.default_rng(1).standard_normal(int(seconds * rate))).astype(np.float32)
@@ -85,7 +88,8 @@ def time_offline(model_dir: str, meta: dict, threads: int, seconds: float) -> di
                                   num_threads=threads)
         index = interpreter.get_input_details()[0]["index"]
         interpreter.resize_tensor_input(index, [1, len(x), 1])
-        interpreter.allocate_tensors()
+        with without_delegate_notice():
+            interpreter.allocate_tensors()
         interpreter.set_tensor(index, x[None, :, None])
         t0 = time.perf_counter()
         interpreter.invoke()

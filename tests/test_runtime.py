@@ -130,11 +130,11 @@ def test_only_the_delegate_notice_is_held_back():
     # in order, after the block, also when the block raises.
     code = (
         "import os, sys\n"
-        "from bwe.runtime import DELEGATE_NOTICE, _without_delegate_notice\n"
-        "with _without_delegate_notice():\n"
+        "from bwe.runtime import DELEGATE_NOTICE, without_delegate_notice\n"
+        "with without_delegate_notice():\n"
         "    os.write(2, (DELEGATE_NOTICE + '\\nWARNING: kept 1\\n').encode())\n"
         "try:\n"
-        "    with _without_delegate_notice():\n"
+        "    with without_delegate_notice():\n"
         "        os.write(2, (DELEGATE_NOTICE + '\\nERROR: kept 2\\n').encode())\n"
         "        raise RuntimeError('boom')\n"
         "except RuntimeError:\n"
