@@ -1,0 +1,153 @@
+"""Pairs for ``evaluate.py --pairs`` whose narrowband side went through a real telephone codec.
+
+    python eval/codec_pairs.py OUT_DIR --codec gsm REF_DIR [REF_DIR ...]
+    python eval/evaluate.py --model bwe/pretrained --pairs OUT_DIR/nb OUT_DIR/wb --out REPORT
+
+Every wideband reference below the REF_DIRs (any audio file, any rate, resampled to 16 kHz) goes
+through the fixed evaluation channel (:func:`bwe.data.degrade.evaluation_degradation`, the 8 kHz
+signal of the simulated test set), is quantised to 16-bit PCM (a pair whose channel output would
+exceed full scale is scaled down, both sides alike, rather than clipped), and is then encoded and
+decoded by a real codec of the telephone network, with ffmpeg's encoders and decoders (``--codec``):
+
+* ``g711-mulaw`` / ``g711-alaw``: G.711 at 64 kbit/s, the PSTN's companded PCM;
+* ``g726``: G.726 ADPCM at 32 kbit/s (DECT, some VoIP);
+* ``gsm``: GSM 06.10 full rate at 13 kbit/s (libgsm), the first mobile codec.
+
+This is the codec half of "real 8 kHz input" with references that are clean: the real Asterisk
+pairs (``asterisk_pairs.py``) have real recordings on the narrowband side, but G.722 decodes as
+references, whose 4-8 kHz band carries that codec's noise (see the model card). Writes
+``OUT_DIR/nb/<REF_DIR name>/<path>.wav`` (8 kHz, 16-bit, the decoded codec output) and
+``OUT_DIR/wb/<REF_DIR name>/<path>.wav`` (the reference at 16 kHz, 32-bit float), with equal
+relative names. Everything is written to a temporary folder first and renamed to OUT_DIR at the
+end, so a failed run leaves nothing behind; the references are only read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bwe.data.audio import AudioError, list_audio_files, load_audio, save_audio  # noqa: E402
+from bwe.data.degrade import evaluation_degradation  # noqa: E402
+
+RATE = 16000
+NARROW_RATE = 8000
+FULL_SCALE = 32767 / 32768  # the largest 16-bit sample
+# --codec -> (ffmpeg encoder options, the encoded stream's format, what it is)
+CODECS = {
+    "g711-mulaw": (["-c:a", "pcm_mulaw"], "wav", "G.711 mu-law, 64 kbit/s"),
+    "g711-alaw": (["-c:a", "pcm_alaw"], "wav", "G.711 A-law, 64 kbit/s"),
+    "g726": (["-c:a", "g726", "-b:a", "32k"], "wav", "G.726 ADPCM, 32 kbit/s"),
+    "gsm": (["-c:a", "libgsm"], "gsm", "GSM 06.10 full rate, 13 kbit/s"),
+}
+
+
+class CodecPairsError(RuntimeError):
+    """A request this tool cannot carry out; the message says what to change."""
+
+
+def _ffmpeg(args: Sequence[str], what: str) -> None:
+    try:
+        result = subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", *args],
+                                capture_output=True, text=True)
+    except FileNotFoundError:
+        raise CodecPairsError("ffmpeg not found; install it (Debian: apt-get install ffmpeg)") from None
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no message"])[-1]
+        raise CodecPairsError(f"{what}: ffmpeg failed ({last})")
+
+
+def codec_round_trip(narrowband: np.ndarray, codec: str, work_dir: str) -> np.ndarray:
+    """float [n] at 8 kHz -> float32: 16-bit PCM, encoded and decoded by ``codec`` with ffmpeg.
+
+    The decoded length is the codec's (GSM pads to whole 20 ms frames); ``evaluate.py --pairs``
+    aligns and trims.
+    """
+    encoder, stream_format, _ = CODECS[codec]
+    pcm, coded, decoded = (os.path.join(work_dir, name) for name in ("pcm.wav", "coded.bin", "decoded.wav"))
+    save_audio(pcm, narrowband, NARROW_RATE, subtype="PCM_16")
+    _ffmpeg(["-i", pcm, *encoder, "-f", stream_format, coded], f"{codec} encoder")
+    # A raw GSM stream carries no header: its rate and channels are given.
+    raw = ["-ar", str(NARROW_RATE), "-ac", "1"] if stream_format == "gsm" else []
+    _ffmpeg(["-f", stream_format, *raw, "-i", coded, "-c:a", "pcm_s16le", decoded], f"{codec} decoder")
+    y, rate = load_audio(decoded)
+    if rate != NARROW_RATE:
+        raise CodecPairsError(f"{codec}: the decoder gave {rate} Hz, expected {NARROW_RATE}")
+    return y
+
+
+def build_pairs(out_dir: str, codec: str, reference_dirs: Sequence[str]) -> int:
+    """Write OUT_DIR/nb and OUT_DIR/wb (see the module docstring); returns the number of pairs."""
+    if codec not in CODECS:
+        raise CodecPairsError(f"--codec {codec!r}: choose one of {', '.join(CODECS)}")
+    if os.path.exists(out_dir):
+        raise CodecPairsError(f"{out_dir}: already exists; choose a new folder (nothing was written)")
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    if not os.path.isdir(parent):
+        raise CodecPairsError(f"{out_dir}: parent folder {parent} does not exist")
+    names = [os.path.basename(os.path.abspath(d)) for d in reference_dirs]
+    if len(set(names)) < len(names):
+        raise CodecPairsError(f"reference folders {list(reference_dirs)}: two have the same name")
+    sources = []
+    for folder, name in zip(reference_dirs, names):
+        if not os.path.isdir(folder):
+            raise CodecPairsError(f"{folder}: not a directory")
+        files = list_audio_files(folder)
+        if not files:
+            raise CodecPairsError(f"{folder}: no audio files")
+        sources += [(path, os.path.join(name, os.path.splitext(os.path.relpath(path, folder))[0] + ".wav"))
+                    for path in files]
+    work = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(os.path.abspath(out_dir))}.")
+    try:
+        scratch = os.path.join(work, "scratch")
+        os.makedirs(scratch)
+        for path, rel in sources:
+            reference, _ = load_audio(path, target_rate=RATE)
+            narrowband = evaluation_degradation(reference)
+            # The channel's ripple can push a full-scale recording past 16-bit full scale; rather
+            # than clip it, both sides of the pair are scaled by the same factor.
+            scale = min(1.0, FULL_SCALE / max(float(np.max(np.abs(narrowband))), 1e-12))
+            reference, narrowband = reference * scale, narrowband * scale
+            decoded = codec_round_trip(narrowband, codec, scratch)
+            for side, audio, rate, subtype in (("wb", reference, RATE, "FLOAT"), ("nb", decoded, NARROW_RATE, "PCM_16")):
+                target = os.path.join(work, side, rel)
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                save_audio(target, audio, rate, subtype=subtype)
+        shutil.rmtree(scratch)
+        os.rename(work, out_dir)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return len(sources)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="codec_pairs.py", description=__doc__.split("\n\n")[0],
+        epilog="example: python eval/codec_pairs.py pairs_gsm --codec gsm CORPUS/valid/tuxpaint CORPUS/valid/klettres")
+    parser.add_argument("out", help="new folder: nb/ and wb/ are written inside")
+    parser.add_argument("references", nargs="+", metavar="REF_DIR", help="folders of wideband reference audio")
+    parser.add_argument("--codec", required=True, choices=sorted(CODECS),
+                        help="; ".join(f"{k}: {v[2]}" for k, v in CODECS.items()))
+    args = parser.parse_args(argv)
+    try:
+        n = build_pairs(args.out, args.codec, args.references)
+    except (CodecPairsError, AudioError) as e:
+        print(f"codec_pairs.py: error: {e}", file=sys.stderr)
+        return 2
+    print(f"{n} pairs through {CODECS[args.codec][2]} in {args.out}: "
+          f"python eval/evaluate.py --pairs {os.path.join(args.out, 'nb')} {os.path.join(args.out, 'wb')} ...")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
