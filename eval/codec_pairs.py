@@ -39,6 +39,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bwe.data.audio import AudioError, list_audio_files, load_audio, save_audio  # noqa: E402
 from bwe.data.degrade import evaluation_degradation  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from evaluate import EvaluationError, new_folder_parent  # noqa: E402
+
 RATE = 16000
 NARROW_RATE = 8000
 FULL_SCALE = 32767 / 32768  # the largest 16-bit sample
@@ -89,11 +92,10 @@ def build_pairs(out_dir: str, codec: str, reference_dirs: Sequence[str]) -> int:
     """Write OUT_DIR/nb and OUT_DIR/wb (see the module docstring); returns the number of pairs."""
     if codec not in CODECS:
         raise CodecPairsError(f"--codec {codec!r}: choose one of {', '.join(CODECS)}")
-    if os.path.exists(out_dir):
-        raise CodecPairsError(f"{out_dir}: already exists; choose a new folder (nothing was written)")
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    if not os.path.isdir(parent):
-        raise CodecPairsError(f"{out_dir}: parent folder {parent} does not exist")
+    try:
+        parent = new_folder_parent(out_dir, out_dir)
+    except EvaluationError as e:
+        raise CodecPairsError(str(e)) from None
     names = [os.path.basename(os.path.abspath(d)) for d in reference_dirs]
     if len(set(names)) < len(names):
         raise CodecPairsError(f"reference folders {list(reference_dirs)}: two have the same name")

@@ -410,6 +410,18 @@ def write_text_atomic(path: str, text: str) -> None:
             os.unlink(tmp)
 
 
+def new_folder_parent(out_dir: str, what: str) -> str:
+    """The parent folder of ``out_dir``, a folder a script is about to build (in a temporary folder
+    beside it, renamed at the end); an EvaluationError naming ``what`` when ``out_dir`` already
+    exists or its parent does not, before anything is written."""
+    if os.path.exists(out_dir):
+        raise EvaluationError(f"{what}: already exists; choose a new folder (nothing was written)")
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    if not os.path.isdir(parent):
+        raise EvaluationError(f"{what}: parent folder {parent} does not exist")
+    return parent
+
+
 def _score_text(value: float | None) -> str:
     return UNSCORABLE if value is None else f"{value:.6f}"
 

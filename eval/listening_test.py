@@ -384,11 +384,12 @@ def prepare(
         raise ListeningTestError(f"--trials must be at least 1, got {trials}")
     if not test_id.replace("_", "").replace("-", "").isalnum():
         raise ListeningTestError(f"--test-id {test_id!r}: use letters, digits, '_' and '-' only")
-    if os.path.exists(out_dir):
-        raise ListeningTestError(f"--out {out_dir}: already exists; choose a new folder (nothing was written)")
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    if not os.path.isdir(parent):
-        raise ListeningTestError(f"--out {out_dir}: parent folder {parent} does not exist")
+    from evaluate import EvaluationError, new_folder_parent
+
+    try:
+        parent = new_folder_parent(out_dir, f"--out {out_dir}")
+    except EvaluationError as e:
+        raise ListeningTestError(str(e)) from None
 
     systems = [resolve_system(spec) for spec in models]
     names = [name for name, _ in systems]
