@@ -108,6 +108,11 @@ def build_pairs(out_dir: str, codec: str, reference_dirs: Sequence[str]) -> int:
             raise CodecPairsError(f"{folder}: no audio files")
         sources += [(path, os.path.join(name, os.path.splitext(os.path.relpath(path, folder))[0] + ".wav"))
                     for path in files]
+    written: dict[str, str] = {}
+    for path, rel in sources:  # a.wav and a.flac would both become a.wav
+        if rel in written:
+            raise CodecPairsError(f"{written[rel]} and {path} would both be written as {rel}; rename one")
+        written[rel] = path
     work = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(os.path.abspath(out_dir))}.")
     try:
         scratch = os.path.join(work, "scratch")

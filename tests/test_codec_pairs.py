@@ -123,6 +123,9 @@ def _run(*args):
 
 def test_cli_refuses_bad_requests_with_one_line(tmp_path, references):
     (tmp_path / "taken").mkdir()
+    (tmp_path / "twins").mkdir()
+    write_wav(tmp_path / "twins" / "a.wav", speech_like(0.5, 16000, seed=5), 16000)
+    soundfile.write(tmp_path / "twins" / "a.flac", speech_like(0.5, 16000, seed=6), 16000)
     (tmp_path / "other" / "speech").mkdir(parents=True)
     for args, message in (
         ((tmp_path / "taken", "--codec", "gsm", references), "already exists"),
@@ -130,6 +133,7 @@ def test_cli_refuses_bad_requests_with_one_line(tmp_path, references):
         ((tmp_path / "new", "--codec", "gsm", tmp_path / "other" / "speech"), "no audio files"),
         ((tmp_path / "new", "--codec", "gsm", references, tmp_path / "other" / "speech"), "same name"),
         ((tmp_path / "new", "--codec", "amr", references), "invalid choice: 'amr'"),
+        ((tmp_path / "new", "--codec", "gsm", tmp_path / "twins"), "would both be written as twins/a.wav"),
     ):
         result = _run(*args)
         assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
