@@ -275,19 +275,19 @@ def make_conditions(reference: np.ndarray, systems: Sequence[tuple[str, System]]
     return conditions
 
 
-def paired_conditions(wide_path: str, narrow_path: str, systems: Sequence[tuple[str, System]],
+def paired_conditions(wideband: np.ndarray, narrow_path: str, systems: Sequence[tuple[str, System]],
                       max_offset: int) -> tuple[dict[str, np.ndarray], int]:
     """All conditions of a trial made from a real recording pair, and the lag undone (16 kHz samples).
 
-    The 16 kHz recording is the reference; the systems and the narrowband anchor are given the real
-    8 kHz recording, whole, and their outputs are aligned to the reference by the lag between it and
-    the sinc-upsampled input, found and undone as eval/evaluate.py does. All are equally long.
+    The 16 kHz recording ``wideband`` is the reference; the systems and the narrowband anchor are
+    given the real 8 kHz recording at ``narrow_path``, whole, and their outputs are aligned to the
+    reference by the lag between it and the sinc-upsampled input, found and undone as
+    eval/evaluate.py does. All are equally long.
     """
     from bwe.baselines import sinc
     from bwe.metrics import estimate_delay
     from pesq_headroom import aligned_to_reference
 
-    wideband, _ = load_audio(wide_path, target_rate=RATE)
     narrowband, _ = load_audio(narrow_path, target_rate=RATE // 2)
     anchor = sinc(narrowband)
     offset = estimate_delay(wideband, anchor, max_offset)
@@ -432,11 +432,11 @@ def prepare(
             # Where x starts in the source file: a real pair's aligned reference may have lost its
             # first samples to the lag; the key gives times in the file.
             file_start = 0
-            if narrow_path is None:
-                x, _ = load_audio(path, target_rate=RATE)
-            else:
-                # A real pair: the systems run on the whole narrowband recording (prompts are short).
-                conditions, lag = paired_conditions(path, narrow_path, systems, max_offset)
+            x, _ = load_audio(path, target_rate=RATE)
+            # A real pair: the systems run on the whole narrowband recording (prompts are short). One
+            # too short to play is left to choose_excerpt to refuse, before any system runs on it.
+            if narrow_path is not None and len(x) >= MIN_SECONDS * RATE:
+                conditions, lag = paired_conditions(x, narrow_path, systems, max_offset)
                 x, lo, file_start = conditions[HIDDEN_REFERENCE], 0, max(0, -lag)
             try:
                 start, stop, at_pauses = choose_excerpt(x)
