@@ -29,7 +29,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
 
 import numpy as np
@@ -40,7 +39,7 @@ from bwe.data.audio import AudioError, list_audio_files, load_audio, save_audio 
 from bwe.data.degrade import evaluation_degradation  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from evaluate import EvaluationError, new_folder_parent  # noqa: E402
+from evaluate import EvaluationError, new_folder_parent, staging_folder  # noqa: E402
 
 RATE = 16000
 NARROW_RATE = 8000
@@ -113,7 +112,7 @@ def build_pairs(out_dir: str, codec: str, reference_dirs: Sequence[str]) -> int:
         if rel in written:
             raise CodecPairsError(f"{written[rel]} and {path} would both be written as {rel}; rename one")
         written[rel] = path
-    work = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(os.path.abspath(out_dir))}.")
+    work = staging_folder(out_dir, parent)
     try:
         scratch = os.path.join(work, "scratch")
         os.makedirs(scratch)

@@ -422,6 +422,16 @@ def new_folder_parent(out_dir: str, what: str) -> str:
     return parent
 
 
+def staging_folder(out_dir: str, parent: str) -> str:
+    """A new empty folder in ``parent`` to build ``out_dir`` in and rename into place, with the mode a
+    plain ``mkdir`` would give it (mkdtemp's 0700 would otherwise become ``out_dir``'s)."""
+    work = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(os.path.abspath(out_dir))}.")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(work, 0o777 & ~umask)
+    return work
+
+
 def _score_text(value: float | None) -> str:
     return UNSCORABLE if value is None else f"{value:.6f}"
 

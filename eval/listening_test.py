@@ -384,7 +384,7 @@ def prepare(
         raise ListeningTestError(f"--trials must be at least 1, got {trials}")
     if not test_id.replace("_", "").replace("-", "").isalnum():
         raise ListeningTestError(f"--test-id {test_id!r}: use letters, digits, '_' and '-' only")
-    from evaluate import EvaluationError, new_folder_parent
+    from evaluate import EvaluationError, new_folder_parent, staging_folder
 
     try:
         parent = new_folder_parent(out_dir, f"--out {out_dir}")
@@ -412,7 +412,7 @@ def prepare(
 
     rng = np.random.default_rng(seed)
     candidates = _clip_candidates(data_dir, pairs, rng)
-    work = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(os.path.abspath(out_dir))}.")
+    work = staging_folder(out_dir, parent)
     try:
         audio_rel = f"configs/resources/audio/{test_id}"
         os.makedirs(os.path.join(work, audio_rel))

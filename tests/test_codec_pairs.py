@@ -84,6 +84,9 @@ def test_pairs_are_the_evaluation_channel_through_the_codec_and_the_reference(tm
         assert rate == 8000 and soundfile.info(narrow).subtype == "PCM_16"
         assert np.max(np.abs(decoded - pcm // 2)) <= 1
     assert sorted(os.listdir(out)) == ["nb", "wb"]  # no scratch files left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(out).st_mode & 0o777 == 0o777 & ~umask  # a plain mkdir's mode, not mkdtemp's 0700
     assert _digest(references) == before
 
 

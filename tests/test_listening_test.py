@@ -274,6 +274,9 @@ def test_prepare_with_real_pairs_gives_the_systems_the_real_narrowband_aligned(t
     out = str(tmp_path / "t")
     key = lt.prepare(["folding"], None, out, trials=2, seed=0, pairs=[str(nb), str(wb)])
     assert key["narrowband_input"] == "real recordings (--pairs)"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(out).st_mode & 0o777 == 0o777 & ~umask  # a plain mkdir's mode, not mkdtemp's 0700
     assert sorted(entry["source"] for entry in key["trials"].values()) == ["early.wav", "late.wav"]
     core = slice(RATE // 10, -RATE // 10)
     for trial, entry in key["trials"].items():
