@@ -13,13 +13,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import tempfile
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
+
+from bwe.files import replacing
 
 
 class RecipeError(ValueError):
@@ -433,17 +434,6 @@ def recipe_to_dict(recipe: Recipe) -> dict:
 
 def save_recipe(recipe: Recipe, path: str | os.PathLike) -> None:
     """Write the fully resolved recipe atomically (temp file + rename)."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".recipe-", suffix=".yaml", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+    with replacing(path, suffix=".yaml") as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
             yaml.safe_dump(recipe_to_dict(recipe), f, sort_keys=False)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file a plain open()'s permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 
 import numpy as np
 import soundfile as sf
@@ -32,6 +31,7 @@ from bwe.data.audio import (
     open_audio,
     output_format,
 )
+from bwe.files import replacing
 
 MODEL_RATE_IN = 8000
 MODEL_RATE_OUT = 16000
@@ -84,50 +84,41 @@ def enhance_file(model, in_path: str, out_path: str, subtype: str = "PCM_16", st
     check_output_path(out_path, protect=[in_path])
     out_format, subtype = output_format(out_path, subtype)
     source = open_audio(in_path)
-    out_dir = os.path.dirname(os.path.abspath(out_path))
-    fd, tmp_path = tempfile.mkstemp(prefix=".bwe-", suffix=os.path.splitext(out_path)[1] or ".wav", dir=out_dir)
-    os.close(fd)
-    try:
-        with source:
-            rate = source.samplerate
-            total_output = int(round(source.frames * MODEL_RATE_OUT / rate))
-            resampler = None if rate == MODEL_RATE_IN else soxr.ResampleStream(
-                rate, MODEL_RATE_IN, 1, dtype="float32", quality="VHQ")
-            stream = model.aligned(streaming)
-            high = total = 0.0
-            produced = 0
-            block_frames = max(int(READ_BLOCK_SECONDS * rate), 1)
-            with sf.SoundFile(tmp_path, "w", MODEL_RATE_OUT, 1, subtype=subtype,
-                              format=out_format) as sink:
-                read = 0
-                while read < source.frames:
-                    try:
-                        block = source.read(min(block_frames, source.frames - read), dtype="float32", always_2d=True)
-                    except (sf.LibsndfileError, RuntimeError) as e:
-                        raise EnhanceError(f"{in_path}: audio data is truncated or corrupt ({e})") from None
-                    if len(block) == 0:
-                        raise EnhanceError(f"{in_path}: audio data is truncated (read {read} of {source.frames} frames)")
-                    read += len(block)
-                    mono = block.mean(axis=1)
-                    if not np.all(np.isfinite(mono)):
-                        raise EnhanceError(f"{in_path}: contains NaN or infinite samples")
-                    h, t = _wideband_ratio(mono, rate)
-                    high, total = high + h, total + t
-                    x8 = mono if resampler is None else resampler.resample_chunk(mono, last=read >= source.frames)
-                    y = stream.push(x8)
-                    y = y[: max(total_output - produced, 0)]
-                    sink.write(y)
-                    produced += len(y)
-                sink.write(stream.finish(total_output, produced))
-        if total > 0 and high / total > WIDEBAND_ENERGY_RATIO:
-            print(f"bwe-enhance: warning: {in_path}: {100 * high / total:.2g} % of the energy "
-                  f"({10 * np.log10(high / total):.0f} dB) is above 4 kHz; the input is already wideband and "
-                  "that band will be replaced by the model's estimate", file=sys.stderr)
-        os.replace(tmp_path, out_path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.unlink(tmp_path)
-        raise
+    with source, replacing(out_path, suffix=os.path.splitext(out_path)[1] or ".wav") as tmp_path:
+        rate = source.samplerate
+        total_output = int(round(source.frames * MODEL_RATE_OUT / rate))
+        resampler = None if rate == MODEL_RATE_IN else soxr.ResampleStream(
+            rate, MODEL_RATE_IN, 1, dtype="float32", quality="VHQ")
+        stream = model.aligned(streaming)
+        high = total = 0.0
+        produced = 0
+        block_frames = max(int(READ_BLOCK_SECONDS * rate), 1)
+        with sf.SoundFile(tmp_path, "w", MODEL_RATE_OUT, 1, subtype=subtype,
+                          format=out_format) as sink:
+            read = 0
+            while read < source.frames:
+                try:
+                    block = source.read(min(block_frames, source.frames - read), dtype="float32", always_2d=True)
+                except (sf.LibsndfileError, RuntimeError) as e:
+                    raise EnhanceError(f"{in_path}: audio data is truncated or corrupt ({e})") from None
+                if len(block) == 0:
+                    raise EnhanceError(f"{in_path}: audio data is truncated (read {read} of {source.frames} frames)")
+                read += len(block)
+                mono = block.mean(axis=1)
+                if not np.all(np.isfinite(mono)):
+                    raise EnhanceError(f"{in_path}: contains NaN or infinite samples")
+                h, t = _wideband_ratio(mono, rate)
+                high, total = high + h, total + t
+                x8 = mono if resampler is None else resampler.resample_chunk(mono, last=read >= source.frames)
+                y = stream.push(x8)
+                y = y[: max(total_output - produced, 0)]
+                sink.write(y)
+                produced += len(y)
+            sink.write(stream.finish(total_output, produced))
+    if total > 0 and high / total > WIDEBAND_ENERGY_RATIO:
+        print(f"bwe-enhance: warning: {in_path}: {100 * high / total:.2g} % of the energy "
+              f"({10 * np.log10(high / total):.0f} dB) is above 4 kHz; the input is already wideband and "
+              "that band will be replaced by the model's estimate", file=sys.stderr)
 
 
 def enhance_pipe(model, stdin, stdout) -> None:

@@ -43,6 +43,7 @@ import numpy as np
 
 from bwe import __version__
 from bwe.config import Recipe, RecipeError, load_recipe, recipe_to_dict
+from bwe.files import staging_folder
 
 METADATA_FILE = "metadata.json"
 FORMAT_VERSION = 1
@@ -338,10 +339,7 @@ def export_generator(
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ExportError(f"{out_dir}: exists and is not a directory")
     started = time.time()
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.tmp-", dir=parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would otherwise become OUT_DIR's mode
+    tmp = staging_folder(out_dir)
     try:
         offline = to_streaming(generator, Modes.NON_STREAM_INFERENCE)
         stream = to_streaming(generator, Modes.STREAM_EXTERNAL_STATE_INFERENCE)

@@ -37,9 +37,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bwe.data.audio import AudioError, list_audio_files, load_audio, save_audio  # noqa: E402
 from bwe.data.degrade import evaluation_degradation  # noqa: E402
+from bwe.files import staging_folder  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from evaluate import EvaluationError, new_folder_parent, staging_folder  # noqa: E402
+from evaluate import EvaluationError, check_new_folder  # noqa: E402
 
 RATE = 16000
 NARROW_RATE = 8000
@@ -92,7 +93,7 @@ def build_pairs(out_dir: str, codec: str, reference_dirs: Sequence[str]) -> int:
     if codec not in CODECS:
         raise CodecPairsError(f"--codec {codec!r}: choose one of {', '.join(CODECS)}")
     try:
-        parent = new_folder_parent(out_dir, out_dir)
+        check_new_folder(out_dir, out_dir)
     except EvaluationError as e:
         raise CodecPairsError(str(e)) from None
     names = [os.path.basename(os.path.abspath(d)) for d in reference_dirs]
@@ -112,7 +113,7 @@ def build_pairs(out_dir: str, codec: str, reference_dirs: Sequence[str]) -> int:
         if rel in written:
             raise CodecPairsError(f"{written[rel]} and {path} would both be written as {rel}; rename one")
         written[rel] = path
-    work = staging_folder(out_dir, parent)
+    work = staging_folder(out_dir)
     try:
         scratch = os.path.join(work, "scratch")
         os.makedirs(scratch)

@@ -52,7 +52,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -67,6 +66,7 @@ if _EVAL_DIR not in sys.path:
 
 from bwe.baselines import BASELINES, sinc  # noqa: E402
 from bwe.data.audio import AudioError, list_audio_files, load_audio, spread_indices  # noqa: E402
+from bwe.files import write_text_atomic  # noqa: E402
 from bwe.data.degrade import EVAL_CUTOFF_HZ, EVAL_FILTER_ORDER, EVAL_RIPPLE_DB, evaluation_degradation  # noqa: E402
 from bwe.metrics import LSD_N_FFT, estimate_delay, import_visqol, lsd_all, pesq_wb, visqol_speech  # noqa: E402
 from stats import mean_ci95, nan_to_none  # noqa: E402
@@ -396,40 +396,14 @@ def summarize_by_folder(rows: Sequence[Row], visqol: bool = False) -> dict[str, 
     return {folder: summarize([r for r in rows if folder_of(r.file) == folder], visqol) for folder in folders}
 
 
-def write_text_atomic(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory and a rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def new_folder_parent(out_dir: str, what: str) -> str:
-    """The parent folder of ``out_dir``, a folder a script is about to build (in a temporary folder
-    beside it, renamed at the end); an EvaluationError naming ``what`` when ``out_dir`` already
-    exists or its parent does not, before anything is written."""
+def check_new_folder(out_dir: str, what: str) -> None:
+    """Before anything is written: an EvaluationError naming ``what`` unless ``out_dir`` (a folder a
+    script is about to build beside itself and rename into place) is new and its parent exists."""
     if os.path.exists(out_dir):
         raise EvaluationError(f"{what}: already exists; choose a new folder (nothing was written)")
     parent = os.path.dirname(os.path.abspath(out_dir))
     if not os.path.isdir(parent):
         raise EvaluationError(f"{what}: parent folder {parent} does not exist")
-    return parent
-
-
-def staging_folder(out_dir: str, parent: str) -> str:
-    """A new empty folder in ``parent`` to build ``out_dir`` in and rename into place, with the mode a
-    plain ``mkdir`` would give it (mkdtemp's 0700 would otherwise become ``out_dir``'s)."""
-    work = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(os.path.abspath(out_dir))}.")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(work, 0o777 & ~umask)
-    return work
 
 
 def _score_text(value: float | None) -> str:

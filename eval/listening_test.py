@@ -46,7 +46,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -66,6 +65,7 @@ if _EVAL_DIR not in sys.path:
     sys.path.insert(1, _EVAL_DIR)
 
 from bwe.data.audio import AudioError, list_audio_files, load_audio, save_audio  # noqa: E402
+from bwe.files import staging_folder, write_text_atomic  # noqa: E402
 from stats import holm, mean_ci95, nan_to_none  # noqa: E402
 
 RATE = 16000
@@ -317,18 +317,6 @@ START_PAGE = (
 TRIAL_PAGE = "Rate the basic audio quality of every condition against the reference (100 = no audible difference)."
 
 
-def _atomic_write_text(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _clip_candidates(data_dir: str | None, pairs: Sequence[str] | None,
                      rng: np.random.Generator) -> list[tuple[str, str | None]]:
     """The (wideband path, real narrowband path or None) to cut trials from, in a seeded random order."""
@@ -384,10 +372,10 @@ def prepare(
         raise ListeningTestError(f"--trials must be at least 1, got {trials}")
     if not test_id.replace("_", "").replace("-", "").isalnum():
         raise ListeningTestError(f"--test-id {test_id!r}: use letters, digits, '_' and '-' only")
-    from evaluate import EvaluationError, new_folder_parent, staging_folder
+    from evaluate import EvaluationError, check_new_folder
 
     try:
-        parent = new_folder_parent(out_dir, f"--out {out_dir}")
+        check_new_folder(out_dir, f"--out {out_dir}")
     except EvaluationError as e:
         raise ListeningTestError(str(e)) from None
 
@@ -412,7 +400,7 @@ def prepare(
 
     rng = np.random.default_rng(seed)
     candidates = _clip_candidates(data_dir, pairs, rng)
-    work = staging_folder(out_dir, parent)
+    work = staging_folder(out_dir)
     try:
         audio_rel = f"configs/resources/audio/{test_id}"
         os.makedirs(os.path.join(work, audio_rel))
@@ -547,7 +535,7 @@ def prepare(
                 },
             ],
         }
-        _atomic_write_text(
+        write_text_atomic(
             os.path.join(work, "configs", f"{test_id}.yaml"),
             "# webMUSHRA configuration written by bwe eval/listening_test.py prepare; see eval/README.md\n"
             + yaml.safe_dump(config, sort_keys=False, allow_unicode=True, width=1000),
@@ -564,7 +552,7 @@ def prepare(
             "anchors": list(ANCHORS),
             "trials": key_trials,
         }
-        _atomic_write_text(os.path.join(work, "key.json"), json.dumps(key, indent=2) + "\n")
+        write_text_atomic(os.path.join(work, "key.json"), json.dumps(key, indent=2) + "\n")
         os.rename(work, out_dir)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -765,7 +753,7 @@ def analyze(results_csv: str, out_dir: str, key_path: str | None = None, assesso
         "conditions": stats,
         "wilcoxon": tests,
     }
-    _atomic_write_text(os.path.join(out_dir, "summary.json"), json.dumps(nan_to_none(summary), indent=2) + "\n")
+    write_text_atomic(os.path.join(out_dir, "summary.json"), json.dumps(nan_to_none(summary), indent=2) + "\n")
 
     lines = [
         "# MUSHRA listening test",
@@ -813,7 +801,7 @@ def analyze(results_csv: str, out_dir: str, key_path: str | None = None, assesso
                 f"{_fmt_p(t['p'])} | {_fmt_p(t['p_holm'])} |"
             )
         lines.append("")
-    _atomic_write_text(os.path.join(out_dir, "report.md"), "\n".join(lines))
+    write_text_atomic(os.path.join(out_dir, "report.md"), "\n".join(lines))
     return summary
 
 

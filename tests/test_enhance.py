@@ -56,6 +56,26 @@ def test_file_round_trip_equals_offline_model(tmp_path, model_dir, model, capsys
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+@pytest.mark.parametrize("mask", [0o022, 0o027])
+def test_outputs_get_the_mode_a_plain_open_would_give(tmp_path, model_dir, capsys, mask):
+    # Written through a temporary file and renamed, the outputs used to keep mkstemp's 0600:
+    # unreadable to anyone but their owner (a web server, a shared folder's group).
+    x = narrowband(0.5)
+    (tmp_path / "calls").mkdir()
+    sf.write(tmp_path / "calls" / "a.wav", x, 8000)
+    old = os.umask(mask)
+    try:
+        for args in (["calls/a.wav", "file.wav"], ["--streaming", "calls/a.wav", "streamed.flac"],
+                     ["calls", "wide"]):
+            code, err = run_cli([tmp_path / a if not a.startswith("-") else a for a in args]
+                                + ["--model", model_dir], capsys)
+            assert code == 0, err
+    finally:
+        os.umask(old)
+    for out in ("file.wav", "streamed.flac", "wide/a.wav"):
+        assert os.stat(tmp_path / out).st_mode & 0o777 == 0o666 & ~mask, out
+
+
 def test_default_subtype_is_pcm16(tmp_path, model_dir, capsys):
     src, dst = tmp_path / "in.wav", tmp_path / "out.flac"
     sf.write(src, narrowband(0.5), 8000)

@@ -277,6 +277,8 @@ def test_prepare_with_real_pairs_gives_the_systems_the_real_narrowband_aligned(t
     umask = os.umask(0)
     os.umask(umask)
     assert os.stat(out).st_mode & 0o777 == 0o777 & ~umask  # a plain mkdir's mode, not mkdtemp's 0700
+    for written in ("key.json", os.path.join("configs", "bwe_mushra.yaml")):  # not mkstemp's 0600
+        assert os.stat(os.path.join(out, written)).st_mode & 0o777 == 0o666 & ~umask, written
     assert sorted(entry["source"] for entry in key["trials"].values()) == ["early.wav", "late.wav"]
     core = slice(RATE // 10, -RATE // 10)
     for trial, entry in key["trials"].items():

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Iterable
 
 import numpy as np
 import soundfile
 import soxr
+
+from bwe.files import replacing
 
 PathLike = str | os.PathLike
 
@@ -220,12 +221,6 @@ def check_output_path(output: PathLike, protect: Iterable[PathLike] = ()) -> str
     return output
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def output_format(path: str, subtype: str | None = "PCM_16") -> tuple[str, str | None]:
     """``(container, subtype)`` for writing ``path``: the container from the extension.
 
@@ -275,17 +270,10 @@ def save_audio(
         n_clipped = int(np.count_nonzero(np.abs(x) > 1.0))
         if n_clipped:
             warnings.warn(f"{path}: {n_clipped} samples outside [-1, 1] were clipped", stacklevel=2)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    os.close(fd)
     try:
-        soundfile.write(tmp, x, int(rate), subtype=subtype, format=fmt)
-        # mkstemp creates 0600; give the result the permissions a plain open() would have.
-        os.chmod(tmp, 0o666 & ~_current_umask())
-        os.replace(tmp, path)
+        with replacing(path) as tmp:
+            soundfile.write(tmp, x, int(rate), subtype=subtype, format=fmt)
     except (soundfile.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
         raise AudioError(f"{path}: cannot write audio ({e})") from e
     return path
 
