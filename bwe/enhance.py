@@ -233,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
                 raise EnhanceError(f"{args.output}: input is a folder, so the output must be a folder too")
             os.makedirs(args.output, exist_ok=True)
             return 1 if enhance_folder(model, args.input, args.output, args.subtype, args.streaming) else 0
+        if os.path.isdir(args.output):
+            suggestion = os.path.join(args.output, os.path.splitext(os.path.basename(args.input))[0] + ".wav")
+            raise EnhanceError(f"{args.output}: is a folder; name the output file, e.g. {suggestion}")
         enhance_file(model, args.input, args.output, args.subtype, args.streaming)
         return 0
     except (EnhanceError, AudioError) as e:

@@ -253,6 +253,18 @@ def test_unwritable_output_directory(tmp_path, model_dir, capsys):
     assert code == 2 and "does not exist" in err
 
 
+def test_file_into_an_existing_folder_asks_for_a_file_name(tmp_path, model_dir, capsys):
+    src = tmp_path / "call.flac"
+    sf.write(src, narrowband(0.3), 8000)
+    (tmp_path / "out").mkdir()
+    code, err = run_cli([src, tmp_path / "out", "--model", model_dir], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "is a folder" in err and os.path.join(str(tmp_path / "out"), "call.wav") in err
+    assert list((tmp_path / "out").iterdir()) == []
+    code, err = run_cli([tmp_path, src, "--model", model_dir], capsys)  # and the other way round
+    assert code == 2 and "output must be a folder too" in err
+
+
 def test_failure_mid_run_keeps_previous_output(tmp_path, model_dir, capsys):
     """A NaN found after the first blocks were written leaves an existing output file untouched."""
     src, dst = tmp_path / "in.wav", tmp_path / "out.wav"
