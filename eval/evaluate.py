@@ -66,8 +66,8 @@ if _EVAL_DIR not in sys.path:
 
 from bwe.baselines import BASELINES, sinc  # noqa: E402
 from bwe.data.audio import AudioError, list_audio_files, load_audio, spread_indices  # noqa: E402
-from bwe.files import write_text_atomic  # noqa: E402
 from bwe.data.degrade import EVAL_CUTOFF_HZ, EVAL_FILTER_ORDER, EVAL_RIPPLE_DB, evaluation_degradation  # noqa: E402
+from bwe.files import write_text_atomic  # noqa: E402
 from bwe.metrics import LSD_N_FFT, estimate_delay, import_visqol, lsd_all, pesq_wb, visqol_speech  # noqa: E402
 from stats import mean_ci95, nan_to_none  # noqa: E402
 
