@@ -232,6 +232,8 @@ class DataConfig:
     cutoff_hz_range: list[float] = field(default_factory=lambda: [3400.0, 4000.0])  # random low-pass cutoff
     gain_db_range: list[float] = field(default_factory=lambda: [-18.0, 6.0])  # level change, target too
     companding_probability: float = 0.5  # chance of 8-bit mu-law or A-law companding
+    highpass_probability: float = 0.0  # chance of a telephone channel's lower edge (high-pass)
+    highpass_hz_range: list[float] = field(default_factory=lambda: [200.0, 400.0])  # its random cutoff
     num_parallel_calls: int = 0  # example-making workers; 0 = tf.data AUTOTUNE
     cache: bool = True  # decode every file to 16 kHz once, keep it in memory as int16 (7 h = 0.8 GB)
 
@@ -251,6 +253,11 @@ class DataConfig:
             raise RecipeError(f"data.min_bandwidth_hz: must be in [0, 8000] Hz (0 = off), got {self.min_bandwidth_hz!r}")
         if not 0.0 <= self.companding_probability <= 1.0:
             raise RecipeError(f"data.companding_probability: must be in [0, 1], got {self.companding_probability!r}")
+        if not 0.0 <= self.highpass_probability <= 1.0:
+            raise RecipeError(f"data.highpass_probability: must be in [0, 1], got {self.highpass_probability!r}")
+        hp = self.highpass_hz_range
+        if len(hp) != 2 or not 0.0 < hp[0] <= hp[1] < 1000.0:
+            raise RecipeError(f"data.highpass_hz_range: expected [low, high] with 0 < low <= high < 1000 Hz, got {hp!r}")
         if len(self.gain_db_range) != 2 or self.gain_db_range[0] > self.gain_db_range[1]:
             raise RecipeError(f"data.gain_db_range: expected [low, high] with low <= high, got {self.gain_db_range!r}")
         low, high = self.cutoff_hz_range if len(self.cutoff_hz_range) == 2 else (1.0, 0.0)

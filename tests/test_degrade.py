@@ -84,6 +84,28 @@ def test_companded_channel_still_keeps_passband_roughly(speech):
     _check_channel(speech, x8k, gain=params["gain"], passband_tolerance_db=2.0)
 
 
+def test_telephone_highpass_removes_the_low_end_and_keeps_the_passband():
+    noise = 0.1 * np.random.default_rng(0).standard_normal(32000)  # flat: no leakage from louder bins
+    for seed in range(6):
+        x8k, params = simulate_narrowband(noise, np.random.default_rng(seed), companding_probability=0,
+                                          highpass_probability=1.0, gain_db_range=(0.0, 0.0))
+        cutoff = params["highpass_hz"]
+        assert 200 <= cutoff <= 400 and 2 <= params["highpass_order"] <= 6
+        f, p_ref = _psd(noise, 16000)
+        _, p_out = _psd(resample(x8k / params["gain"], 8000, 16000), 16000)
+        # Zero-phase: the design's -3 dB becomes -6 dB at the cutoff; an octave below, -12 dB per order.
+        low = (f > 0) & (f <= cutoff / 2)
+        assert np.all(10 * np.log10(p_out[low] / p_ref[low]) < -10), (seed, cutoff)
+        mid = (f >= 2 * cutoff) & (f <= 3000)
+        assert np.abs(10 * np.log10(p_out[mid] / p_ref[mid])).max() < 1.5, (seed, cutoff)
+
+
+def test_no_highpass_by_default(speech):
+    for seed in range(4):
+        _, params = simulate_narrowband(speech[:4000], np.random.default_rng(seed))
+        assert params["highpass_hz"] is None and params["highpass_order"] is None
+
+
 def test_random_choices_cover_all_families_and_are_recorded(speech):
     short = speech[:4000]
     seen_families, seen_companding = set(), set()

@@ -8,8 +8,12 @@ bandwidth extension rather than the inverse of one particular filter:
    (31-191 taps, Hamming/Hann/Blackman/Kaiser window) -- with a random cutoff in 3.4-4 kHz;
 2. soxr (VHQ) resampling to 8 kHz, whose anti-aliasing filter removes whatever the low-pass left
    above 4 kHz;
-3. a random gain (-18 to +6 dB, capped so that nothing clips);
-4. with probability 1/2, 8-bit G.711-style companding, mu-law or A-law with equal odds.
+3. with probability ``highpass_probability`` (0 unless a recipe sets it), the lower edge of a
+   telephone channel (G.712 passes 300-3400 Hz): a zero-phase Butterworth high-pass of random
+   order 2-6 with a random cutoff in ``highpass_hz_range`` (default 200-400 Hz), so the model also
+   sees input whose low band ends early;
+4. a random gain (-18 to +6 dB, capped so that nothing clips);
+5. with probability 1/2, 8-bit G.711-style companding, mu-law or A-law with equal odds.
 
 The low-pass is applied **zero-phase**: IIR filters forwards and backwards (``sosfiltfilt``, so the
 magnitude response is |H|^2 and the design cutoff is where the attenuation reaches 2x the design
@@ -158,14 +162,16 @@ def simulate_narrowband(
     cutoff_range: tuple[float, float] = (3400.0, 4000.0),
     gain_db_range: tuple[float, float] = (-18.0, 6.0),
     companding_probability: float = 0.5,
+    highpass_probability: float = 0.0,
+    highpass_hz_range: tuple[float, float] = (200.0, 400.0),
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Random telephone-like channel: 16 kHz float [n] -> 8 kHz float32 [ceil(n / 2)], plus every choice.
 
     Args:
         x16k: wideband speech at 16 kHz, [time].
         rng: the only source of randomness; the same generator state gives the same output.
-        cutoff_range, gain_db_range, companding_probability: the ranges described in the module
-            docstring (the defaults).
+        cutoff_range, gain_db_range, companding_probability, highpass_probability, highpass_hz_range:
+            the ranges described in the module docstring (the defaults).
 
     Returns:
         ``(x8k, params)``. ``params`` holds plain Python values (JSON-serialisable): ``family``,
@@ -182,8 +188,15 @@ def simulate_narrowband(
     companding = "none"
     if rng.uniform() < companding_probability:
         companding = str(rng.choice(COMPANDING[1:]))
+    highpass_hz = highpass_order = None
+    if rng.uniform() < highpass_probability:
+        highpass_hz, highpass_order = float(rng.uniform(*highpass_hz_range)), int(rng.integers(2, 7))
 
-    x8k = resample(apply_lowpass(x, params).astype(np.float32), WIDEBAND_RATE, NARROWBAND_RATE)
+    band = apply_lowpass(x, params)
+    if highpass_hz is not None:
+        band = _sosfiltfilt(scipy.signal.butter(highpass_order, highpass_hz, "highpass", fs=WIDEBAND_RATE,
+                                                output="sos"), band)
+    x8k = resample(band.astype(np.float32), WIDEBAND_RATE, NARROWBAND_RATE)
     # Cap the gain so that neither the narrowband input nor the equally scaled target clips.
     peak = max(float(np.max(np.abs(x8k))), float(np.max(np.abs(x))), 1e-9)
     gain_db = min(gain_db_drawn, 20.0 * np.log10(0.99 / peak))
@@ -193,7 +206,8 @@ def simulate_narrowband(
         x8k = mu_law_compand(x8k)
     elif companding == "a-law":
         x8k = a_law_compand(x8k)
-    params.update(gain_db=float(gain_db), gain=gain, gain_db_drawn=gain_db_drawn, companding=companding)
+    params.update(gain_db=float(gain_db), gain=gain, gain_db_drawn=gain_db_drawn, companding=companding,
+                  highpass_hz=highpass_hz, highpass_order=highpass_order)
     return x8k.astype(np.float32, copy=False), params
 
 

@@ -284,6 +284,8 @@ class ExampleMaker:
             cutoff_range=tuple(data_cfg.cutoff_hz_range),
             gain_db_range=tuple(data_cfg.gain_db_range),
             companding_probability=float(data_cfg.companding_probability),
+            highpass_probability=float(data_cfg.highpass_probability),
+            highpass_hz_range=tuple(data_cfg.highpass_hz_range),
         )
         usable = audio.usable
         visits = np.maximum(1, audio.lengths[usable] // self.segment)
