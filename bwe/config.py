@@ -51,18 +51,22 @@ class ModelConfig:
     highband_residual: bool = True
     # Envelope head (0 = off; needs highband_residual). A fixed, complementary filter bank
     # (``envelope_filter_taps`` taps, one more delay of (taps - 1) / 2 samples) splits the generated
-    # band into this many equal bands from 4 to 8 kHz, and a small frame-rate head (a causal conv of
-    # ``envelope_channels`` per dilation of ``envelope_dilations``, kernel 3, over the input's band
-    # levels, the bands' own levels and the bottleneck features) sets each band's gain every 16 ms,
-    # crossfaded from the previous frame's over ``envelope_crossfade`` samples. It starts as the
-    # identity and is fitted by regression (train.envelope_head_steps): the GAN invents the band's
-    # fine structure, the head sets its loudness to what a regression from the low band predicts
-    # (the conditional mean, or an expectile below it with losses.envelope_overshoot_weight > 1).
+    # band into this many equal bands from 4 to 8 kHz. An envelope predictor reads the input's log
+    # power spectrum (a 16 ms window every ``envelope_frame`` output samples) through a residual
+    # stack of causal convs (``envelope_channels`` wide, kernel 3, one per ``envelope_dilations``)
+    # and predicts each band's level for each frame; each band is scaled to that level (the ratio of
+    # the predicted level to the band's own, crossfaded from the previous frame's over
+    # ``envelope_crossfade`` samples). The GAN invents the band's fine structure, the predictor its
+    # loudness: a regression on log band energies (train.envelope_head_steps), the conditional mean.
+    # It is the identity (every gain 1) until its training phase starts.
     envelope_bands: int = 0
     envelope_filter_taps: int = 33
     envelope_channels: int = 64
     envelope_dilations: list[int] = field(default_factory=lambda: [1, 2])
-    # 16 kHz samples over which a frame's gains fade in from the previous frame's (at most a frame).
+    envelope_frame: int = 256  # 16 kHz samples per envelope frame; divides the total stride
+    # Frames the predictor reads ahead of the frame it scales: the output waits as long (an offline
+    # model's look-ahead; 0 for the 16 ms streaming model).
+    envelope_lookahead_frames: int = 0
     envelope_crossfade: int = 256
 
 

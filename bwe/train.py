@@ -14,7 +14,7 @@ end of the target: the model is compared with what it can know.
   everything else frozen, the high-band envelope loss its only loss, its own Adam (``optim.envelope_lr``). It is a
   regression on what the finished GAN generator makes, so it learns the conditional mean of each band's level
   (an expectile below it with ``losses.envelope_overshoot_weight`` > 1), which the adversarial terms do not ask
-  for. Before those steps the head stays the identity. A checkpoint of the same recipe without the head resumes
+  for. Before those steps the head is switched off (every gain 1); its phase switches it on. A checkpoint of the same recipe without the head resumes
   into it (`Trainer._restore_into_new_head`), so a trained run can gain one.
 - Gradients are summed across replicas, clipped to ``optim.grad_clip_norm`` (global norm), and applied only if
   every loss and gradient is finite. Otherwise the step is skipped and counted (``train.nan_policy=skip``,
@@ -488,6 +488,9 @@ class Trainer:
         among them."""
         train = self.recipe.train
         if step >= train.steps - train.envelope_head_steps:
+            from bwe.models.seanet import activate_envelope_head
+
+            activate_envelope_head(self.generator)
             step_fn = self._envelope_head_step
         elif step < train.warmup_steps:
             step_fn = self._warmup_step

@@ -1,5 +1,6 @@
-"""The envelope head (model.envelope_bands): its filter banks, identity at initialisation, streaming and
-causality, its training phase, a head added to a trained run, export and its high-band gain, refusals."""
+"""The envelope head (model.envelope_bands): its filter bank and spectrum, level-ratio gains, identity
+until switched on, streaming and causality, look-ahead, its training phase, a head added to a trained
+run, export and its high-band gain, refusals."""
 
 import dataclasses
 import json
@@ -11,16 +12,28 @@ import pytest
 import tensorflow as tf
 
 from bwe.config import RecipeError, load_recipe, save_recipe
-from bwe.layers.envelope import CrossfadeGains
+from bwe.layers.envelope import (
+    LEVEL_CENTRE,
+    EXACT_LOG_GAIN,
+    LEVEL_SPREAD,
+    MAX_LOG_GAIN,
+    CrossfadeGains,
+    LevelRatioGains,
+    LogPowerSpectrum,
+    soft_limit,
+)
 from bwe.layers.modes import Modes
 from bwe.models.seanet import (
+    SPECTRUM_WINDOW,
     ModelConfigError,
+    activate_envelope_head,
     band_split_kernel,
     build_generator,
     envelope_filter_bank,
+    envelope_head_active,
     gain_pair_kernel,
     generator_delay_samples,
-    input_filter_bank,
+    spectrum_kernel,
 )
 from bwe.streaming import to_streaming
 from signals import speech_like
@@ -30,6 +43,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(REPO, "recipes", "tiny.yaml")
 HEAD = ["model.envelope_bands=4", "model.envelope_crossfade=32"]
 CFG = load_recipe(TINY, HEAD).model
+# The offline model's kind of head: 8 ms frames, 500 Hz bands, two frames (16 ms) of look-ahead.
+LOOKAHEAD_CFG = load_recipe(TINY, ["model.envelope_bands=8", "model.envelope_frame=128", "model.envelope_crossfade=32",
+                                   "model.envelope_filter_taps=65", "model.envelope_lookahead_frames=2"]).model
 
 
 def _response_db(kernel, freq, rate):
@@ -38,12 +54,13 @@ def _response_db(kernel, freq, rate):
 
 
 def _randomise_head(model, seed=0):
-    """Give the zero-initialised head non-trivial weights (an untrained head is the identity)."""
+    """Give the head random weights and switch it on (until then it is the identity)."""
     rng = np.random.default_rng(seed)
     for layer in model.layers:
         if layer.name.startswith("envelope_"):
             for w in layer.trainable_weights:
                 w.assign(rng.normal(0, 0.3, w.shape).astype(np.float32))
+    activate_envelope_head(model)
 
 
 def test_band_bank_sums_to_the_delayed_high_pass_and_separates_its_bands():
@@ -59,12 +76,17 @@ def test_band_bank_sums_to_the_delayed_high_pass_and_separates_its_bands():
         assert _response_db(bands[:, 0, k], 1000, 16000) < -40.0  # the high-pass in front of the bank
 
 
-def test_input_bank_is_complementary_and_gain_interpolation_sums_to_one():
-    bank = input_filter_bank()[:, 0]  # [taps, 8]
-    centre = np.zeros(len(bank))
-    centre[(len(bank) - 1) // 2] = 1.0
-    np.testing.assert_allclose(bank.sum(axis=-1), centre, atol=1e-6)
-    assert _response_db(bank[:, 2], 1250, 8000) > -1.0 and _response_db(bank[:, 2], 2250, 8000) < -20.0
+def test_spectrum_is_numpys_windowed_dft_and_gain_interpolation_sums_to_one():
+    x = np.random.default_rng(4).normal(0, 0.1, 8 * 64).astype(np.float32)
+    kernel = spectrum_kernel()
+    frames = tf.nn.conv1d(x[None, :, None], kernel, 64, "VALID")  # the causal conv's frames, past its state
+    log_power = np.asarray(LogPowerSpectrum()(frames))[0]  # [frames, bins]
+    window = np.hanning(SPECTRUM_WINDOW + 1)[:-1]  # periodic Hann
+    for t in range(log_power.shape[0]):
+        segment = x[64 * t: 64 * t + SPECTRUM_WINDOW]
+        power = np.abs(np.fft.rfft(segment * window) / window.sum()) ** 2
+        expected = (np.log10(power + 1e-10) - LEVEL_CENTRE) / LEVEL_SPREAD
+        np.testing.assert_allclose(log_power[t], expected, atol=2e-4)
     gains = np.random.default_rng(0).uniform(0.1, 3.0, (1, 5, 3)).astype(np.float32)  # 5 frames, 3 bands
     pairs = tf.nn.conv1d(np.pad(gains, ((0, 0), (1, 0), (0, 0))), gain_pair_kernel(3), 1, "VALID")
     for crossfade in (256, 32):
@@ -74,6 +96,49 @@ def test_input_bank_is_complementary_and_gain_interpolation_sums_to_one():
         expected = (previous[None] * (1 - ramp) + gains[0][None] * ramp).transpose(1, 0, 2).reshape(-1, 3)
         np.testing.assert_allclose(per_sample, expected, rtol=1e-6)
     assert gain_pair_kernel(3).size < 1024  # below dynamic-range int8's size limit: the gains stay float
+
+
+def test_gains_bring_each_band_to_its_predicted_level_and_are_limited():
+    predicted = np.array([[[0.5, -1.0, 2.0]]], np.float32)
+    measured = np.array([[[-0.5, -1.0, -9.0]]], np.float32)  # the last band far too quiet to reach
+    layer = LevelRatioGains()
+    assert np.all(np.asarray(layer([predicted, measured])) == 1.0)  # switched off: the identity
+    layer.active.assign(1.0)
+    gains = np.asarray(layer([predicted, measured]))[0, 0]
+    # In bels: the measured level plus 2 log10(gain) is the predicted level (standardised units undone).
+    reached = measured[0, 0, :2] * LEVEL_SPREAD + 2 * np.log10(gains[:2])
+    np.testing.assert_allclose(reached, predicted[0, 0, :2] * LEVEL_SPREAD, atol=1e-5)
+    assert gains[1] == 1.0
+    assert np.exp(0.95 * MAX_LOG_GAIN) < gains[2] <= np.exp(MAX_LOG_GAIN) * (1 + 1e-6)  # 23 bels asked for: limited
+    x = tf.Variable(np.linspace(-9, 9, 181, dtype=np.float32))
+    with tf.GradientTape() as tape:
+        y = soft_limit(x, EXACT_LOG_GAIN, MAX_LOG_GAIN)
+    slope = tape.gradient(y, x).numpy()
+    inside = np.abs(x.numpy()) <= EXACT_LOG_GAIN
+    np.testing.assert_array_equal(y.numpy()[inside], x.numpy()[inside])
+    assert np.all(np.abs(y.numpy()) <= MAX_LOG_GAIN) and np.all(slope > 0) and np.all(np.diff(y.numpy()) > 0)
+
+
+@pytest.mark.parametrize("cfg", [CFG, LOOKAHEAD_CFG], ids=["4-bands", "8-bands"])
+def test_switched_on_head_sets_the_band_to_the_predicted_level(cfg):
+    keras.utils.set_random_seed(3)
+    model = build_generator(cfg, Modes.NON_STREAM_INFERENCE)
+    activate_envelope_head(model)
+    level = model.get_layer("envelope_level")
+    kernel, bias = level.get_weights()
+    x = np.random.default_rng(1).normal(0, 0.1, 16000).astype(np.float32)
+    freqs = np.fft.rfftfreq(24000, 1 / 16000)
+    band = (freqs >= 5000) & (freqs < 7500)  # above the interpolated input's skirt
+    measured = []
+    for target_bels in (-3.0, -2.0):  # every band's mean square at 10^-3, then ten times that
+        level.set_weights([np.zeros_like(kernel), np.full_like(bias, (target_bels - LEVEL_CENTRE) / LEVEL_SPREAD)])
+        y = np.asarray(model(x[None, :, None]))[0, 8000:, 0]  # past the start-up
+        mean_square_per_bin = 2 * np.abs(np.fft.rfft(y)) ** 2 / len(y) ** 2
+        measured.append(10 * np.log10(mean_square_per_bin[band].sum()))
+    expected = 10 * np.log10(cfg.envelope_bands * 10 ** -3.0 * 2500 / 4000)
+    # Overlapping neighbours of the bank add up slightly louder than their levels; the regression absorbs it.
+    assert abs(measured[0] - expected) < 3.0
+    assert measured[1] - measured[0] == pytest.approx(10.0, abs=0.2)  # the level is the predictor's, exactly
 
 
 def test_untrained_head_is_the_identity_delayed_by_the_bank():
@@ -92,9 +157,10 @@ def test_untrained_head_is_the_identity_delayed_by_the_bank():
     np.testing.assert_allclose(y[256 + extra:], y0[256: len(y0) - extra], atol=1e-5)
 
 
-def test_trained_head_streams_exactly_and_is_causal():
+@pytest.mark.parametrize("cfg", [CFG, LOOKAHEAD_CFG], ids=["16ms-frames", "8ms-frames-lookahead"])
+def test_trained_head_streams_exactly_and_is_causal(cfg):
     keras.utils.set_random_seed(1)
-    model = build_generator(CFG, Modes.TRAINING)
+    model = build_generator(cfg, Modes.TRAINING)
     _randomise_head(model)
     x = speech_like(0.16 * 2, rate=8000, seed=5)[None, :, None].astype(np.float32)  # 20 frames
     offline = np.asarray(to_streaming(model, Modes.NON_STREAM_INFERENCE)(x))
@@ -111,6 +177,28 @@ def test_trained_head_streams_exactly_and_is_causal():
     np.testing.assert_array_equal(np.asarray(model(future))[:, :2560], np.asarray(model(x))[:, :2560])
     gains = [layer for layer in model.layers if layer.name == "envelope_gain"]
     assert gains, "the head's gains are a named layer"
+
+
+def test_lookahead_reads_ahead_by_exactly_its_frames():
+    """With look-ahead the gains react to a change of input before the change reaches the output
+    (the predictor reads ahead); the model stays causal and its delay grows by the look-ahead."""
+    lookahead = LOOKAHEAD_CFG.envelope_lookahead_frames * LOOKAHEAD_CFG.envelope_frame
+    base = dataclasses.replace(LOOKAHEAD_CFG, envelope_lookahead_frames=0)
+    assert generator_delay_samples(LOOKAHEAD_CFG) - generator_delay_samples(base) == lookahead
+    keras.utils.set_random_seed(4)
+    model = build_generator(LOOKAHEAD_CFG, Modes.NON_STREAM_INFERENCE)
+    _randomise_head(model, seed=4)
+    delay = generator_delay_samples(LOOKAHEAD_CFG)
+    x = speech_like(0.2, rate=8000, seed=7)[None, :, None].astype(np.float32)
+    changed = x.copy()
+    change = 800  # input sample (8 kHz) from which the input differs
+    changed[:, change:] *= 4.0
+    y, y2 = np.asarray(model(x))[0, :, 0], np.asarray(model(changed))[0, :, 0]
+    differs = np.flatnonzero(np.abs(y - y2) > 1e-7)
+    # Aligned to the input (delay removed), the first difference comes before the change itself.
+    first_aligned = differs[0] - delay
+    assert -lookahead - 128 <= first_aligned < 2 * change - 64
+    np.testing.assert_array_equal(y[: differs[0]], y2[: differs[0]])
 
 
 def _batch(seed):
@@ -133,16 +221,18 @@ def test_head_phase_trains_the_head_alone_on_the_envelope_loss(tmp_path):
         assert trainer.train_step(*_batch(0), step)["finite"]
         assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, trainer.head_variables))
     frozen = [v.numpy().copy() for v in trainer.generator.weights + trainer.discriminators.weights
-              if id(v) not in head]
+              if id(v) not in head and not v.path.endswith("/active")]  # the switch goes on with the phase
     losses = []
     for step in range(10, 30):
         metrics = trainer.train_step(*_batch(0), step)
         assert metrics["finite"] and set(metrics) >= {"loss/envelope", "grad_norm/envelope_head"}
         assert "loss/adversarial" not in metrics
         losses.append(float(metrics["loss/envelope"]))
-    after = [v.numpy() for v in trainer.generator.weights + trainer.discriminators.weights if id(v) not in head]
+    after = [v.numpy() for v in trainer.generator.weights + trainer.discriminators.weights
+             if id(v) not in head and not v.path.endswith("/active")]
     assert all(np.array_equal(a, b) for a, b in zip(frozen, after))
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])  # one fixed batch: the head must fit it
+    assert envelope_head_active(trainer.generator)
 
 
 @pytest.mark.parametrize("schedule", ["constant", "cosine"])  # the optimizers' checkpointed state differs
@@ -165,7 +255,7 @@ def test_a_trained_run_gains_a_head_and_anything_else_is_refused(tmp_path, sched
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     for a, b in zip(headless.generator_optimizer.variables, grown.generator_optimizer.variables):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
-    assert all(not np.any(v.numpy()) for v in grown.head_variables if "log_gain" in v.path)  # still the identity
+    assert not envelope_head_active(grown.generator)  # still the identity: its phase switches it on
     grown._save("latest")
     assert Trainer(load_recipe(TINY, HEAD + rates), str(tmp_path)).restore() == 7  # a head checkpoint resumes
     other = Trainer(load_recipe(TINY, HEAD + rates + ["model.channels=8"]), str(tmp_path))
@@ -182,7 +272,10 @@ def test_refusals_name_the_key():
                             (dict(highband_residual=False), "needs model.highband_residual: true"),
                             (dict(envelope_channels=0), "model.envelope_channels: must be a positive integer"),
                             (dict(envelope_dilations=[]), "model.envelope_dilations: the envelope head needs"),
-                            (dict(envelope_crossfade=0), "model.envelope_crossfade: must be a positive integer")):
+                            (dict(envelope_crossfade=0), "model.envelope_crossfade: must be a positive integer"),
+                            (dict(envelope_frame=96), "model.envelope_frame: must be even and divide"),
+                            (dict(envelope_frame=128, envelope_crossfade=200), "model.envelope_crossfade: at most"),
+                            (dict(envelope_lookahead_frames=-1), "model.envelope_lookahead_frames: must be")):
         with pytest.raises(ModelConfigError, match=message):
             validate_model_config(dataclasses.replace(CFG, **change))
     with pytest.raises(RecipeError, match="train.envelope_head_steps: the model has no envelope head"):

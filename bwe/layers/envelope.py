@@ -1,7 +1,8 @@
-"""The envelope head's stateless layers: band levels per frame, log-gains to gains, gains applied.
+"""The envelope head's stateless layers: log spectrum, band levels per frame, level-ratio gains,
+gains applied.
 
-The head (``bwe.models.seanet``, ``model.envelope_bands``) works at the bottleneck's frame rate: one
-frame is ``total_stride`` output samples, which divides every streaming frame, so a layer that only
+The head (``bwe.models.seanet``, ``model.envelope_bands``) works at its own frame rate: one frame is
+``model.envelope_frame`` output samples, which divides every streaming frame, so a layer that only
 looks inside one frame gives the same values frame by frame as on the whole signal.
 """
 
@@ -13,7 +14,9 @@ import tensorflow as tf
 LEVEL_FLOOR = 1e-10  # mean square floor of a silent band (-100 dB), so its level stays finite
 LEVEL_CENTRE = -6.0  # bels: a 500 Hz - 1 kHz band of speech at about -26 dBFS
 LEVEL_SPREAD = 2.0  # bels: roughly the spread of such band levels over speech and pauses
-MAX_LOG_GAIN = 5.0  # natural log: gains between e^-5 and e^5 (-43 .. +43 dB)
+MAX_LOG_GAIN = 6.0  # natural log: gains between e^-6 and e^6 (-52 .. +52 dB)
+EXACT_LOG_GAIN = 4.0  # log-gains up to this size (35 dB) are applied exactly; beyond, they bend towards the max
+BELS_TO_LOG_AMPLITUDE = 0.5 * 2.302585092994046  # ln(10) / 2: a level ratio in bels as a natural-log gain
 
 
 @keras.saving.register_keras_serializable(package="bwe")
@@ -32,8 +35,7 @@ class FrameLevels(keras.layers.Layer):
     def call(self, x):
         shape = tf.shape(x)
         frames = tf.reshape(x, tf.stack([shape[0], shape[1] // self.frame, self.frame, x.shape[-1]]))
-        bels = tf.math.log(tf.reduce_mean(tf.square(frames), axis=2) + LEVEL_FLOOR) / tf.math.log(10.0)
-        return (bels - LEVEL_CENTRE) / LEVEL_SPREAD
+        return standardised_bels(tf.reduce_mean(tf.square(frames), axis=2))
 
     def compute_output_shape(self, input_shape):
         length = input_shape[1]
@@ -43,13 +45,54 @@ class FrameLevels(keras.layers.Layer):
         return {**super().get_config(), "frame": self.frame}
 
 
+def standardised_bels(mean_square):
+    """log10 of a mean square (floored at LEVEL_FLOOR), centred on LEVEL_CENTRE, scaled by 1 / LEVEL_SPREAD."""
+    bels = tf.math.log(mean_square + LEVEL_FLOOR) / tf.math.log(10.0)
+    return (bels - LEVEL_CENTRE) / LEVEL_SPREAD
+
+
 @keras.saving.register_keras_serializable(package="bwe")
-class LogGainToGain(keras.layers.Layer):
-    """``exp`` of a natural-log gain clipped to +-MAX_LOG_GAIN, so an untrained or extreme head can
-    neither silence a band for good nor blow it up."""
+class LogPowerSpectrum(keras.layers.Layer):
+    """``[batch, frames, 2 * bins]`` (real parts, then imaginary parts, of a DFT per frame) ->
+    ``[batch, frames, bins]``: each bin's power as standardised bels (`standardised_bels`)."""
 
     def call(self, x):
-        return tf.exp(tf.clip_by_value(x, -MAX_LOG_GAIN, MAX_LOG_GAIN))
+        bins = x.shape[-1] // 2
+        return standardised_bels(tf.square(x[..., :bins]) + tf.square(x[..., bins:]))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[:-1] + (input_shape[-1] // 2,)
+
+
+def soft_limit(x, exact, limit):
+    """``x`` where ``|x| <= exact``; beyond, ``exact + (limit - exact) tanh((|x| - exact) / (limit - exact))``
+    with x's sign: continuous with slope 1 at ``exact``, never reaching ``limit``."""
+    excess = tf.maximum(tf.abs(x) - exact, 0.0)
+    bent = exact + (limit - exact) * tf.tanh(excess / (limit - exact))
+    return tf.where(tf.abs(x) <= exact, x, tf.sign(x) * bent)
+
+
+@keras.saving.register_keras_serializable(package="bwe")
+class LevelRatioGains(keras.layers.Layer):
+    """``[predicted, measured]`` band levels (both ``[batch, frames, K]``, standardised bels) -> the
+    gains ``[batch, frames, K]`` that bring each measured band to its predicted level. The log-gain
+    is exact up to +-EXACT_LOG_GAIN and bends smoothly (tanh) towards +-MAX_LOG_GAIN beyond, so that
+    a silent band is not blown up and a band out of reach still passes a gradient back.
+
+    ``active`` (a non-trainable 0/1 weight) multiplies the log-gain: 0 makes the head the identity
+    (every gain 1) until its training phase switches it on (`bwe.models.seanet.activate_envelope_head`).
+    """
+
+    def build(self, input_shape):
+        self.active = self.add_weight(name="active", shape=(), initializer="zeros", trainable=False)
+
+    def call(self, inputs):
+        predicted, measured = inputs
+        log_gain = BELS_TO_LOG_AMPLITUDE * LEVEL_SPREAD * (predicted - measured)
+        return tf.exp(self.active * soft_limit(log_gain, EXACT_LOG_GAIN, MAX_LOG_GAIN))
+
+    def compute_output_shape(self, input_shapes):
+        return input_shapes[0]
 
 
 @keras.saving.register_keras_serializable(package="bwe")

@@ -14,9 +14,13 @@ Structure (Li et al. 2021, "Real-time speech frequency bandwidth extension"; Sou
    output conv to one channel.
 3. The network output is added to the interpolated input: it only has to learn the missing band.
 4. Optionally (``envelope_bands``), an envelope head: the network's band, high-passed, is split by a
-   fixed complementary bank into equal bands from 4 to 8 kHz, and a small causal head at the
-   bottleneck's frame rate gives each band a gain (from the input's band levels, the bands' own
-   levels and the bottleneck), crossfaded from frame to frame (`bwe.layers.envelope`).
+   fixed complementary bank into equal bands from 4 to 8 kHz; an envelope predictor (a causal
+   residual conv stack at ``envelope_frame`` hop over the input's log power spectrum) predicts each
+   band's level, and each band is scaled from its own level to the predicted one, crossfaded from
+   frame to frame (`bwe.layers.envelope`). The network then only shapes the band's fine structure;
+   its loudness, frame by frame and band by band, is the predictor's. With
+   ``envelope_lookahead_frames`` the predictor reads that many frames ahead and the output waits as
+   long (the offline model).
 
 All convolutions are causal (``cfg.causal``) or centred. The same function builds every mode (see
 `bwe.layers.Modes`); layer names are fixed so weights can be copied by name between modes.
@@ -40,7 +44,7 @@ from bwe.layers.conv import (
     conv1d,
     conv1d_transpose,
 )
-from bwe.layers.envelope import ApplyBandGains, CrossfadeGains, FrameLevels, LogGainToGain
+from bwe.layers.envelope import ApplyBandGains, CrossfadeGains, FrameLevels, LevelRatioGains, LogPowerSpectrum
 from bwe.layers.modes import Modes
 from bwe.layers.time import AddSignals, CropTimeToReference, PadTimeToMultiple
 
@@ -97,6 +101,16 @@ def validate_model_config(cfg: ModelConfig) -> None:
         for i, d in enumerate(cfg.envelope_dilations):
             positive(f"envelope_dilations[{i}]", d)
         positive("envelope_filter_taps", cfg.envelope_filter_taps)
+        positive("envelope_frame", cfg.envelope_frame)
+        if cfg.envelope_frame % UPSAMPLE_FACTOR or total_stride(cfg) % cfg.envelope_frame:
+            raise ModelConfigError(f"model.envelope_frame: must be even and divide the total stride "
+                                   f"{total_stride(cfg)}, got {cfg.envelope_frame}")
+        lookahead = cfg.envelope_lookahead_frames
+        if isinstance(lookahead, bool) or not isinstance(lookahead, int) or lookahead < 0:
+            raise ModelConfigError(f"model.envelope_lookahead_frames: must be an integer >= 0, got {lookahead!r}")
+        if cfg.envelope_crossfade > cfg.envelope_frame:
+            raise ModelConfigError(f"model.envelope_crossfade: at most one envelope frame "
+                                   f"({cfg.envelope_frame}), got {cfg.envelope_crossfade}")
         if cfg.envelope_filter_taps % 2 == 0:
             raise ModelConfigError(f"model.envelope_filter_taps: must be odd (a whole-sample delay), got "
                                    f"{cfg.envelope_filter_taps}")
@@ -127,13 +141,16 @@ def generator_delay_samples(cfg: ModelConfig) -> int:
     """16 kHz samples by which the generator's output lags its input.
 
     The interpolator's group delay, plus the same again for the band-split filter when
-    ``cfg.highband_residual`` is on, plus the envelope head's filter bank's when it has one.
+    ``cfg.highband_residual`` is on, plus, with an envelope head, its filter bank's and its look-ahead.
     """
     validate_model_config(cfg)
     filter_delay = (cfg.upsampler_taps - 1) // 2
     if not cfg.highband_residual:
         return filter_delay
-    return 2 * filter_delay + ((cfg.envelope_filter_taps - 1) // 2 if cfg.envelope_bands else 0)
+    if not cfg.envelope_bands:
+        return 2 * filter_delay
+    return (2 * filter_delay + (cfg.envelope_filter_taps - 1) // 2
+            + cfg.envelope_lookahead_frames * cfg.envelope_frame)
 
 
 def interpolation_filter(taps: int) -> np.ndarray:
@@ -179,12 +196,10 @@ SAMPLE_GROUPS = {
     "band_split": 8,  # 2 -> 1, 33 taps: 0.83 -> 0.16 ms
     "envelope_highpass": 16,  # 1 -> 1, 33 taps: 0.45 -> 0.07 ms
     "envelope_bands": 4,  # 1 -> 4, 33 taps: 0.47 -> 0.16 ms
-    "envelope_input_bands": 2,  # 1 -> 8, 33 taps, at 8 kHz: 0.24 -> 0.14 ms
 }
 
 ENVELOPE_BANK_KAISER_BETA = 4.0  # neighbouring bands >= 26 dB down at each band's centre with 33 taps
-INPUT_BANK_TAPS = 33  # at 8 kHz, the same selectivity for the input's 500 Hz bands
-INPUT_BAND_EDGES_HZ = tuple(range(500, 4000, 500))
+SPECTRUM_WINDOW = 128  # input samples (16 ms at 8 kHz) of the envelope predictor's DFT: 62.5 Hz bins
 
 
 def complementary_bank(taps: int, edges_hz, rate: int) -> np.ndarray:
@@ -208,10 +223,18 @@ def envelope_filter_bank(cfg: ModelConfig) -> np.ndarray:
     return complementary_bank(cfg.envelope_filter_taps, edges, OUTPUT_RATE)
 
 
-def input_filter_bank() -> np.ndarray:
-    """The 8 kHz input in 500 Hz bands, for the envelope head's features (its delay reaches only
-    the features, never the output)."""
-    return complementary_bank(INPUT_BANK_TAPS, INPUT_BAND_EDGES_HZ, INPUT_RATE)
+def spectrum_kernel() -> np.ndarray:
+    """Kernel ``[SPECTRUM_WINDOW, 1, 2 * bins]`` of the fixed strided conv that takes a periodic-Hann
+    DFT of the last 16 ms of input at every envelope frame: real parts, then imaginary parts, of bins
+    0 .. 4 kHz, normalised by the window's sum (a full-scale sine's bin has amplitude 1/2). The
+    features of the envelope predictor: level, spectral slope, formants and the harmonics of voicing
+    (62.5 Hz bins) at once."""
+    n = np.arange(SPECTRUM_WINDOW)
+    window = scipy.signal.windows.hann(SPECTRUM_WINDOW, sym=False)
+    bins = np.arange(SPECTRUM_WINDOW // 2 + 1)
+    phase = 2 * np.pi * np.outer(n, bins) / SPECTRUM_WINDOW
+    kernel = np.concatenate([np.cos(phase), -np.sin(phase)], axis=1) * window[:, None] / window.sum()
+    return kernel[:, None, :].astype(np.float32)
 
 
 def gain_pair_kernel(bands: int) -> np.ndarray:
@@ -245,6 +268,69 @@ class _Graph:
                 self.state_outputs.append(state_out)
                 return y
         return layer(x)
+
+
+def _envelope_head(cfg: ModelConfig, mode: Modes, graph: _Graph, conv, audio, network_output, interpolated):
+    """The envelope head (see the module docstring): ``interpolated`` (padded to the total stride in
+    offline modes) delayed plus the network's band split into ``cfg.envelope_bands`` bands, each
+    brought to the level the predictor gives it."""
+    common = dict(mode=mode, state_batch_size=graph.batch_size or 1)
+    fixed = dict(use_bias=False, trainable=False, **common)
+    frame = cfg.envelope_frame
+    lookahead = cfg.envelope_lookahead_frames * frame
+    # The interpolated input waits for the high-pass, the bank and the look-ahead (all of the delay but its own).
+    delay = generator_delay_samples(cfg) - (cfg.upsampler_taps - 1) // 2
+    low = graph(CausalDelay(delay, name="envelope_delay", **common), interpolated)
+    # The band split's high-pass, then the bank: two short convs cost fewer MACs than their product.
+    highpass = band_split_kernel(cfg.upsampler_taps)[:, 1:, :]
+    h = graph(CausalConv1D(1, cfg.upsampler_taps, name="envelope_highpass",
+                           sample_groups=SAMPLE_GROUPS["envelope_highpass"],
+                           kernel_initializer=keras.initializers.Constant(highpass), **fixed), network_output)
+    bands = graph(CausalConv1D(cfg.envelope_bands, cfg.envelope_filter_taps, name="envelope_bands",
+                               sample_groups=SAMPLE_GROUPS["envelope_bands"],
+                               kernel_initializer=keras.initializers.Constant(envelope_filter_bank(cfg)),
+                               **fixed), h)
+    if lookahead:
+        bands = graph(CausalDelay(lookahead, name="envelope_lookahead", **common), bands)
+
+    head_input = audio
+    if not mode.is_streaming:
+        head_input = PadTimeToMultiple(total_stride(cfg) // UPSAMPLE_FACTOR, mode=mode,
+                                       name="envelope_pad_input")(audio)
+    spectrum = graph(CausalConv1D(SPECTRUM_WINDOW + 2, SPECTRUM_WINDOW, strides=frame // UPSAMPLE_FACTOR,
+                                  name="envelope_spectrum",
+                                  kernel_initializer=keras.initializers.Constant(spectrum_kernel()), **fixed),
+                     head_input)
+    g = LogPowerSpectrum(name="envelope_log_spectrum")(spectrum)
+    g = graph(conv("envelope_project", cfg.envelope_channels, 1), g)
+    for i, dilation in enumerate(cfg.envelope_dilations):
+        y = keras.layers.ELU(name=f"envelope_elu{i}")(g)
+        y = graph(conv(f"envelope_conv{i}", cfg.envelope_channels, 3, dilation=dilation), y)
+        g = AddSignals(name=f"envelope_res{i}")([g, y])
+    g = keras.layers.ELU(name="envelope_output_elu")(g)
+    # Standardised bels of each band's mean square (bwe.layers.envelope.standardised_bels).
+    predicted = graph(conv1d(True, cfg.envelope_bands, 1, name="envelope_level", mode=mode,
+                             state_batch_size=common["state_batch_size"]), g)
+    measured = FrameLevels(frame, name="envelope_band_levels")(bands)
+    gains = LevelRatioGains(name="envelope_gain")([predicted, measured])
+    pairs = graph(CausalConv1D(2 * cfg.envelope_bands, 2, name="envelope_gain_pairs",
+                               kernel_initializer=keras.initializers.Constant(gain_pair_kernel(cfg.envelope_bands)),
+                               **fixed), gains)
+    gains = CrossfadeGains(frame, cfg.envelope_crossfade, name="envelope_crossfade")(pairs)
+    high = ApplyBandGains(name="envelope_apply")([bands, gains])
+    return AddSignals(name="wideband")([low, high])
+
+
+def activate_envelope_head(model: keras.Model) -> None:
+    """Switch the envelope head on (its gains were all 1 until now): the start of its training phase."""
+    for layer in model.layers:
+        if isinstance(layer, LevelRatioGains):
+            layer.active.assign(1.0)
+
+
+def envelope_head_active(model: keras.Model) -> bool:
+    """Whether the model has an envelope head and it is switched on."""
+    return any(isinstance(layer, LevelRatioGains) and float(layer.active.numpy()) == 1.0 for layer in model.layers)
 
 
 def build_generator(
@@ -340,49 +426,7 @@ def build_generator(
     h = elu("output_elu")(h)
     h = graph(conv("output_conv", 1, cfg.last_kernel_size), h)
     if cfg.envelope_bands:
-        fixed = dict(use_bias=False, trainable=False, **common)
-        # The interpolated input waits for the high-pass and the bank (all of the delay but its own).
-        delay = generator_delay_samples(cfg) - (cfg.upsampler_taps - 1) // 2
-        low = graph(CausalDelay(delay, name="envelope_delay", **common), padded_interpolated)
-        # The band split's high-pass, then the bank: two short convs cost fewer MACs than their product.
-        highpass = band_split_kernel(cfg.upsampler_taps)[:, 1:, :]
-        h = graph(CausalConv1D(1, cfg.upsampler_taps, name="envelope_highpass",
-                               sample_groups=SAMPLE_GROUPS["envelope_highpass"],
-                               kernel_initializer=keras.initializers.Constant(highpass), **fixed), h)
-        bands = graph(CausalConv1D(cfg.envelope_bands, cfg.envelope_filter_taps, name="envelope_bands",
-                                   sample_groups=SAMPLE_GROUPS["envelope_bands"],
-                                   kernel_initializer=keras.initializers.Constant(envelope_filter_bank(cfg)),
-                                   **fixed), h)
-        # One frame per bottleneck step. Each band's gain is decided from the input's levels in 500 Hz
-        # bands (what a classical envelope regression reads), the generated bands' own levels (so the
-        # head sets a loudness instead of having to learn the body's) and the bottleneck's features,
-        # over the last 1 + 2 * sum(envelope_dilations) frames (causal convs of kernel 3).
-        head_input = audio
-        if not mode.is_streaming:
-            head_input = PadTimeToMultiple(hop // UPSAMPLE_FACTOR, mode=mode, name="envelope_pad_input")(audio)
-        input_bands = graph(CausalConv1D(len(INPUT_BAND_EDGES_HZ) + 1, INPUT_BANK_TAPS, name="envelope_input_bands",
-                                         sample_groups=SAMPLE_GROUPS["envelope_input_bands"],
-                                         kernel_initializer=keras.initializers.Constant(input_filter_bank()),
-                                         **fixed), head_input)
-        features = keras.layers.Concatenate(axis=-1, name="envelope_features")([
-            elu("envelope_bottleneck_elu")(bottleneck),
-            FrameLevels(hop // UPSAMPLE_FACTOR, name="envelope_input_levels")(input_bands),
-            FrameLevels(hop, name="envelope_levels")(bands)])
-        g = features
-        for i, dilation in enumerate(cfg.envelope_dilations):
-            g = graph(conv(f"envelope_conv{i}", cfg.envelope_channels, 3, dilation=dilation), g)
-            g = elu(f"envelope_elu{i}")(g)
-        # Zero-initialised and without weight norm (whose direction a zero kernel does not have): the
-        # head starts as the identity, all gains 1.
-        g = graph(conv1d(cfg.causal, cfg.envelope_bands, 1, name="envelope_log_gain", kernel_initializer="zeros",
-                         **dict(conv_args, weight_norm=False)), g)
-        g = LogGainToGain(name="envelope_gain")(g)
-        pairs = graph(CausalConv1D(2 * cfg.envelope_bands, 2, name="envelope_gain_pairs",
-                                   kernel_initializer=keras.initializers.Constant(gain_pair_kernel(cfg.envelope_bands)),
-                                   **fixed), g)
-        gains = CrossfadeGains(hop, min(cfg.envelope_crossfade, hop), name="envelope_crossfade")(pairs)
-        high = ApplyBandGains(name="envelope_apply")([bands, gains])
-        wideband = AddSignals(name="wideband")([low, high])
+        wideband = _envelope_head(cfg, mode, graph, conv, audio, h, padded_interpolated)
         if not mode.is_streaming:
             wideband = CropTimeToReference(mode=mode, name="crop_to_input")([wideband, interpolated])
     else:

@@ -13,7 +13,7 @@ import numpy as np
 
 from bwe.config import ModelConfig
 from bwe.layers.conv import STREAMING_CONV_LAYERS
-from bwe.layers.envelope import ApplyBandGains, CrossfadeGains, FrameLevels, LogGainToGain
+from bwe.layers.envelope import ApplyBandGains, CrossfadeGains, FrameLevels, LevelRatioGains, LogPowerSpectrum
 from bwe.layers.modes import Modes
 from bwe.layers.time import AddSignals, CropTimeToReference, PadTimeToMultiple
 
@@ -31,7 +31,8 @@ _POINTWISE_LAYERS = (
     keras.layers.Dense,
     keras.layers.Identity,
     AddSignals,
-    LogGainToGain,
+    LevelRatioGains,
+    LogPowerSpectrum,
     ApplyBandGains,
     # Read or write only inside one frame of the bottleneck's stride, which divides every streaming frame.
     FrameLevels,
@@ -77,23 +78,29 @@ def check_streamable(model: keras.Model) -> None:
             "pointwise layers can be converted.")
 
 
-def copy_weights(source: keras.Model, target: keras.Model) -> None:
-    """Copy every streaming-conv layer's weights from ``source`` to ``target`` by layer name.
+def _weighted_layers(model: keras.Model, convs: bool) -> dict:
+    return {layer.name: layer for layer in model.layers
+            if isinstance(layer, STREAMING_CONV_LAYERS) == convs and (convs or layer.weights)}
 
-    Weight normalisation is folded (or re-split) as each layer needs. Both models must contain the
-    same set of weighted layers; a missing or extra one is an error, never silently random weights.
+
+def copy_weights(source: keras.Model, target: keras.Model) -> None:
+    """Copy every weighted layer's weights from ``source`` to ``target`` by layer name.
+
+    Streaming convs fold (or re-split) weight normalisation as each needs; other layers (the envelope
+    head's switch) are copied as they are. Both models must contain the same set of weighted layers;
+    a missing or extra one is an error, never silently random weights.
     """
-    src = {layer.name: layer for layer in source.layers if isinstance(layer, STREAMING_CONV_LAYERS)}
-    dst = {layer.name: layer for layer in target.layers if isinstance(layer, STREAMING_CONV_LAYERS)}
-    if set(src) != set(dst):
-        missing = sorted(set(dst) - set(src))
-        extra = sorted(set(src) - set(dst))
-        raise ValueError(f"models differ in layers: missing in source {missing}, not in target {extra}")
-    for name, layer in dst.items():
-        layer.set_plain_weights(src[name].plain_weights())
-    other = [w for layer in source.layers if not isinstance(layer, STREAMING_CONV_LAYERS) for w in layer.weights]
-    if other:
-        raise ValueError(f"source has weights outside streaming conv layers, not copied: {[w.path for w in other]}")
+    for convs in (True, False):
+        src, dst = _weighted_layers(source, convs), _weighted_layers(target, convs)
+        if set(src) != set(dst):
+            missing = sorted(set(dst) - set(src))
+            extra = sorted(set(src) - set(dst))
+            raise ValueError(f"models differ in layers: missing in source {missing}, not in target {extra}")
+        for name, layer in dst.items():
+            if convs:
+                layer.set_plain_weights(src[name].plain_weights())
+            else:
+                layer.set_weights(src[name].get_weights())
 
 
 def to_streaming(
