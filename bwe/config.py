@@ -422,8 +422,15 @@ def recipe_from_dict(values: dict, overrides: typing.Sequence[str] = ()) -> Reci
     return _convert(tree, Recipe, "")
 
 
-def load_recipe(path: str | os.PathLike, overrides: typing.Sequence[str] = ()) -> Recipe:
-    """Load a YAML recipe, apply ``key=value`` overrides, and check it against `Recipe`."""
+EXTENDS_KEY = "extends"  # a recipe may start from another (a path relative to it) and change some keys
+
+
+def _read_recipe_values(path: str | os.PathLike, chain: tuple[str, ...] = ()) -> dict:
+    """The recipe's sections as a dict, with ``extends:`` resolved: the base recipe's sections, each
+    updated key by key from this file's."""
+    real = os.path.realpath(path)
+    if real in chain:
+        raise RecipeError(f"{path}: {EXTENDS_KEY} loops back to itself ({' -> '.join(chain + (real,))})")
     try:
         with open(path, encoding="utf-8") as f:
             values = yaml.safe_load(f)
@@ -433,8 +440,26 @@ def load_recipe(path: str | os.PathLike, overrides: typing.Sequence[str] = ()) -
         raise RecipeError(f"{path}: not valid YAML: {e}") from None
     if values is not None and not isinstance(values, dict):
         raise RecipeError(f"{path}: a recipe must be a mapping of sections")
+    values = dict(values or {})
+    base = values.pop(EXTENDS_KEY, None)
+    if base is None:
+        return values
+    if not isinstance(base, str):
+        raise RecipeError(f"{path}: {EXTENDS_KEY}: expected the path of another recipe, got {base!r}")
+    merged = _read_recipe_values(os.path.join(os.path.dirname(path), base), chain + (real,))
+    for section, keys in values.items():
+        if isinstance(keys, dict) and isinstance(merged.get(section), dict):
+            merged[section] = {**merged[section], **keys}
+        else:
+            merged[section] = keys
+    return merged
+
+
+def load_recipe(path: str | os.PathLike, overrides: typing.Sequence[str] = ()) -> Recipe:
+    """Load a YAML recipe (resolving ``extends:``), apply ``key=value`` overrides, and check it against `Recipe`."""
+    values = _read_recipe_values(path)
     try:
-        return recipe_from_dict(values or {}, overrides)
+        return recipe_from_dict(values, overrides)
     except RecipeError as e:
         raise RecipeError(f"{path}: {e}") from None
 

@@ -5,6 +5,10 @@
     bwe-enhance --streaming IN OUT          frame by frame (16 ms) through streaming.tflite
     bwe-enhance --streaming - -             raw 16-bit 8 kHz PCM on stdin -> 16 kHz PCM on stdout
 
+Without ``--model`` files and folders go through the bundled offline model (it looks ahead, so its
+output waits a little longer, which a file does not mind), and ``--streaming`` through the bundled
+streaming model (causal, 16 ms frames).
+
 Files are read in blocks, resampled to 8 kHz with a streaming soxr resampler and pushed through the
 model's state, so memory stays bounded for hour-long input and the result equals processing the
 whole file at once. Output is written to a temporary file beside the target and renamed into place
@@ -43,16 +47,22 @@ READ_BLOCK_SECONDS = 10.0
 # anti-imaging filter (linear interpolation: median -28 dB) leaves images there, which the model
 # replaces too, so the warning is true of them as well.
 WIDEBAND_ENERGY_RATIO = 1e-3
-DEFAULT_MODEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
+STREAMING_MODEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
+OFFLINE_MODEL_DIR = os.path.join(STREAMING_MODEL_DIR, "offline")
 
 
 class EnhanceError(Exception):
     """A user-facing failure: printed as one line, no traceback."""
 
 
-def load_model(model_dir: str | None, int8: bool = False, threads: int = 1):
-    """Load an exported model folder (default: the bundled one) and check its contract."""
-    model_dir = model_dir or DEFAULT_MODEL_DIR
+def default_model_dir(streaming: bool) -> str:
+    """The bundled model for the job: the streaming one for --streaming, the offline one for files."""
+    return STREAMING_MODEL_DIR if streaming else OFFLINE_MODEL_DIR
+
+
+def load_model(model_dir: str | None, int8: bool = False, threads: int = 1, streaming: bool = False):
+    """Load an exported model folder (default: the bundled one for the job) and check its contract."""
+    model_dir = model_dir or default_model_dir(streaming)
     if not os.path.isdir(model_dir):
         raise EnhanceError(f"model directory not found: {model_dir}")
     from bwe.runtime import ExportedModel, ModelError  # imported here so --help stays instant
@@ -202,12 +212,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("output", help="output file (its extension picks the container: .wav, .flac, .ogg, .mp3, "
                                        "...), folder (of .wav files), or - for raw 16-bit 16 kHz PCM on stdout "
                                        "(--streaming)")
-    parser.add_argument("--model", metavar="DIR", help="exported model folder (default: the bundled model)")
+    parser.add_argument("--model", metavar="DIR",
+                        help="exported model folder (default: the bundled offline model, or with --streaming the "
+                             "bundled streaming model)")
     parser.add_argument("--subtype", default="PCM_16",
                         help="output sample format, e.g. PCM_16 (default; .ogg and .mp3 use their codec), PCM_24, "
                              "FLOAT")
     parser.add_argument("--streaming", action="store_true",
-                        help="run streaming.tflite frame by frame (16 ms) instead of the block model")
+                        help="run streaming.tflite frame by frame (16 ms) instead of the block model; without "
+                             "--model, the bundled causal streaming model")
     parser.add_argument("--int8", action="store_true",
                         help="run the int8 models: block_int8.tflite for files, streaming_int8.tflite with "
                              "--streaming (or when the export has no block_int8.tflite)")
@@ -224,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             raise EnhanceError("stdin/stdout mode needs both '-' and --streaming: bwe-enhance --streaming - -")
         if args.threads < 1:
             raise EnhanceError(f"--threads must be at least 1, got {args.threads}")
-        model = load_model(args.model, args.int8, args.threads)
+        model = load_model(args.model, args.int8, args.threads, streaming=args.streaming)
         if pipe:
             enhance_pipe(model, sys.stdin.buffer, sys.stdout.buffer)
             return 0

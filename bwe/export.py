@@ -423,10 +423,12 @@ def export_generator(
             "delay_samples": delay,
             "delay_ms": 1000.0 * delay / OUTPUT_RATE,
             "architectural_latency_ms": frame_ms + 1000.0 * delay / OUTPUT_RATE,
+            "lookahead_ms": 1000.0 * cfg.envelope_lookahead_frames * cfg.envelope_frame / OUTPUT_RATE
+                            if cfg.envelope_bands else 0.0,
             "latency_note": ("a frame of 16 ms must be buffered before its output exists, and the output lags the "
-                             "input by delay_samples (the group delays of the fixed linear-phase filters: the "
-                             "interpolator, the band split and, with an envelope head, its filter bank); no other "
-                             "look-ahead"),
+                             "input by delay_samples: the group delays of the fixed linear-phase filters (the "
+                             "interpolator, the band split and, with an envelope head, its filter bank) plus the "
+                             "envelope predictor's look-ahead (lookahead_ms)"),
             "audio_input": AUDIO_NAME,
             "audio_output": AUDIO_NAME,
             "files": {

@@ -1,13 +1,16 @@
 """Pairs for ``evaluate.py --pairs`` whose narrowband side went through a real telephone codec.
 
     python eval/codec_pairs.py OUT_DIR --codec gsm REF_DIR [REF_DIR ...]
+    python eval/codec_pairs.py OUT_DIR --codec pcm --channel telephone REF_DIR [REF_DIR ...]
     python eval/evaluate.py --model bwe/pretrained --pairs OUT_DIR/nb OUT_DIR/wb --out REPORT
 
 Every wideband reference below the REF_DIRs (any audio file, any rate, resampled to 16 kHz) goes
-through the fixed evaluation channel (:func:`bwe.data.degrade.evaluation_degradation`, the 8 kHz
-signal of the simulated test set), is quantised to 16-bit PCM (a pair whose channel output would
-exceed full scale is scaled down, both sides alike, rather than clipped), and is then encoded and
-decoded by a real codec of the telephone network, with ffmpeg's encoders and decoders (``--codec``):
+through a fixed channel (``--channel``: ``lowpass``, the simulated test set's
+:func:`bwe.data.degrade.evaluation_degradation`, or ``telephone``, the 300-3400 Hz band of
+:func:`bwe.data.degrade.telephone_degradation`), is quantised to 16-bit PCM (a pair whose channel
+output would exceed full scale is scaled down, both sides alike, rather than clipped), and is then
+encoded and decoded by a real codec of the telephone network, with ffmpeg's encoders and decoders
+(``--codec``), or left as 16-bit PCM (``pcm``):
 
 * ``g711-mulaw`` / ``g711-alaw``: G.711 at 64 kbit/s, the PSTN's companded PCM;
 * ``g726``: G.726 ADPCM at 32 kbit/s (DECT, some VoIP);
@@ -36,7 +39,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bwe.data.audio import AudioError, list_audio_files, load_audio, save_audio  # noqa: E402
-from bwe.data.degrade import evaluation_degradation  # noqa: E402
+from bwe.data.degrade import evaluation_degradation, telephone_degradation  # noqa: E402
 from bwe.files import staging_folder  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -45,6 +48,8 @@ from evaluate import EvaluationError, check_new_folder  # noqa: E402
 RATE = 16000
 NARROW_RATE = 8000
 FULL_SCALE = 32767 / 32768  # the largest 16-bit sample
+CHANNELS = {"lowpass": evaluation_degradation, "telephone": telephone_degradation}
+PCM = "pcm"  # no codec: the channel's output as 16-bit PCM
 # --codec -> (ffmpeg encoder options, the encoded stream's format, what it is)
 CODECS = {
     "g711-mulaw": (["-c:a", "pcm_mulaw"], "wav", "G.711 mu-law, 64 kbit/s"),
@@ -75,6 +80,8 @@ def codec_round_trip(narrowband: np.ndarray, codec: str, work_dir: str) -> np.nd
     The decoded length is the codec's (GSM pads to whole 20 ms frames); ``evaluate.py --pairs``
     aligns and trims.
     """
+    if codec == PCM:
+        return np.round(np.asarray(narrowband, np.float64) * 32768).clip(-32768, 32767).astype(np.float32) / 32768
     encoder, stream_format, _ = CODECS[codec]
     pcm, coded, decoded = (os.path.join(work_dir, name) for name in ("pcm.wav", "coded.bin", "decoded.wav"))
     save_audio(pcm, narrowband, NARROW_RATE, subtype="PCM_16")
@@ -88,10 +95,12 @@ def codec_round_trip(narrowband: np.ndarray, codec: str, work_dir: str) -> np.nd
     return y
 
 
-def build_pairs(out_dir: str, codec: str, reference_dirs: Sequence[str]) -> int:
+def build_pairs(out_dir: str, codec: str, reference_dirs: Sequence[str], channel: str = "lowpass") -> int:
     """Write OUT_DIR/nb and OUT_DIR/wb (see the module docstring); returns the number of pairs."""
-    if codec not in CODECS:
-        raise CodecPairsError(f"--codec {codec!r}: choose one of {', '.join(CODECS)}")
+    if codec not in CODECS and codec != PCM:
+        raise CodecPairsError(f"--codec {codec!r}: choose one of {', '.join([*CODECS, PCM])}")
+    if channel not in CHANNELS:
+        raise CodecPairsError(f"--channel {channel!r}: choose one of {', '.join(CHANNELS)}")
     try:
         check_new_folder(out_dir, out_dir)
     except EvaluationError as e:
@@ -119,7 +128,7 @@ def build_pairs(out_dir: str, codec: str, reference_dirs: Sequence[str]) -> int:
         os.makedirs(scratch)
         for path, rel in sources:
             reference, _ = load_audio(path, target_rate=RATE)
-            narrowband = evaluation_degradation(reference)
+            narrowband = CHANNELS[channel](reference)
             # The channel's ripple can push a full-scale recording past 16-bit full scale; rather
             # than clip it, both sides of the pair are scaled by the same factor.
             scale = min(1.0, FULL_SCALE / max(float(np.max(np.abs(narrowband))), 1e-12))
@@ -143,15 +152,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         epilog="example: python eval/codec_pairs.py pairs_gsm --codec gsm CORPUS/valid/tuxpaint CORPUS/valid/klettres")
     parser.add_argument("out", help="new folder: nb/ and wb/ are written inside")
     parser.add_argument("references", nargs="+", metavar="REF_DIR", help="folders of wideband reference audio")
-    parser.add_argument("--codec", required=True, choices=sorted(CODECS),
-                        help="; ".join(f"{k}: {v[2]}" for k, v in CODECS.items()))
+    parser.add_argument("--codec", required=True, choices=sorted([*CODECS, PCM]),
+                        help="; ".join(f"{k}: {v[2]}" for k, v in CODECS.items()) + f"; {PCM}: 16-bit PCM, no codec")
+    parser.add_argument("--channel", default="lowpass", choices=sorted(CHANNELS),
+                        help="lowpass: the evaluation channel (default); telephone: the 300-3400 Hz band")
     args = parser.parse_args(argv)
     try:
-        n = build_pairs(args.out, args.codec, args.references)
+        n = build_pairs(args.out, args.codec, args.references, args.channel)
     except (CodecPairsError, AudioError) as e:
         print(f"codec_pairs.py: error: {e}", file=sys.stderr)
         return 2
-    print(f"{n} pairs through {CODECS[args.codec][2]} in {args.out}: "
+    through = CODECS[args.codec][2] if args.codec in CODECS else "16-bit PCM"
+    print(f"{n} pairs through the {args.channel} channel and {through} in {args.out}: "
           f"python eval/evaluate.py --pairs {os.path.join(args.out, 'nb')} {os.path.join(args.out, 'wb')} ...")
     return 0
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from bwe.data.degrade import evaluation_degradation
+from bwe.data.degrade import evaluation_degradation, telephone_degradation
 from signals import speech_like, write_wav
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -88,6 +88,19 @@ def test_pairs_are_the_evaluation_channel_through_the_codec_and_the_reference(tm
     os.umask(umask)
     assert os.stat(out).st_mode & 0o777 == 0o777 & ~umask  # a plain mkdir's mode, not mkdtemp's 0700
     assert _digest(references) == before
+
+
+def test_telephone_channel_without_codec_is_the_telephone_band_as_pcm(tmp_path, references, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no ffmpeg needed without a codec
+    out = tmp_path / "pairs"
+    assert codec_pairs.build_pairs(str(out), "pcm", [str(references)], channel="telephone") == 2
+    reference = soundfile.read(references / "a.wav", dtype="float32")[0]
+    narrow, rate = soundfile.read(out / "nb" / "speech" / "a.wav", dtype="int16")
+    assert rate == 8000
+    expected = np.round(telephone_degradation(reference) * 32768).astype(np.int32)
+    assert np.max(np.abs(narrow - expected)) <= 1
+    with pytest.raises(codec_pairs.CodecPairsError, match="--channel 'radio': choose one of lowpass, telephone"):
+        codec_pairs.build_pairs(str(tmp_path / "other"), "pcm", [str(references)], channel="radio")
 
 
 def test_a_pair_that_would_clip_is_scaled_on_both_sides(tmp_path, fake_ffmpeg):

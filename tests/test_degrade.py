@@ -16,6 +16,7 @@ from bwe.data.degrade import (
     make_training_pair,
     mu_law_compand,
     simulate_narrowband,
+    telephone_degradation,
 )
 from signals import speech_like
 
@@ -98,6 +99,19 @@ def test_telephone_highpass_removes_the_low_end_and_keeps_the_passband():
         assert np.all(10 * np.log10(p_out[low] / p_ref[low]) < -10), (seed, cutoff)
         mid = (f >= 2 * cutoff) & (f <= 3000)
         assert np.abs(10 * np.log10(p_out[mid] / p_ref[mid])).max() < 1.5, (seed, cutoff)
+
+
+def test_telephone_channel_is_the_g712_band():
+    noise = 0.1 * np.random.default_rng(1).standard_normal(32000)
+    x8k = telephone_degradation(noise)
+    assert x8k.dtype == np.float32 and x8k.shape == (16000,)
+    np.testing.assert_array_equal(telephone_degradation(noise), x8k)  # fixed
+    f, p_ref = _psd(noise, 16000)
+    _, p_out = _psd(resample(x8k, 8000, 16000), 16000)
+    ratio_db = 10 * np.log10(p_out / p_ref)
+    assert np.abs(ratio_db[(f >= 500) & (f <= 3200)]).max() < 1.0
+    assert np.all(ratio_db[(f > 0) & (f <= 120)] < -20)  # below 300 Hz: gone
+    assert np.all(ratio_db[(f >= 3700) & (f <= 3900)] < -20)  # 3.4-4 kHz: gone, unlike the 3.8 kHz channel
 
 
 def test_no_highpass_by_default(speech):

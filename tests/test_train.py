@@ -99,6 +99,29 @@ def test_shipped_recipes_load_and_fit_their_segments(name):
     check_lengths(recipe, generator_delay_samples(recipe.model))
 
 
+def test_a_recipe_extends_another_key_by_key(tmp_path):
+    from bwe.config import RecipeError
+
+    (tmp_path / "base.yaml").write_text(open(TINY, encoding="utf-8").read(), encoding="utf-8")
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "child.yaml").write_text("extends: ../base.yaml\nmodel:\n  channels: 8\ntrain:\n  steps: 7\n")
+    child, base = load_recipe(sub / "child.yaml"), load_recipe(TINY)
+    assert child.model.channels == 8 and child.train.steps == 7
+    assert child.model.strides == base.model.strides and child.optim == base.optim  # the rest is the base's
+    assert load_recipe(sub / "child.yaml", ["model.channels=16"]).model.channels == 16  # overrides still win
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(RecipeError, match="extends loops back to itself"):
+        load_recipe(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("extends: missing.yaml\n")
+    with pytest.raises(RecipeError, match="missing.yaml: recipe file not found"):
+        load_recipe(tmp_path / "c.yaml")
+    (tmp_path / "d.yaml").write_text("extends: [1]\n")
+    with pytest.raises(RecipeError, match="extends: expected the path of another recipe"):
+        load_recipe(tmp_path / "d.yaml")
+
+
 def test_exponent_floats_without_a_dot_are_numbers():
     from bwe.config import RecipeError
 

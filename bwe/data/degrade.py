@@ -30,6 +30,7 @@ Evaluation (:func:`evaluation_degradation`) uses one fixed chain, the same for e
 an 8th-order Chebyshev type I low-pass, 0.1 dB pass-band ripple, 3.8 kHz cutoff, applied
 zero-phase, then soxr VHQ to 8 kHz. No gain, no companding. Fixed so that numbers compare across
 runs; paired with real 8 kHz recordings so that overfitting to one filter shows.
+:func:`telephone_degradation` is the fixed telephone band (300-3400 Hz) for the same purpose.
 
 Shapes: 16 kHz input float [n]; 8 kHz output float32 [ceil(n / 2)] (soxr's length for a 2:1 ratio).
 """
@@ -56,6 +57,8 @@ A = 87.6  # G.711 A-law constant
 EVAL_FILTER_ORDER = 8
 EVAL_RIPPLE_DB = 0.1
 EVAL_CUTOFF_HZ = 3800.0
+TELEPHONE_BAND_HZ = (300.0, 3400.0)  # G.712's pass band
+TELEPHONE_HIGHPASS_ORDER = 4
 
 
 def _sosfiltfilt(sos: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -236,4 +239,18 @@ def evaluation_degradation(x16k: np.ndarray) -> np.ndarray:
     """
     x = as_signal(x16k, "x16k")
     filtered = _sosfiltfilt(evaluation_lowpass_sos(), x).astype(np.float32)
+    return resample(filtered, WIDEBAND_RATE, NARROWBAND_RATE)
+
+
+def telephone_degradation(x16k: np.ndarray) -> np.ndarray:
+    """The fixed telephone channel (G.712's 300-3400 Hz pass band): 16 kHz float [n] -> 8 kHz float32.
+
+    The evaluation channel's Chebyshev I low-pass moved to 3.4 kHz and a 4th-order Butterworth
+    high-pass at 300 Hz, both zero-phase, then soxr VHQ to 8 kHz. Deterministic.
+    """
+    x = as_signal(x16k, "x16k")
+    low, high = TELEPHONE_BAND_HZ
+    lowpass = scipy.signal.cheby1(EVAL_FILTER_ORDER, EVAL_RIPPLE_DB, high, fs=WIDEBAND_RATE, output="sos")
+    highpass = scipy.signal.butter(TELEPHONE_HIGHPASS_ORDER, low, "highpass", fs=WIDEBAND_RATE, output="sos")
+    filtered = _sosfiltfilt(highpass, _sosfiltfilt(lowpass, x)).astype(np.float32)
     return resample(filtered, WIDEBAND_RATE, NARROWBAND_RATE)

@@ -297,20 +297,7 @@ def _envelope_head(cfg: ModelConfig, mode: Modes, graph: _Graph, conv, audio, ne
     if not mode.is_streaming:
         head_input = PadTimeToMultiple(total_stride(cfg) // UPSAMPLE_FACTOR, mode=mode,
                                        name="envelope_pad_input")(audio)
-    spectrum = graph(CausalConv1D(SPECTRUM_WINDOW + 2, SPECTRUM_WINDOW, strides=frame // UPSAMPLE_FACTOR,
-                                  name="envelope_spectrum",
-                                  kernel_initializer=keras.initializers.Constant(spectrum_kernel()), **fixed),
-                     head_input)
-    g = LogPowerSpectrum(name="envelope_log_spectrum")(spectrum)
-    g = graph(conv("envelope_project", cfg.envelope_channels, 1), g)
-    for i, dilation in enumerate(cfg.envelope_dilations):
-        y = keras.layers.ELU(name=f"envelope_elu{i}")(g)
-        y = graph(conv(f"envelope_conv{i}", cfg.envelope_channels, 3, dilation=dilation), y)
-        g = AddSignals(name=f"envelope_res{i}")([g, y])
-    g = keras.layers.ELU(name="envelope_output_elu")(g)
-    # Standardised bels of each band's mean square (bwe.layers.envelope.standardised_bels).
-    predicted = graph(conv1d(True, cfg.envelope_bands, 1, name="envelope_level", mode=mode,
-                             state_batch_size=common["state_batch_size"]), g)
+    predicted = _envelope_predictor(cfg, graph, conv, head_input)
     measured = FrameLevels(frame, name="envelope_band_levels")(bands)
     gains = LevelRatioGains(name="envelope_gain")([predicted, measured])
     pairs = graph(CausalConv1D(2 * cfg.envelope_bands, 2, name="envelope_gain_pairs",
@@ -319,6 +306,52 @@ def _envelope_head(cfg: ModelConfig, mode: Modes, graph: _Graph, conv, audio, ne
     gains = CrossfadeGains(frame, cfg.envelope_crossfade, name="envelope_crossfade")(pairs)
     high = ApplyBandGains(name="envelope_apply")([bands, gains])
     return AddSignals(name="wideband")([low, high])
+
+
+def _envelope_predictor(cfg: ModelConfig, graph: _Graph, conv, audio):
+    """``audio`` [batch, T8, 1] (T8 a multiple of the frame) -> each band's predicted level for each
+    envelope frame, [batch, T8 / (envelope_frame / 2), envelope_bands], in standardised bels of its
+    mean square (`bwe.layers.envelope.standardised_bels`)."""
+    fixed = dict(use_bias=False, trainable=False, mode=graph.mode, state_batch_size=graph.batch_size or 1)
+    spectrum = graph(CausalConv1D(SPECTRUM_WINDOW + 2, SPECTRUM_WINDOW, strides=cfg.envelope_frame // UPSAMPLE_FACTOR,
+                                  name="envelope_spectrum",
+                                  kernel_initializer=keras.initializers.Constant(spectrum_kernel()), **fixed),
+                     audio)
+    g = LogPowerSpectrum(name="envelope_log_spectrum")(spectrum)
+    g = graph(conv("envelope_project", cfg.envelope_channels, 1), g)
+    for i, dilation in enumerate(cfg.envelope_dilations):
+        y = keras.layers.ELU(name=f"envelope_elu{i}")(g)
+        y = graph(conv(f"envelope_conv{i}", cfg.envelope_channels, 3, dilation=dilation), y)
+        g = AddSignals(name=f"envelope_res{i}")([g, y])
+    g = keras.layers.ELU(name="envelope_output_elu")(g)
+    return graph(conv1d(True, cfg.envelope_bands, 1, name="envelope_level", mode=graph.mode,
+                        state_batch_size=graph.batch_size or 1), g)
+
+
+def build_envelope_predictor(cfg: ModelConfig) -> keras.Model:
+    """The generator's envelope predictor alone, for training mode: ``[B, T8, 1]`` 8 kHz audio (T8 a
+    multiple of ``envelope_frame / 2``) -> ``[B, frames, envelope_bands]`` predicted levels. Its layers
+    carry the generator's names, so weights fitted here copy into a generator by name."""
+    validate_model_config(cfg)
+    if not cfg.envelope_bands:
+        raise ModelConfigError("model.envelope_bands: 0 has no envelope predictor to build")
+    graph = _Graph(Modes.TRAINING, None)
+    audio = keras.Input(batch_shape=(None, None, 1), name="audio")
+    return keras.Model(audio, _envelope_predictor(cfg, graph, _conv_maker(cfg, Modes.TRAINING, 1), audio),
+                       name="envelope_predictor")
+
+
+def _conv_maker(cfg: ModelConfig, mode: Modes, state_batch: int):
+    """``conv(name, filters, kernel, stride=1, dilation=1)`` for the generator's trainable convs in ``mode``."""
+    conv_args = dict(mode=mode, state_batch_size=state_batch, weight_norm=cfg.weight_norm and mode is Modes.TRAINING,
+                     pad_mode=cfg.pad_mode)
+
+    def conv(name, filters, kernel, stride=1, dilation=1):
+        grouped = dict(sample_groups=SAMPLE_GROUPS[name]) if cfg.causal and name in SAMPLE_GROUPS else {}
+        return conv1d(cfg.causal, filters, kernel, strides=stride, dilation_rate=dilation, name=name, **conv_args,
+                      **grouped)
+
+    return conv
 
 
 def activate_envelope_head(model: keras.Model) -> None:
@@ -372,11 +405,7 @@ def build_generator(
     common = dict(mode=mode, state_batch_size=state_batch)
     conv_args = dict(common, weight_norm=weight_norm, pad_mode=cfg.pad_mode)
     graph = _Graph(mode, batch_size)
-
-    def conv(name, filters, kernel, stride=1, dilation=1):
-        grouped = dict(sample_groups=SAMPLE_GROUPS[name]) if cfg.causal and name in SAMPLE_GROUPS else {}
-        return conv1d(cfg.causal, filters, kernel, strides=stride, dilation_rate=dilation, name=name, **conv_args,
-                      **grouped)
+    conv = _conv_maker(cfg, mode, state_batch)
 
     def elu(name):
         return keras.layers.ELU(name=name)
