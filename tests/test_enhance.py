@@ -341,11 +341,17 @@ def test_pipe_rejects_odd_byte_count(model_dir):
     assert proc.returncode == 2 and b"middle of a 16-bit sample" in proc.stderr
 
 
-def test_bundled_model_enhances_the_bundled_sample_with_no_flags(tmp_path):
-    """README's first command: the default model, no --model, on the bundled real 8 kHz sample."""
+BUNDLES = {"streaming": ("pretrained", "pretrained.yaml"),
+           "offline": (os.path.join("pretrained", "offline"), "pretrained_offline.yaml")}
+
+
+@pytest.mark.parametrize("flags", [[], ["--streaming"]], ids=["offline-default", "streaming"])
+def test_bundled_model_enhances_the_bundled_sample_with_no_flags(tmp_path, flags):
+    """README's first command: the default model, no --model, on the bundled real 8 kHz sample (the
+    offline model for a file, the streaming one with --streaming)."""
     sample = os.path.join(REPO, "bwe", "pretrained", "sample_8k.wav")
     out = tmp_path / "enhanced.wav"
-    proc = subprocess.run([sys.executable, "-m", "bwe.enhance", sample, str(out)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "bwe.enhance", *flags, sample, str(out)], capture_output=True,
                           cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr.decode()
     assert proc.stderr == b"", proc.stderr.decode()  # a clean run says nothing (no LiteRT notices)
@@ -363,7 +369,16 @@ def test_bundled_model_enhances_the_bundled_sample_with_no_flags(tmp_path):
     assert difference[low].sum() < 1e-3 * spectrum[low].sum()
 
 
-def test_bundled_int8_model_matches_the_float_one_on_the_bundled_sample():
+def test_files_go_through_the_offline_bundle_and_streams_through_the_streaming_one():
+    from bwe.enhance import default_model_dir
+
+    offline, streaming = ExportedModel(default_model_dir(False)), ExportedModel(default_model_dir(True))
+    assert offline.metadata["lookahead_ms"] > 0 and streaming.metadata["lookahead_ms"] == 0
+    assert streaming.metadata["architectural_latency_ms"] < 21.0
+
+
+@pytest.mark.parametrize("bundle", sorted(BUNDLES))
+def test_bundled_int8_model_matches_the_float_one_on_the_bundled_sample(bundle):
     """The shipped int8 files are usable: within 40 dB of float on real speech, 4-8 kHz within 18 dB.
 
     18, not 20: block_int8.tflite quantises the envelope head's inputs with one scale per 256-frame
@@ -372,8 +387,8 @@ def test_bundled_int8_model_matches_the_float_one_on_the_bundled_sample():
     float in LSD-HF and WB-PESQ, model card)."""
     from bwe.export import highband, snr_db
 
-    bundled = os.path.join(REPO, "bwe", "pretrained")
-    x, _ = sf.read(os.path.join(bundled, "sample_8k.wav"), dtype="float32")
+    bundled = os.path.join(REPO, "bwe", BUNDLES[bundle][0])
+    x, _ = sf.read(os.path.join(REPO, "bwe", "pretrained", "sample_8k.wav"), dtype="float32")
     frames = x[: len(x) // 128 * 128]
     pairs = {
         "block_int8.tflite (files)": (ExportedModel(bundled)(x), ExportedModel(bundled, int8=True)(x)),
@@ -385,15 +400,17 @@ def test_bundled_int8_model_matches_the_float_one_on_the_bundled_sample():
         assert snr_db(highband(y_float, 16000), highband(y_int8, 16000)) >= 18.0, name
 
 
-def test_bundled_model_was_trained_with_the_shipped_recipe():
-    """recipes/pretrained.yaml reproduces the bundled model: the export recorded the same recipe
+@pytest.mark.parametrize("bundle", sorted(BUNDLES))
+def test_bundled_model_was_trained_with_the_shipped_recipe(bundle):
+    """recipes/pretrained*.yaml reproduce the bundled models: each export recorded the same recipe
     (the data folders excepted, which name the training machine's paths). Read through the recipe
     parser, so that keys added since the export compare at their defaults."""
     from bwe.config import load_recipe, recipe_from_dict, recipe_to_dict
 
-    recorded = json.loads(open(os.path.join(REPO, "bwe", "pretrained", "metadata.json")).read())["recipe"]
+    folder, recipe_file = BUNDLES[bundle]
+    recorded = json.loads(open(os.path.join(REPO, "bwe", folder, "metadata.json")).read())["recipe"]
     bundled = recipe_to_dict(recipe_from_dict(recorded))
-    shipped = recipe_to_dict(load_recipe(os.path.join(REPO, "recipes", "pretrained.yaml")))
+    shipped = recipe_to_dict(load_recipe(os.path.join(REPO, "recipes", recipe_file)))
     for recipe in (bundled, shipped):
         recipe["data"].pop("train_dir")
         recipe["data"].pop("valid_dir")
