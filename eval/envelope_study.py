@@ -1,7 +1,7 @@
 """How accurately can the envelope predictor set the generated band's level? Variants side by side.
 
     python eval/envelope_study.py --train CORPUS/train --valid CORPUS/valid --recipe recipes/pretrained.yaml \
-        [--variant NAME:key=value,key=value ...] [--steps 1500] [--json OUT.json]
+        [--variant "NAME:key=value;key=value" ...] [--steps 1500] [--json OUT.json]
     python eval/envelope_study.py ... --hold-out SOURCE     (train without SOURCE, score only SOURCE)
 
 The predictor of the recipe's envelope head (``bwe.models.seanet.build_envelope_predictor``: the
@@ -163,8 +163,9 @@ def envelope_errors(model, cfg, files, degrade) -> tuple[float, float]:
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:
+    """``NAME:key=value;key=value`` -> (NAME, overrides); ``;`` separates, since values may hold commas."""
     name, _, overrides = text.partition(":")
-    return name, [o for o in overrides.split(",") if o]
+    return name, [o for o in overrides.split(";") if o]
 
 
 def study(args) -> list[dict]:
@@ -213,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--valid", required=True, help="scored audio folder (same sources)")
     parser.add_argument("--recipe", required=True, help="recipe whose model section has an envelope head")
     parser.add_argument("--set", nargs="*", default=[], metavar="key=value", help="overrides for every variant")
-    parser.add_argument("--variant", action="append", metavar="NAME:key=value,...",
+    parser.add_argument("--variant", action="append", metavar="NAME:key=value;...",
                         help="a variant: a name and recipe overrides (repeat; default: the recipe as it is)")
     parser.add_argument("--hold-out", metavar="SOURCE", help="train without this source, score only it")
     parser.add_argument("--steps", type=int, default=1500)
