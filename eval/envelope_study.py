@@ -52,7 +52,9 @@ FINE_BANDS = 8  # the 500 Hz bands every variant is scored at
 
 
 def levelled_files(folder: str, limit: int, cfg_data) -> list[tuple[str, np.ndarray]]:
-    """Up to ``limit`` usable files spread over ``folder``, levelled as training levels them."""
+    """Up to ``limit`` usable files spread over ``folder``, levelled as training levels them, without the
+    band-limited files training skips (``data.min_bandwidth_hz``): a reference without 7-8 kHz has
+    no true level there to score against."""
     files = list_audio_files(folder)
     chosen = [files[i] for i in spread_indices(len(files), min(limit * 2, len(files)))]
     out = []
