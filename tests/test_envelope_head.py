@@ -324,3 +324,17 @@ def test_exported_head_matches_keras_and_its_gain_scales_the_generated_band_only
     freqs = np.fft.rfftfreq(len(generated), 1 / 16000)
     assert spectrum[freqs < 3000].sum() < 1e-3 * spectrum[freqs > 4000].sum()
     assert np.sum(generated ** 2) > 1e-6 * np.sum(full ** 2)
+
+
+def test_exported_head_has_no_block_int8_and_int8_files_run_frame_by_frame(exported_head):
+    """A block-shaped dynamic-range int8 file quantises a whole block's input with one scale, which
+    corrupts the head's view of quiet frames; head models therefore ship streaming_int8.tflite only."""
+    from bwe.runtime import ExportedModel
+
+    _, root = exported_head
+    model = ExportedModel(str(root / "gain1.0"), int8=True)
+    assert "block_int8" not in model.metadata["files"]
+    assert not os.path.exists(root / "gain1.0" / "block_int8.tflite")
+    assert model.block_stream()._block is None
+    x = speech_like(10 * 128 / 8000, rate=8000, seed=12)
+    assert model(x).shape == (2 * len(x),)
