@@ -369,6 +369,17 @@ def test_bundled_model_enhances_the_bundled_sample_with_no_flags(tmp_path, flags
     assert difference[low].sum() < 1e-3 * spectrum[low].sum()
 
 
+@pytest.mark.parametrize("bundle", sorted(BUNDLES))
+def test_bundle_ships_every_file_its_metadata_lists(bundle):
+    folder = os.path.join(REPO, "bwe", BUNDLES[bundle][0])
+    with open(os.path.join(folder, "metadata.json"), encoding="utf-8") as f:
+        metadata = json.load(f)
+    assert {"streaming", "streaming_int8", "block"} <= set(metadata["files"])
+    for entry in metadata["files"].values():
+        assert os.path.isfile(os.path.join(folder, entry["file"])), entry["file"]
+    assert set(metadata["tensor_names"]) == set(metadata["files"])
+
+
 def test_files_go_through_the_offline_bundle_and_streams_through_the_streaming_one():
     from bwe.enhance import default_model_dir
 
