@@ -44,9 +44,7 @@ import numpy as np
 from bwe import __version__
 from bwe.config import Recipe, RecipeError, load_recipe, recipe_to_dict
 from bwe.files import staging_folder
-
-METADATA_FILE = "metadata.json"
-FORMAT_VERSION = 1
+from bwe.runtime import FORMAT_VERSION, METADATA_FILE
 AUDIO_NAME = "audio"
 DEFAULT_BLOCK_FRAMES = 256  # 4.096 s per call: ~15 % faster per second of audio than 64 frames (1.024 s)
 # Export refuses to finish if a float TFLite file is further than this from the TF model:

@@ -30,6 +30,7 @@ import tempfile
 import numpy as np
 
 METADATA_FILE = "metadata.json"
+FORMAT_VERSION = 1  # of metadata.json; bwe-export writes it, this reader refuses any other
 # LiteRT's C++ logger announces every XNNPACK delegate on file descriptor 2, which Python cannot
 # silence: in a pipe like ``arecord | bwe-enhance --streaming - - | aplay`` that line is noise.
 DELEGATE_NOTICE = "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
@@ -227,6 +228,9 @@ class ExportedModel:
                 self.metadata = json.load(f)
         except (OSError, json.JSONDecodeError) as e:
             raise ModelError(f"{meta_path}: unreadable ({e})") from None
+        if self.metadata.get("format_version") != FORMAT_VERSION:
+            raise ModelError(f"{meta_path}: format_version {self.metadata.get('format_version')!r}, this bwe reads "
+                             f"{FORMAT_VERSION} (export the model again with this version's bwe-export)")
         missing = [k for k in REQUIRED_KEYS if k not in self.metadata]
         if missing:
             raise ModelError(f"{meta_path}: missing keys {missing}")
@@ -234,6 +238,8 @@ class ExportedModel:
         for key in ("streaming", "block") + (("streaming_int8",) if int8 else ()):
             if key not in files:
                 raise ModelError(f"{meta_path}: files.{key} missing")
+            if not os.path.isfile(os.path.join(self.model_dir, files[key]["file"])):
+                raise ModelError(f"{os.path.join(self.model_dir, files[key]['file'])}: not found ({meta_path} lists it)")
         self.int8 = int8
         self.num_threads = num_threads
         self.delay_samples = int(self.metadata["delay_samples"])

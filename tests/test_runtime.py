@@ -165,7 +165,17 @@ def test_bad_model_folders(exported, tmp_path):
     (broken / "metadata.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="no_such_state"):
         ExportedModel(broken).stream()
+    for version in (None, 2):
+        meta = json.load(open(os.path.join(out_dir, "metadata.json"), encoding="utf-8"))
+        meta["format_version"] = version
+        (broken / "metadata.json").write_text(json.dumps(meta))
+        with pytest.raises(ModelError, match=f"format_version {version}, this bwe reads 1"):
+            ExportedModel(broken)
     (broken / "metadata.json").write_text(json.dumps(json.load(open(os.path.join(out_dir, "metadata.json")))))
+    os.rename(broken / "block.tflite", broken / "moved.tflite")
+    with pytest.raises(ModelError, match=r"block.tflite: not found \(.*metadata.json lists it\)"):
+        ExportedModel(broken)
+    os.rename(broken / "moved.tflite", broken / "block.tflite")
     (broken / "streaming.tflite").write_bytes(b"garbage")
     with pytest.raises(ModelError, match="streaming.tflite: not a loadable TFLite model"):
         ExportedModel(broken).stream()
