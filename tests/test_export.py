@@ -43,7 +43,7 @@ def _reference(generator, x):
 
 
 def _stream_with_metadata_only(model_dir, x, file_key="streaming"):
-    """The loop README documents: everything comes from metadata.json, nothing from bwe."""
+    """The loop docs/export-and-stream.md documents: everything comes from metadata.json, nothing from bwe."""
     from ai_edge_litert.interpreter import Interpreter
 
     with open(os.path.join(model_dir, "metadata.json"), encoding="utf-8") as f:
