@@ -38,7 +38,6 @@ import numpy as np
 from bwe.config import load_recipe
 from bwe.data.audio import effective_bandwidth_hz, list_audio_files, load_audio, spread_indices
 from bwe.data.degrade import (
-    NARROWBAND_RATE,
     WIDEBAND_RATE,
     evaluation_degradation,
     make_training_pair,

@@ -455,7 +455,7 @@ def prepare(
             os.makedirs(os.path.join(work, trial_rel))
             save_audio(os.path.join(work, trial_rel, "reference.wav"), matched[HIDDEN_REFERENCE], RATE)
             stimuli_config = {}
-            for label_index, cond_index in enumerate(order, start=1):
+            for cond_index in order:
                 condition = blinded[cond_index]
                 if condition == HIDDEN_REFERENCE:
                     # webMUSHRA adds the reference file as the hidden reference itself.

@@ -55,7 +55,7 @@ def test_gradients_reach_every_discriminator_weight(small):
     x = tf.constant(speech_like(0.2, seed=2)[None, :, None])
     with tf.GradientTape() as tape:
         outputs = small(x)
-        total = tf.add_n([tf.reduce_mean(l) + tf.add_n([tf.reduce_mean(m) for m in maps]) for l, maps in outputs])
+        total = tf.add_n([tf.reduce_mean(logits) + tf.add_n([tf.reduce_mean(m) for m in maps]) for logits, maps in outputs])
     grads = tape.gradient(total, small.trainable_weights)
     assert len(grads) == len(small.trainable_weights) > 0
     assert all(g is not None and np.any(g.numpy() != 0) for g in grads)

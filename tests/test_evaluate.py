@@ -82,7 +82,7 @@ def test_report_has_means_side_by_side(evaluated):
     for model in ("sinc", "folding"):
         mine = [r for r in rows if r["model"] == model]
         scored = [float(r["pesq_wb"]) for r in mine if r["pesq_wb"] != "unscorable"]
-        line = next(l for l in report.splitlines() if l.startswith(f"| {model} |"))
+        line = next(row for row in report.splitlines() if row.startswith(f"| {model} |"))
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert cells[1] == "4"
         for i, key in ((2, "lsd"), (3, "lsd_lf"), (4, "lsd_hf")):
@@ -90,7 +90,7 @@ def test_report_has_means_side_by_side(evaluated):
         assert float(cells[5]) == pytest.approx(np.mean(scored), abs=6e-4)
         assert cells[6] == "1" and cells[7] == "+0"
     sinc_line, fold_line = (
-        [float(c) for c in next(l for l in report.splitlines() if l.startswith(f"| {m} |")).split("|")[3:6]]
+        [float(c) for c in next(row for row in report.splitlines() if row.startswith(f"| {m} |")).split("|")[3:6]]
         for m in ("sinc", "folding")
     )
     assert fold_line[0] < sinc_line[0] and fold_line[2] < sinc_line[2]
@@ -104,7 +104,7 @@ def test_report_breaks_the_means_down_by_first_level_folder(evaluated):
     assert list(summary) == [".", "spk1"]
     for folder, model in (("spk1", "folding"), (".", "sinc")):
         mine = [r for r in rows if r["model"] == model and (os.path.dirname(r["file"]) or ".") == folder]
-        line = next(l for l in report.splitlines() if l.startswith(f"| {folder} | {model} |"))
+        line = next(row for row in report.splitlines() if row.startswith(f"| {folder} | {model} |"))
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert int(cells[2]) == len(mine) == summary[folder][model]["files"]
         assert float(cells[4]) == pytest.approx(np.mean([float(r["lsd_hf"]) for r in mine]), abs=6e-4)

@@ -126,7 +126,7 @@ def test_loudness_match_equalises_and_lowers_the_level_rather_than_clip():
     stimuli["peaky"] = np.clip(stimuli["peaky"], -0.99, 0.99)
     matched, level, gains = lt.loudness_match(stimuli, RATE, target_lufs=-10.0)
     assert level < -10.0  # -10 LUFS would have clipped the peaky stimulus
-    for name, y in matched.items():
+    for y in matched.values():
         assert meter.integrated_loudness(y.astype(np.float64)) == pytest.approx(level, abs=0.05)
         assert np.max(np.abs(y)) <= lt.PEAK_CEILING + 1e-6
     with pytest.raises(lt.ListeningTestError, match="'silent'"):
@@ -195,7 +195,7 @@ def test_prepare_blinds_the_conditions_and_the_key_tells_the_truth(prepared, cor
         # The 3.5 kHz anchor has no high band; the reference and folding do.
         freqs = np.fft.rfftfreq(len(excerpt), 1 / RATE)
 
-        def hf_share(y):
+        def hf_share(y, freqs=freqs):
             p = np.abs(np.fft.rfft(y)) ** 2
             return p[freqs > 4200].sum() / p.sum()
 

@@ -26,7 +26,7 @@ def _fake_outputs(rng, n_disc=3, n_maps=(2, 3, 1), offset=0.0):
 
 
 def _to_tf(outputs):
-    return [(tf.constant(l), [tf.constant(m) for m in maps]) for l, maps in outputs]
+    return [(tf.constant(logits), [tf.constant(m) for m in maps]) for logits, maps in outputs]
 
 
 def _np_stft_magnitude(x, fft_size, hop):

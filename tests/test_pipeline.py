@@ -224,6 +224,7 @@ def test_validation_set_is_fixed_levelled_and_uses_the_evaluation_channel(corpus
     again = validation_set(corpus, data, max_files=3, max_seconds=0.8)
     for (nb, wb), (nb2, wb2) in zip(pairs, again):
         np.testing.assert_array_equal(wb, wb2)
+        np.testing.assert_array_equal(nb, nb2)
         assert wb.shape[0] % 256 == 0 and wb.shape[0] <= 0.8 * 16000
         assert nb.shape[0] * 2 == wb.shape[0]
         np.testing.assert_array_equal(nb, evaluation_degradation(wb))

@@ -97,7 +97,10 @@ def test_interpolator_rejects_images():
     h = interpolation_filter(33)
     freqs = np.fft.rfftfreq(4096, 1 / 16000)
     response = np.abs(np.fft.rfft(h, 4096))
-    gain = lambda f: response[np.argmin(np.abs(freqs - f))]
+
+    def gain(f):
+        return response[np.argmin(np.abs(freqs - f))]
+
     assert abs(20 * np.log10(gain(1000)) - 20 * np.log10(2.0)) < 0.1  # zero-stuffing gain of 2
     assert 20 * np.log10(gain(7000) / gain(1000)) < -40
     with pytest.raises(ValueError, match="must be odd"):

@@ -297,7 +297,7 @@ class ExampleMaker:
         """Examples per epoch."""
         return int(self.entries.shape[0])
 
-    @functools.lru_cache(maxsize=4)
+    @functools.lru_cache(maxsize=4)  # noqa: B019 -- datasets live as long as the run; 4 epochs' orders
     def _epoch_order(self, epoch: int) -> np.ndarray:
         return np.random.default_rng([self.seed, 0, epoch]).permutation(self.entries)
 

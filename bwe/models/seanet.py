@@ -441,7 +441,6 @@ def build_generator(
         h = graph(conv(f"enc{b}_down", channels[b + 1], 2 * stride, stride=stride), h)
     h = elu("bottleneck_elu")(h)
     h = graph(conv("bottleneck", channels[-1], cfg.kernel_size), h)
-    bottleneck = h
     for b in reversed(range(len(cfg.strides))):
         stride = cfg.strides[b]
         h = elu(f"dec{b}_elu")(h)
