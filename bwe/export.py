@@ -314,26 +314,15 @@ def export_generator(
 ) -> dict:
     """Export a TRAINING-mode generator (see module docstring). Returns the metadata written."""
     from bwe.layers.modes import Modes
-    from bwe.models.seanet import (
-        FRAME_INPUT_SAMPLES,
-        FRAME_OUTPUT_SAMPLES,
-        INPUT_RATE,
-        OUTPUT_RATE,
-        count_params,
-        generator_delay_samples,
-        macs_per_frame,
-    )
     from bwe.streaming import to_streaming
 
-    cfg = recipe.model
-    if not cfg.causal:
+    if not recipe.model.causal:
         raise ExportError("model.causal is false: only a causal model can be exported for streaming "
                           "(the whole-signal SavedModel of a non-causal model is what training already gives)")
     if block_frames < 1:
         raise ExportError(f"--block-frames must be >= 1, got {block_frames}")
     out_dir = os.path.abspath(out_dir)
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
+    os.makedirs(os.path.dirname(out_dir), exist_ok=True)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ExportError(f"{out_dir}: exists and is not a directory")
     started = time.time()
@@ -348,127 +337,11 @@ def export_generator(
         saved_model = os.path.join(tmp, "saved_model")
         log("writing SavedModel")
         _write_saved_model(saved_model, offline, stream, block, state_specs)
-
-        files = {"offline": "offline.tflite", "streaming": "streaming.tflite", "block": "block.tflite",
-                 "streaming_int8": "streaming_int8.tflite"}
-        for key, signature in (("offline", "serving_default"), ("streaming", "streaming"), ("block", "block")):
-            log(f"converting {files[key]}")
-            with open(os.path.join(tmp, files[key]), "wb") as f:
-                f.write(_convert(saved_model, signature))
-
-        state_names = [(a, b) for a, b, _ in state_specs]
-        int8_mode = recipe.export.int8_mode
-        representative, calibration = None, None
-        if int8_mode == "full":
-            # Calibration data: the float streaming model's own inputs and states, frame by frame.
-            frames = recipe.export.int8_calibration_frames
-            calib, calib_desc = calibration_audio(calibration_dir, frames, FRAME_INPUT_SAMPLES)
-            log(f"calibrating int8 on {frames} frames ({calib_desc})")
-            _, records = run_stream_tflite(os.path.join(tmp, files["streaming"]), calib, state_names,
-                                           FRAME_INPUT_SAMPLES, record=True)
-            calibration = {"frames": frames, "audio": calib_desc}
-
-            def representative():
-                yield from records
-
-        log(f"converting {files['streaming_int8']} ({int8_mode} int8)")
-        with open(os.path.join(tmp, files["streaming_int8"]), "wb") as f:
-            f.write(_convert(saved_model, "streaming", quantize=True, representative=representative))
-        # Dynamic range needs no calibration, so the block model could get an int8 twin for fast files;
-        # but it quantises each call's input with one scale, and over 256 frames that scale is set by
-        # the loudest: an envelope head then reads quiet frames' spectra wrong (4-8 kHz frame levels off
-        # by 6-7 dB at the 95th percentile on real speech, against ~2 dB frame by frame), so models
-        # with a head run int8 files through streaming_int8.tflite.
-        if int8_mode == "dynamic" and not cfg.envelope_bands:
-            files["block_int8"] = "block_int8.tflite"
-            log(f"converting {files['block_int8']}")
-            with open(os.path.join(tmp, files["block_int8"]), "wb") as f:
-                f.write(_convert(saved_model, "block", quantize=True))
-
-        # Checks: float files match TensorFlow; int8 SNR against float, on held-back audio.
+        files, calibration = _convert_files(saved_model, tmp, recipe, state_specs, calibration_dir, log)
         log("checking the exported files")
-        check, _ = calibration_audio(None, 40, FRAME_INPUT_SAMPLES)
-        check = check[::-1].copy()  # a different stretch of signal than calibration started with
-        reference = np.asarray(offline(check[None, :, None]))[0, :, 0]
-        errors = {
-            "offline": float(np.max(np.abs(_run_offline_tflite(os.path.join(tmp, files["offline"]), check) - reference))),
-            "streaming": float(np.max(np.abs(
-                run_stream_tflite(os.path.join(tmp, files["streaming"]), check, state_names, FRAME_INPUT_SAMPLES)[0]
-                - reference))),
-        }
-        block_check = np.tile(check, block_frames // 40 + 1)[: block_frames * FRAME_INPUT_SAMPLES]
-        block_ref = np.asarray(offline(block_check[None, :, None]))[0, :, 0]
-        errors["block"] = float(np.max(np.abs(_run_block(os.path.join(tmp, files["block"]), block_check,
-                                                          state_specs) - block_ref)))
-        for name, error in errors.items():
-            if not error <= FLOAT_TOLERANCE:
-                raise ExportError(f"{files[name]} differs from the TensorFlow model by {error:.3g} "
-                                  f"(> {FLOAT_TOLERANCE}): the conversion is broken, not exporting")
-        int8_out, _ = run_stream_tflite(os.path.join(tmp, files["streaming_int8"]), check, state_names,
-                                        FRAME_INPUT_SAMPLES)
-        int8_snr = snr_db(reference, int8_out)
-        int8_highband_snr = snr_db(highband(reference, OUTPUT_RATE), highband(int8_out, OUTPUT_RATE))
-        int8_snrs = {"int8_snr_db_vs_float": round(int8_snr, 2),
-                     "int8_highband_snr_db_vs_float": round(int8_highband_snr, 2)}
-        if "block_int8" in files:
-            block_int8_out = _run_block(os.path.join(tmp, files["block_int8"]), block_check, state_specs)
-            int8_snrs["block_int8_snr_db_vs_float"] = round(snr_db(block_ref, block_int8_out), 2)
-        delay = generator_delay_samples(cfg)
-        frame_ms = 1000.0 * FRAME_INPUT_SAMPLES / INPUT_RATE
-        metadata = {
-            "format_version": FORMAT_VERSION,
-            "bwe_version": __version__,
-            "input_rate": INPUT_RATE,
-            "output_rate": OUTPUT_RATE,
-            "frame_input_samples": FRAME_INPUT_SAMPLES,
-            "frame_output_samples": FRAME_OUTPUT_SAMPLES,
-            "frame_ms": frame_ms,
-            "delay_samples": delay,
-            "delay_ms": 1000.0 * delay / OUTPUT_RATE,
-            "architectural_latency_ms": frame_ms + 1000.0 * delay / OUTPUT_RATE,
-            "lookahead_ms": 1000.0 * cfg.envelope_lookahead_frames * cfg.envelope_frame / OUTPUT_RATE
-                            if cfg.envelope_bands else 0.0,
-            "latency_note": ("a frame of 16 ms must be buffered before its output exists, and the output lags the "
-                             "input by delay_samples: the group delays of the fixed linear-phase filters (the "
-                             "interpolator, the band split and, with an envelope head, its filter bank) plus the "
-                             "envelope predictor's look-ahead (lookahead_ms)"),
-            "audio_input": AUDIO_NAME,
-            "audio_output": AUDIO_NAME,
-            "files": {
-                "offline": {"file": files["offline"], "signature": "serving_default", "dtype": "float32",
-                            "input_shape": [1, -1, 1], "note": "resize the time axis with resize_tensor_input"},
-                "streaming": {"file": files["streaming"], "signature": "streaming", "dtype": "float32",
-                              "frames_per_call": 1},
-                "streaming_int8": {"file": files["streaming_int8"], "signature": "streaming", "dtype": "int8",
-                                   "quantization": INT8_DESCRIPTIONS[int8_mode], "frames_per_call": 1,
-                                   "io_dtype": "float32"},
-                "block": {"file": files["block"], "signature": "block", "dtype": "float32",
-                          "frames_per_call": block_frames},
-                **({"block_int8": {"file": files["block_int8"], "signature": "block", "dtype": "int8",
-                                   "quantization": INT8_DESCRIPTIONS[int8_mode], "frames_per_call": block_frames,
-                                   "io_dtype": "float32"}} if "block_int8" in files else {}),
-            },
-            "offline_runtime": ("bwe.runtime runs whole files through block.tflite with the states carried "
-                                "between blocks (then frame by frame for the remainder): bounded memory, output "
-                                "identical to one-piece processing; int8: block_int8.tflite (if present) and "
-                                "streaming_int8.tflite the same way"),
-            "states": [{"input": a, "output": b, "shape": list(shape), "dtype": "float32"}
-                       for a, b, shape in state_specs],
-            "tensor_names": {key: _tensor_names(os.path.join(tmp, files[key]), sig) for key, sig in
-                             (("streaming", "streaming"), ("streaming_int8", "streaming"), ("block", "block"),
-                              ("offline", "serving_default"), ("block_int8", "block")) if key in files},
-            "highband_gain": recipe.export.highband_gain,
-            "params": count_params(cfg),
-            "macs_per_frame": macs_per_frame(cfg),
-            "causal": cfg.causal,
-            "checks": {
-                "max_abs_error_vs_tensorflow": errors,
-                **int8_snrs,
-                "int8_calibration": calibration,
-            },
-            "source": source,
-            "recipe": recipe_to_dict(recipe),
-        }
+        checks = _check_files(tmp, files, offline, state_specs, block_frames)
+        checks["int8_calibration"] = calibration
+        metadata = _describe(recipe, tmp, files, state_specs, block_frames, checks, source)
         with open(os.path.join(tmp, METADATA_FILE), "w", encoding="utf-8") as f:
             json.dump(metadata, f, indent=2)
         _replace_dir(tmp, out_dir)
@@ -476,9 +349,151 @@ def export_generator(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     log(f"exported to {out_dir} in {time.time() - started:.1f} s "
-        f"(float error {max(errors.values()):.2g}, int8 SNR {int8_snr:.1f} dB, "
-        f"4-8 kHz {int8_highband_snr:.1f} dB)")
+        f"(float error {max(checks['max_abs_error_vs_tensorflow'].values()):.2g}, "
+        f"int8 SNR {checks['int8_snr_db_vs_float']:.1f} dB, 4-8 kHz {checks['int8_highband_snr_db_vs_float']:.1f} dB)")
     return metadata
+
+
+def _convert_files(saved_model: str, tmp: str, recipe: Recipe, state_specs, calibration_dir, log) -> tuple:
+    """The TFLite files into ``tmp``: (file key -> file name, the int8 calibration's description or None)."""
+    from bwe.models.seanet import FRAME_INPUT_SAMPLES
+
+    files = {"offline": "offline.tflite", "streaming": "streaming.tflite", "block": "block.tflite",
+             "streaming_int8": "streaming_int8.tflite"}
+    for key, signature in (("offline", "serving_default"), ("streaming", "streaming"), ("block", "block")):
+        log(f"converting {files[key]}")
+        with open(os.path.join(tmp, files[key]), "wb") as f:
+            f.write(_convert(saved_model, signature))
+
+    int8_mode = recipe.export.int8_mode
+    representative, calibration = None, None
+    if int8_mode == "full":
+        # Calibration data: the float streaming model's own inputs and states, frame by frame.
+        frames = recipe.export.int8_calibration_frames
+        calib, calib_desc = calibration_audio(calibration_dir, frames, FRAME_INPUT_SAMPLES)
+        log(f"calibrating int8 on {frames} frames ({calib_desc})")
+        _, records = run_stream_tflite(os.path.join(tmp, files["streaming"]), calib,
+                                       [(a, b) for a, b, _ in state_specs], FRAME_INPUT_SAMPLES, record=True)
+        calibration = {"frames": frames, "audio": calib_desc}
+
+        def representative():
+            yield from records
+
+    log(f"converting {files['streaming_int8']} ({int8_mode} int8)")
+    with open(os.path.join(tmp, files["streaming_int8"]), "wb") as f:
+        f.write(_convert(saved_model, "streaming", quantize=True, representative=representative))
+    # Dynamic range needs no calibration, so the block model could get an int8 twin for fast files;
+    # but it quantises each call's input with one scale, and over 256 frames that scale is set by
+    # the loudest: an envelope head then reads quiet frames' spectra wrong (4-8 kHz frame levels off
+    # by 6-7 dB at the 95th percentile on real speech, against ~2 dB frame by frame), so models
+    # with a head run int8 files through streaming_int8.tflite.
+    if int8_mode == "dynamic" and not recipe.model.envelope_bands:
+        files["block_int8"] = "block_int8.tflite"
+        log(f"converting {files['block_int8']}")
+        with open(os.path.join(tmp, files["block_int8"]), "wb") as f:
+            f.write(_convert(saved_model, "block", quantize=True))
+    return files, calibration
+
+
+def _check_files(tmp: str, files: dict, offline, state_specs, block_frames: int) -> dict:
+    """Float files against TensorFlow (refusing a broken conversion), int8 SNRs against float, on audio
+    calibration did not start with."""
+    from bwe.models.seanet import FRAME_INPUT_SAMPLES, OUTPUT_RATE
+
+    state_names = [(a, b) for a, b, _ in state_specs]
+    check, _ = calibration_audio(None, 40, FRAME_INPUT_SAMPLES)
+    check = check[::-1].copy()
+    reference = np.asarray(offline(check[None, :, None]))[0, :, 0]
+    block_check = np.tile(check, block_frames // 40 + 1)[: block_frames * FRAME_INPUT_SAMPLES]
+    block_ref = np.asarray(offline(block_check[None, :, None]))[0, :, 0]
+    streamed, _ = run_stream_tflite(os.path.join(tmp, files["streaming"]), check, state_names, FRAME_INPUT_SAMPLES)
+    errors = {
+        "offline": float(np.max(np.abs(_run_offline_tflite(os.path.join(tmp, files["offline"]), check) - reference))),
+        "streaming": float(np.max(np.abs(streamed - reference))),
+        "block": float(np.max(np.abs(_run_block(os.path.join(tmp, files["block"]), block_check, state_specs)
+                                     - block_ref))),
+    }
+    for name, error in errors.items():
+        if not error <= FLOAT_TOLERANCE:
+            raise ExportError(f"{files[name]} differs from the TensorFlow model by {error:.3g} "
+                              f"(> {FLOAT_TOLERANCE}): the conversion is broken, not exporting")
+    int8_out, _ = run_stream_tflite(os.path.join(tmp, files["streaming_int8"]), check, state_names,
+                                    FRAME_INPUT_SAMPLES)
+    checks = {"max_abs_error_vs_tensorflow": errors,
+              "int8_snr_db_vs_float": round(snr_db(reference, int8_out), 2),
+              "int8_highband_snr_db_vs_float": round(snr_db(highband(reference, OUTPUT_RATE),
+                                                            highband(int8_out, OUTPUT_RATE)), 2)}
+    if "block_int8" in files:
+        block_int8_out = _run_block(os.path.join(tmp, files["block_int8"]), block_check, state_specs)
+        checks["block_int8_snr_db_vs_float"] = round(snr_db(block_ref, block_int8_out), 2)
+    return checks
+
+
+def _describe(recipe: Recipe, tmp: str, files: dict, state_specs, block_frames: int, checks: dict,
+              source: str) -> dict:
+    """metadata.json's content: everything a runtime needs, and what the export measured."""
+    from bwe.models.seanet import (
+        FRAME_INPUT_SAMPLES,
+        FRAME_OUTPUT_SAMPLES,
+        INPUT_RATE,
+        OUTPUT_RATE,
+        count_params,
+        generator_delay_samples,
+        macs_per_frame,
+    )
+
+    cfg = recipe.model
+    delay = generator_delay_samples(cfg)
+    frame_ms = 1000.0 * FRAME_INPUT_SAMPLES / INPUT_RATE
+    int8 = {"dtype": "int8", "quantization": INT8_DESCRIPTIONS[recipe.export.int8_mode], "io_dtype": "float32"}
+    return {
+        "format_version": FORMAT_VERSION,
+        "bwe_version": __version__,
+        "input_rate": INPUT_RATE,
+        "output_rate": OUTPUT_RATE,
+        "frame_input_samples": FRAME_INPUT_SAMPLES,
+        "frame_output_samples": FRAME_OUTPUT_SAMPLES,
+        "frame_ms": frame_ms,
+        "delay_samples": delay,
+        "delay_ms": 1000.0 * delay / OUTPUT_RATE,
+        "architectural_latency_ms": frame_ms + 1000.0 * delay / OUTPUT_RATE,
+        "lookahead_ms": 1000.0 * cfg.envelope_lookahead_frames * cfg.envelope_frame / OUTPUT_RATE
+                        if cfg.envelope_bands else 0.0,
+        "latency_note": ("a frame of 16 ms must be buffered before its output exists, and the output lags the "
+                         "input by delay_samples: the group delays of the fixed linear-phase filters (the "
+                         "interpolator, the band split and, with an envelope head, its filter bank) plus the "
+                         "envelope predictor's look-ahead (lookahead_ms)"),
+        "audio_input": AUDIO_NAME,
+        "audio_output": AUDIO_NAME,
+        "files": {
+            "offline": {"file": files["offline"], "signature": "serving_default", "dtype": "float32",
+                        "input_shape": [1, -1, 1], "note": "resize the time axis with resize_tensor_input"},
+            "streaming": {"file": files["streaming"], "signature": "streaming", "dtype": "float32",
+                          "frames_per_call": 1},
+            "streaming_int8": {"file": files["streaming_int8"], "signature": "streaming", "frames_per_call": 1,
+                               **int8},
+            "block": {"file": files["block"], "signature": "block", "dtype": "float32",
+                      "frames_per_call": block_frames},
+            **({"block_int8": {"file": files["block_int8"], "signature": "block", "frames_per_call": block_frames,
+                               **int8}} if "block_int8" in files else {}),
+        },
+        "offline_runtime": ("bwe.runtime runs whole files through block.tflite with the states carried "
+                            "between blocks (then frame by frame for the remainder): bounded memory, output "
+                            "identical to one-piece processing; int8: block_int8.tflite (if present) and "
+                            "streaming_int8.tflite the same way"),
+        "states": [{"input": a, "output": b, "shape": list(shape), "dtype": "float32"}
+                   for a, b, shape in state_specs],
+        "tensor_names": {key: _tensor_names(os.path.join(tmp, files[key]), sig) for key, sig in
+                         (("streaming", "streaming"), ("streaming_int8", "streaming"), ("block", "block"),
+                          ("offline", "serving_default"), ("block_int8", "block")) if key in files},
+        "highband_gain": recipe.export.highband_gain,
+        "params": count_params(cfg),
+        "macs_per_frame": macs_per_frame(cfg),
+        "causal": cfg.causal,
+        "checks": checks,
+        "source": source,
+        "recipe": recipe_to_dict(recipe),
+    }
 
 
 def _run_block(path: str, audio: np.ndarray, state_specs) -> np.ndarray:
