@@ -400,12 +400,34 @@ def build_generator(
             raise ModelConfigError(
                 f"frame of {input_samples} input samples ({input_samples * UPSAMPLE_FACTOR} at 16 kHz) is not a "
                 f"multiple of the total stride {hop}")
-    weight_norm = cfg.weight_norm and mode is Modes.TRAINING
-    state_batch = batch_size or 1
-    common = dict(mode=mode, state_batch_size=state_batch)
-    conv_args = dict(common, weight_norm=weight_norm, pad_mode=cfg.pad_mode)
+    common = dict(mode=mode, state_batch_size=batch_size or 1)
     graph = _Graph(mode, batch_size)
-    conv = _conv_maker(cfg, mode, state_batch)
+
+    audio = keras.Input(batch_shape=(batch_size, input_samples, 1), name="audio")
+    upsampler = CausalConv1DTranspose(
+        1, cfg.upsampler_taps, strides=UPSAMPLE_FACTOR, use_bias=False, trainable=False, name="upsampler",
+        sample_groups=SAMPLE_GROUPS["upsampler"],
+        kernel_initializer=keras.initializers.Constant(interpolation_filter(cfg.upsampler_taps)[:, None, None]),
+        **common)
+    interpolated = graph(upsampler, audio)
+    padded_interpolated = interpolated
+    if not mode.is_streaming:
+        padded_interpolated = PadTimeToMultiple(hop, mode=mode, name="pad_to_stride")(interpolated)
+    conv = _conv_maker(cfg, mode, common["state_batch_size"])
+    h = _seanet_body(cfg, mode, graph, conv, padded_interpolated)
+    if cfg.envelope_bands:
+        wideband = _envelope_head(cfg, mode, graph, conv, audio, h, padded_interpolated)
+        if not mode.is_streaming:
+            wideband = CropTimeToReference(mode=mode, name="crop_to_input")([wideband, interpolated])
+    else:
+        wideband = _headless_output(cfg, mode, graph, h, interpolated)
+    return _functional_model(cfg, mode, graph, audio, wideband)
+
+
+def _seanet_body(cfg: ModelConfig, mode: Modes, graph, conv, h):
+    """The SEANet encoder/decoder on the (padded) interpolated signal: its one-channel output."""
+    conv_args = dict(mode=mode, state_batch_size=graph.batch_size or 1,
+                     weight_norm=cfg.weight_norm and mode is Modes.TRAINING, pad_mode="constant")
 
     def elu(name):
         return keras.layers.ELU(name=name)
@@ -418,18 +440,6 @@ def build_generator(
         y = graph(conv(f"{prefix}_pointwise", channels, 1), y)
         return AddSignals(name=f"{prefix}_add")([h, y])
 
-    audio = keras.Input(batch_shape=(batch_size, input_samples, 1), name="audio")
-    upsampler = CausalConv1DTranspose(
-        1, cfg.upsampler_taps, strides=UPSAMPLE_FACTOR, use_bias=False, trainable=False, name="upsampler",
-        sample_groups=SAMPLE_GROUPS["upsampler"],
-        kernel_initializer=keras.initializers.Constant(interpolation_filter(cfg.upsampler_taps)[:, None, None]),
-        **common)
-    interpolated = graph(upsampler, audio)
-
-    h = interpolated
-    if not mode.is_streaming:
-        h = PadTimeToMultiple(hop, mode=mode, name="pad_to_stride")(h)
-    padded_interpolated = h
     channels = block_channels(cfg)
     h = graph(conv("input_conv", channels[0], cfg.kernel_size), h)
     skips = []
@@ -444,32 +454,33 @@ def build_generator(
     for b in reversed(range(len(cfg.strides))):
         stride = cfg.strides[b]
         h = elu(f"dec{b}_elu")(h)
-        up = conv1d_transpose(cfg.causal, channels[b], 2 * stride, strides=stride, name=f"dec{b}_up",
-                              **dict(conv_args, pad_mode="constant"))
-        h = graph(up, h)
+        h = graph(conv1d_transpose(cfg.causal, channels[b], 2 * stride, strides=stride, name=f"dec{b}_up",
+                                   **conv_args), h)
         if cfg.skip_connections:
             h = AddSignals(name=f"dec{b}_skip")([h, skips[b]])
         for u, dilation in enumerate(cfg.dilations):
             h = residual_unit(f"dec{b}_res{u}", h, dilation)
     h = elu("output_elu")(h)
-    h = graph(conv("output_conv", 1, cfg.last_kernel_size), h)
-    if cfg.envelope_bands:
-        wideband = _envelope_head(cfg, mode, graph, conv, audio, h, padded_interpolated)
-        if not mode.is_streaming:
-            wideband = CropTimeToReference(mode=mode, name="crop_to_input")([wideband, interpolated])
-    else:
-        if not mode.is_streaming:
-            h = CropTimeToReference(mode=mode, name="crop_to_input")([h, interpolated])
-        if cfg.highband_residual:
-            band_split = CausalConv1D(
-                1, cfg.upsampler_taps, use_bias=False, trainable=False, name="band_split",
-                sample_groups=SAMPLE_GROUPS["band_split"],
-                kernel_initializer=keras.initializers.Constant(band_split_kernel(cfg.upsampler_taps)), **common)
-            both = keras.layers.Concatenate(axis=-1, name="interpolated_and_residual")([interpolated, h])
-            wideband = graph(band_split, both)
-        else:
-            wideband = AddSignals(name="wideband")([interpolated, h])
+    return graph(conv("output_conv", 1, cfg.last_kernel_size), h)
 
+
+def _headless_output(cfg: ModelConfig, mode: Modes, graph, h, interpolated):
+    """Without an envelope head: the network's output through the band split's high-pass beside the
+    interpolated input (``highband_residual``), or simply added to it."""
+    if not mode.is_streaming:
+        h = CropTimeToReference(mode=mode, name="crop_to_input")([h, interpolated])
+    if not cfg.highband_residual:
+        return AddSignals(name="wideband")([interpolated, h])
+    band_split = CausalConv1D(
+        1, cfg.upsampler_taps, use_bias=False, trainable=False, name="band_split",
+        sample_groups=SAMPLE_GROUPS["band_split"], mode=mode, state_batch_size=graph.batch_size or 1,
+        kernel_initializer=keras.initializers.Constant(band_split_kernel(cfg.upsampler_taps)))
+    both = keras.layers.Concatenate(axis=-1, name="interpolated_and_residual")([interpolated, h])
+    return graph(band_split, both)
+
+
+def _functional_model(cfg: ModelConfig, mode: Modes, graph, audio, wideband) -> keras.Model:
+    """The keras.Model, with the state names the streaming runtime feeds and the config it was built from."""
     if mode is Modes.STREAM_EXTERNAL_STATE_INFERENCE:
         model = keras.Model([audio] + graph.state_inputs, [wideband] + graph.state_outputs,
                             name=f"seanet_{mode.value}")
