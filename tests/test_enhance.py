@@ -310,6 +310,23 @@ def test_pipe_mode_needs_streaming_flag(model_dir, capsys):
     assert code == 2 and "--streaming" in err
 
 
+def test_file_enhancement_needs_neither_tensorflow_nor_scipy(tmp_path):
+    """The inference install has neither (setup.cfg keeps SciPy in the extras): a file through the
+    bundled default model imports no module of either."""
+    code = (
+        "import sys, runpy; sys.argv = ['bwe-enhance'] + sys.argv[1:]\n"
+        "try:\n runpy.run_module('bwe.enhance', run_name='__main__')\n"
+        "except SystemExit as e:\n assert not e.code, e.code\n"
+        "bad = sorted({k.split('.')[0] for k in sys.modules} & {'tensorflow', 'keras', 'scipy'})\n"
+        "assert not bad, bad\n"
+    )
+    sample = os.path.join(REPO, "bwe", "pretrained", "sample_8k.wav")
+    result = subprocess.run([sys.executable, "-c", code, sample, str(tmp_path / "out.wav")], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sf.info(str(tmp_path / "out.wav")).samplerate == 16000
+
+
 def test_stdin_stdout_pipe_streams_and_matches_offline(model_dir, model):
     """Raw 16-bit PCM through a real subprocess; a partial last frame is handled; no TensorFlow loaded."""
     x = narrowband(0.77, seed=9)
