@@ -1,10 +1,12 @@
 """MUSHRA listening test after ITU-R BS.1534-3, run in the browser with webMUSHRA.
 
-Two steps, one subcommand each:
+Three steps, one subcommand each:
 
     python eval/listening_test.py prepare --model sinc --model folding --model EXPORT_DIR \\
         --data WIDEBAND_DIR --out TEST_DIR [--trials 10] [--seed 0] [--target-lufs -23]
-    python eval/listening_test.py analyze RESULTS_CSV --key TEST_DIR/key.json --out REPORT_DIR
+    python eval/listening_test.py serve --test TEST_DIR [--webmushra DIR] [--port 8000]
+    python eval/listening_test.py analyze TEST_DIR/webmushra/results/TEST_ID/mushra.csv \\
+        --key TEST_DIR/key.json --out REPORT_DIR
 
 ``prepare`` picks ``--trials`` clips from the 16 kHz references in ``--data`` (seeded), cuts each
 to 4-10 s at pauses, makes every condition of the trial, loudness-matches them and writes the
@@ -27,6 +29,10 @@ undone as eval/evaluate.py does (within ``--max-offset-ms``). Per trial the asse
 The blinded names C1..Cn are assigned per trial at random (seeded); the key that maps them back is
 ``TEST_DIR/key.json``, written outside the folder served to the assessors.
 
+``serve`` copies webMUSHRA into ``TEST_DIR/webmushra`` (or reuses that copy, keeping its results),
+installs the test's configuration and audio there, runs PHP's built-in server on it, prints the
+URL to give the assessors and, on Ctrl-C, where the ratings are and the ``analyze`` command.
+
 ``analyze`` reads webMUSHRA's ``results/<testId>/mushra.csv``. Columns used: ``trial_id``,
 ``rating_stimulus`` (C1..Cn or ``reference``), ``rating_score`` (0-100), ``session_test_id`` (checked
 against the key) and an assessor column: ``session_uuid`` (written by webMUSHRA >= 1.4.3; one
@@ -39,22 +45,26 @@ paired Wilcoxon signed-rank tests between the systems (Holm-corrected).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import itertools
 import json
 import math
 import os
+import re
 import shutil
+import socket
+import subprocess
 import sys
+import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pyloudnorm
 import scipy.signal
 import scipy.stats
-import yaml
 
 _EVAL_DIR = os.path.dirname(os.path.abspath(__file__))
 if __package__ in (None, ""):
@@ -65,7 +75,7 @@ if _EVAL_DIR not in sys.path:
     sys.path.insert(1, _EVAL_DIR)
 
 from bwe.data.audio import AudioError, list_audio_files, load_audio, save_audio  # noqa: E402
-from bwe.files import staging_folder, write_text_atomic  # noqa: E402
+from bwe.files import give_plain_mode, staging_folder, write_text_atomic  # noqa: E402
 from stats import holm, mean_ci95, nan_to_none  # noqa: E402
 
 RATE = 16000
@@ -317,6 +327,59 @@ START_PAGE = (
 TRIAL_PAGE = "Rate the basic audio quality of every condition against the reference (100 = no audible difference)."
 
 
+def webmushra_yaml(value: dict) -> str:
+    """``value`` (dicts, lists, str, bool, int, float) as YAML in the block style webMUSHRA can read.
+
+    webMUSHRA parses its configuration with yaml.js, not a full YAML parser: a list nested in a
+    list written compactly (``- - random``, what PyYAML emits) comes back as one string, and the
+    page is then rejected as "Type not specified.". Here a nested list always starts on the line
+    after a bare ``-``, as in webMUSHRA's own configs/default.yaml, and every string is written
+    double-quoted (JSON escapes), so no value can be read as a number, a bool or a comment.
+    """
+    return "\n".join(_yaml_lines(value, 0)) + "\n"
+
+
+def _yaml_scalar(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    raise TypeError(f"webMUSHRA config: cannot write {value!r} ({type(value).__name__})")
+
+
+def _yaml_lines(value, indent: int) -> list[str]:
+    pad = " " * indent
+    lines = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not str(key).replace("_", "").isalnum():
+                raise TypeError(f"webMUSHRA config: key {key!r} is not a plain name")
+            if isinstance(item, (dict, list)):
+                lines.append(f"{pad}{key}:")
+                lines += _yaml_lines(item, indent + 4)
+            else:
+                lines.append(f"{pad}{key}: {_yaml_scalar(item)}")
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, dict):
+                # "- key: value" with the other keys aligned under the first (as default.yaml does)
+                inner = _yaml_lines(item, indent + 2)
+                lines.append(f"{pad}- {inner[0].lstrip()}")
+                lines += inner[1:]
+            elif isinstance(item, list):
+                lines.append(f"{pad}-")
+                lines += _yaml_lines(item, indent + 4)
+            else:
+                lines.append(f"{pad}- {_yaml_scalar(item)}")
+    else:
+        raise TypeError(f"webMUSHRA config: expected a mapping or a list, got {value!r}")
+    if not lines:
+        raise TypeError("webMUSHRA config: an empty mapping or list cannot be written in block style")
+    return lines
+
+
 def _clip_candidates(data_dir: str | None, pairs: Sequence[str] | None,
                      rng: np.random.Generator) -> list[tuple[str, str | None]]:
     """The (wideband path, real narrowband path or None) to cut trials from, in a seeded random order."""
@@ -531,6 +594,8 @@ def prepare(
                     "content": "Thank you for taking part. Press Send to store your ratings.",
                     "showResults": False,
                     "writeResults": True,
+                    # Without it a failed submission (server down, results/ not writable) looks like success.
+                    "showErrors": True,
                     "questionnaire": [{"type": "text", "label": "Assessor code", "name": "assessor"}],
                 },
             ],
@@ -538,7 +603,7 @@ def prepare(
         write_text_atomic(
             os.path.join(work, "configs", f"{test_id}.yaml"),
             "# webMUSHRA configuration written by bwe eval/listening_test.py prepare; see eval/README.md\n"
-            + yaml.safe_dump(config, sort_keys=False, allow_unicode=True, width=1000),
+            + webmushra_yaml(config),
         )
         key = {
             "format": KEY_FORMAT,
@@ -806,6 +871,263 @@ def analyze(results_csv: str, out_dir: str, key_path: str | None = None, assesso
 
 
 # --------------------------------------------------------------------------------------------
+# serve
+# --------------------------------------------------------------------------------------------
+
+# Where serve looks for webMUSHRA when --webmushra is not given, after $BWE_WEBMUSHRA: the
+# third-party folder beside or inside the checkout (shared/third_party/webMUSHRA).
+_REPO_DIR = os.path.dirname(_EVAL_DIR)
+WEBMUSHRA_CANDIDATES = (
+    os.path.join(_REPO_DIR, "shared", "third_party", "webMUSHRA"),
+    os.path.join(os.path.dirname(_REPO_DIR), "shared", "third_party", "webMUSHRA"),
+)
+# Files that make a folder a runnable webMUSHRA (the release layout: built lib/ included).
+WEBMUSHRA_FILES = ("index.html", "startup.js", os.path.join("service", "write.php"),
+                   os.path.join("lib", "webmushra", "pages", "MushraPage.js"))
+SERVER_FOLDER = "webmushra"
+SERVER_LOG = "php-server.log"
+ROUTER = "bwe_router.php"
+# PHP's built-in server passes every request through this router, written into the served copy
+# (webMUSHRA's own files stay as they are). It is there for webMUSHRA's service/write.php, written
+# for PHP 7.0 (its Dockerfile): after it has appended the MUSHRA ratings to mushra.csv it count()s a
+# Likert field of the first trial, null in a MUSHRA test, which PHP 8 turns into a TypeError, so
+# the request fails with HTTP 500 and the assessor is told the ratings were not stored although
+# they were (and may send them twice). The router catches that one error and logs it. It also keeps
+# results/ (every assessor's ratings) and itself away from the browsers.
+PHP_ROUTER = r"""<?php
+// Router for PHP's built-in server, written by bwe's eval/listening_test.py serve: see ROUTER there.
+$path = rawurldecode(parse_url($_SERVER['REQUEST_URI'], PHP_URL_PATH));
+if ($path === '/' . basename(__FILE__) || strpos($path, '/results') === 0 || strpos($path, '..') !== false) {
+    http_response_code(404);
+    return true;
+}
+if ($path === '/service/write.php') {
+    chdir(__DIR__ . '/service');
+    try {
+        require __DIR__ . '/service/write.php';
+    } catch (TypeError $e) {
+        if (basename($e->getFile()) !== 'write.php' || strpos($e->getMessage(), 'count()') !== 0) {
+            throw $e;
+        }
+        error_log('bwe router: ignored PHP 8 TypeError in write.php:' . $e->getLine() . ' after the ratings were written: '
+                  . $e->getMessage());
+    }
+    return true;
+}
+return false;
+"""
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running webMUSHRA: the URL assessors open and where their ratings land."""
+
+    url: str
+    root: str
+    results_csv: str
+    key: str
+    test_dir: str
+    process: subprocess.Popen
+
+
+def find_webmushra(path: str | None = None) -> str:
+    """The webMUSHRA folder to copy: ``path``, else $BWE_WEBMUSHRA, else shared/third_party/webMUSHRA.
+
+    Raises:
+        ListeningTestError: none of them is a webMUSHRA folder (the message says what to give).
+    """
+    if path is None:
+        path = os.environ.get("BWE_WEBMUSHRA")
+    candidates = [path] if path else list(WEBMUSHRA_CANDIDATES)
+    for candidate in candidates:
+        if all(os.path.isfile(os.path.join(candidate, f)) for f in WEBMUSHRA_FILES):
+            return os.path.abspath(candidate)
+    if path:
+        missing = [f for f in WEBMUSHRA_FILES if not os.path.isfile(os.path.join(path, f))]
+        raise ListeningTestError(
+            f"--webmushra {path}: not a webMUSHRA folder (missing {', '.join(missing)}); give the unpacked "
+            "release of https://github.com/audiolabs/webMUSHRA, which contains the built lib/"
+        )
+    raise ListeningTestError(
+        "webMUSHRA not found: give --webmushra DIR (or set BWE_WEBMUSHRA) with the unpacked release of "
+        f"https://github.com/audiolabs/webMUSHRA (looked in {', '.join(WEBMUSHRA_CANDIDATES)})"
+    )
+
+
+def read_key(test_dir: str, flag: str = "--test") -> dict:
+    """key.json of a folder written by ``prepare``, checked to be one."""
+    path = os.path.join(test_dir, "key.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            key = json.load(f)
+    except FileNotFoundError:
+        raise ListeningTestError(f"{flag} {test_dir}: no key.json; give the folder that prepare --out wrote") from None
+    except json.JSONDecodeError as e:
+        raise ListeningTestError(f"{flag} {path}: not valid JSON ({e})") from None
+    if not isinstance(key, dict) or key.get("format") != KEY_FORMAT:
+        raise ListeningTestError(f"{flag} {path}: not a key written by listening_test.py prepare")
+    return key
+
+
+def results_folder_name(test_id: str) -> str:
+    """The folder webMUSHRA's service/write.php writes a test's CSVs to: its sanitize() of the testId."""
+    return re.sub(r"-{2,}", "-", re.sub(r"[^\w\-]+", "-", test_id)).lower()
+
+
+def _copy_writable(source: str, target: str) -> None:
+    """Copy the folder ``source`` to the new folder ``target`` with plain (writable) modes.
+
+    A read-only source (a CI checkout, a package) would otherwise give a read-only copy, and
+    webMUSHRA could not create its results folder. Built beside ``target`` and renamed into place,
+    so an interrupted copy is never mistaken for a webMUSHRA to reuse.
+    """
+    work = staging_folder(target)
+    try:
+        shutil.copytree(source, work, dirs_exist_ok=True, copy_function=shutil.copyfile,
+                        ignore=shutil.ignore_patterns(".git", "node_modules"))
+        for folder, _, _ in os.walk(work):
+            give_plain_mode(folder, folder=True)
+        os.rename(work, target)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+
+
+def install_test(test_dir: str, webmushra: str | None = None, work: str | None = None) -> tuple[str, dict]:
+    """Make ``work`` (default ``test_dir/webmushra``) a webMUSHRA serving the test in ``test_dir``.
+
+    A new ``work`` gets a copy of webMUSHRA; an existing one (an earlier ``serve``) is reused, so
+    the ratings already in its results/ stay and new sessions are appended to them. The test's
+    YAML and audio are copied (again) into its configs/; key.json is not: it never goes where the
+    server can hand it out.
+
+    Returns:
+        ``(work, key)``.
+    """
+    key = read_key(test_dir)
+    test_id = key["test_id"]
+    config = os.path.join(test_dir, "configs", f"{test_id}.yaml")
+    audio = os.path.join(test_dir, "configs", "resources", "audio", test_id)
+    for path in (config, audio):
+        if not os.path.exists(path):
+            raise ListeningTestError(f"--test {test_dir}: {os.path.relpath(path, test_dir)} is missing; prepare it again")
+    work = os.path.abspath(work or os.path.join(test_dir, SERVER_FOLDER))
+    if os.path.exists(work):
+        if not all(os.path.isfile(os.path.join(work, f)) for f in WEBMUSHRA_FILES):
+            raise ListeningTestError(f"--work {work}: exists and is not a webMUSHRA folder; choose another")
+    else:
+        _copy_writable(find_webmushra(webmushra), work)
+    target_audio = os.path.join(work, "configs", "resources", "audio", test_id)
+    shutil.rmtree(target_audio, ignore_errors=True)
+    shutil.copytree(audio, target_audio, copy_function=shutil.copyfile)
+    shutil.copyfile(config, os.path.join(work, "configs", f"{test_id}.yaml"))
+    write_text_atomic(os.path.join(work, ROUTER), PHP_ROUTER)
+    return work, key
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def start_php(root: str, host: str, port: int, timeout_s: float = 10.0) -> subprocess.Popen:
+    """``php -S host:port`` serving ``root`` through its router, once it accepts connections; its log goes
+    to root/php-server.log.
+
+    Started in its own session, so Ctrl-C reaches only this script, which then stops it.
+
+    Raises:
+        ListeningTestError: no php, or it did not start (the port taken, ...; its last log line).
+    """
+    php = shutil.which("php")
+    if php is None:
+        raise ListeningTestError("php not found: webMUSHRA needs PHP's command line (Debian/Ubuntu: apt-get install php-cli)")
+    log_path = os.path.join(root, SERVER_LOG)
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen([php, "-S", f"{host}:{port}", "-t", root, os.path.join(root, ROUTER)], cwd=root, stdin=subprocess.DEVNULL,
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    connect_host = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+    deadline = time.monotonic() + timeout_s
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            with socket.create_connection((connect_host, port), timeout=0.5):
+                return process
+        except OSError:
+            time.sleep(0.05)
+    stop_php(process)
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+        last = ([line.strip() for line in f if line.strip()] or ["(no output)"])[-1]
+    raise ListeningTestError(f"php -S {host}:{port} did not start ({last}); is the port taken? choose one with --port")
+
+
+def stop_php(process: subprocess.Popen) -> None:
+    """Stop the server (SIGTERM, then SIGKILL after 5 s)."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def serving(test_dir: str, webmushra: str | None = None, port: int = 8000, host: str = "127.0.0.1",
+            work: str | None = None) -> Iterator[Server]:
+    """Install the test (:func:`install_test`), run PHP's built-in server on it, stop it on exit.
+
+    ``port`` 0 picks a free port. The ratings stay in ``Server.results_csv`` after the server stops.
+    """
+    root, key = install_test(test_dir, webmushra, work)
+    if port == 0:
+        port = _free_port(host)
+    process = start_php(root, host, port)
+    shown = socket.gethostname() if host in ("0.0.0.0", "::", "") else host
+    shown = f"[{shown}]" if ":" in shown else shown
+    try:
+        yield Server(
+            url=f"http://{shown}:{port}/?config={key['test_id']}.yaml",
+            root=root,
+            results_csv=os.path.join(root, "results", results_folder_name(key["test_id"]), "mushra.csv"),
+            key=os.path.join(os.path.abspath(test_dir), "key.json"),
+            test_dir=os.path.abspath(test_dir),
+            process=process,
+        )
+    finally:
+        stop_php(process)
+
+
+def count_sessions(results_csv: str) -> int:
+    """How many assessor sessions ``results_csv`` holds (0 if it does not exist yet)."""
+    try:
+        with open(results_csv, newline="", encoding="utf-8") as f:
+            return len({row.get("session_uuid") for row in csv.DictReader(f)})
+    except FileNotFoundError:
+        return 0
+
+
+def run_server(test_dir: str, webmushra: str | None, port: int, host: str, work: str | None) -> int:
+    """``serve``: print the URL, serve until Ctrl-C, then say where the ratings are and how to analyse them."""
+    with serving(test_dir, webmushra, port, host, work) as server:
+        print(f"webMUSHRA ({server.root}) serves {test_dir}:\n\n    {server.url}\n")
+        print("Open it in Chrome or Firefox, with headphones; share it with the assessors "
+              "(--host 0.0.0.0 to serve the local network). Ctrl-C stops the server.", flush=True)
+        try:
+            code = server.process.wait()
+        except KeyboardInterrupt:
+            code = None
+    report = os.path.join(test_dir, "results")
+    print(f"\n{count_sessions(server.results_csv)} session(s) in {server.results_csv}; analyse with:\n\n"
+          f"    python eval/listening_test.py analyze {server.results_csv} --key {server.key} --out {report}\n")
+    if code is not None:
+        print(f"error: php -S stopped by itself (exit status {code}); see {os.path.join(server.root, SERVER_LOG)}",
+              file=sys.stderr)
+        return 2
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
 # command line
 # --------------------------------------------------------------------------------------------
 
@@ -827,6 +1149,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--target-lufs", type=float, default=-23.0)
     p.add_argument("--test-id", default="bwe_mushra", help="webMUSHRA testId: names the config and the results folder")
     p.add_argument("--fixed-order", action="store_true", help="same trial order for every assessor (default: webMUSHRA shuffles per session)")
+    v = sub.add_parser("serve", help="serve a prepared test with webMUSHRA (PHP's built-in server) until Ctrl-C")
+    v.add_argument("--test", required=True, help="the folder prepare --out wrote")
+    v.add_argument("--webmushra", help="webMUSHRA folder to copy (default: $BWE_WEBMUSHRA, else shared/third_party/webMUSHRA)")
+    v.add_argument("--port", type=int, default=8000, help="port to serve on; 0 picks a free one (default %(default)s)")
+    v.add_argument("--host", default="127.0.0.1", help="address to serve on; 0.0.0.0 for the local network (default %(default)s)")
+    v.add_argument("--work", help=f"the webMUSHRA copy to serve and keep the results in, made or reused "
+                                  f"(default: TEST/{SERVER_FOLDER})")
     a = sub.add_parser("analyze", help="post-screen the ratings and write report.md")
     a.add_argument("results", help="webMUSHRA's results/<testId>/mushra.csv")
     a.add_argument("--out", required=True, help="folder for report.md, summary.json, ratings.png")
@@ -850,9 +1179,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             print(
                 f"{len(key['trials'])} trials x {len(key['systems']) + 3} conditions in {args.out}; "
-                f"copy {os.path.join(args.out, 'configs')}/* into webMUSHRA's configs/ and open "
-                f"?config={args.test_id}.yaml (keep {os.path.join(args.out, 'key.json')} private)"
+                f"serve them with: python eval/listening_test.py serve --test {args.out} "
+                f"(keep {os.path.join(args.out, 'key.json')} private)"
             )
+        elif args.command == "serve":
+            return run_server(args.test, args.webmushra, args.port, args.host, args.work)
         else:
             summary = analyze(args.results, args.out, args.key, args.assessor_column)
             print(
