@@ -339,6 +339,10 @@ def webmushra_yaml(value: dict) -> str:
     return "\n".join(_yaml_lines(value, 0)) + "\n"
 
 
+# Bare words a YAML 1.1 parser reads as bools or null: not allowed as (unquoted) keys.
+_YAML_WORDS = {"y", "n", "yes", "no", "on", "off", "true", "false", "null"}
+
+
 def _yaml_scalar(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -354,7 +358,7 @@ def _yaml_lines(value, indent: int) -> list[str]:
     lines = []
     if isinstance(value, dict):
         for key, item in value.items():
-            if not str(key).replace("_", "").isalnum():
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(key)) or str(key).lower() in _YAML_WORDS:
                 raise TypeError(f"webMUSHRA config: key {key!r} is not a plain name")
             if isinstance(item, (dict, list)):
                 lines.append(f"{pad}{key}:")
@@ -1031,6 +1035,14 @@ def _free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
+def find_php() -> str:
+    """The php executable, or a ListeningTestError naming the package to install."""
+    php = shutil.which("php")
+    if php is None:
+        raise ListeningTestError("php not found: webMUSHRA needs PHP's command line (Debian/Ubuntu: apt-get install php-cli)")
+    return php
+
+
 def start_php(root: str, host: str, port: int, timeout_s: float = 10.0) -> subprocess.Popen:
     """``php -S host:port`` serving ``root`` through its router, once it accepts connections; its log goes
     to root/php-server.log.
@@ -1040,9 +1052,7 @@ def start_php(root: str, host: str, port: int, timeout_s: float = 10.0) -> subpr
     Raises:
         ListeningTestError: no php, or it did not start (the port taken, ...; its last log line).
     """
-    php = shutil.which("php")
-    if php is None:
-        raise ListeningTestError("php not found: webMUSHRA needs PHP's command line (Debian/Ubuntu: apt-get install php-cli)")
+    php = find_php()
     log_path = os.path.join(root, SERVER_LOG)
     with open(log_path, "ab") as log:
         process = subprocess.Popen([php, "-S", f"{host}:{port}", "-t", root, os.path.join(root, ROUTER)], cwd=root, stdin=subprocess.DEVNULL,
@@ -1079,6 +1089,7 @@ def serving(test_dir: str, webmushra: str | None = None, port: int = 8000, host:
 
     ``port`` 0 picks a free port. The ratings stay in ``Server.results_csv`` after the server stops.
     """
+    find_php()  # before copying anything
     root, key = install_test(test_dir, webmushra, work)
     if port == 0:
         port = _free_port(host)

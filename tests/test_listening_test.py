@@ -6,7 +6,14 @@ import csv
 import hashlib
 import json
 import os
+import re
+import shutil
+import signal
+import subprocess
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
 
 import numpy as np
 import pyloudnorm
@@ -166,6 +173,48 @@ def test_prepare_writes_a_webmushra_config_with_our_anchors(prepared):
     assert sorted(sources) == ["spk1/long.wav", "spk1/mid.wav"]
     assert sources["spk1/long.wav"]["cut_at_pauses"] and 11.0 < sources["spk1/long.wav"]["start_s"] < 11.6
     assert "short.wav" not in {t["source"] for t in key["trials"].values()}
+
+
+def test_prepare_writes_yaml_that_webmushras_yaml_js_reads(prepared):
+    """Regression: PyYAML wrote the trial list as "- - random" (a list item that is a list, compact),
+    which webMUSHRA's yaml.js reads as one string: the page was rejected with "Type not specified."
+    and no trial could run. The browser test (test_listening_browser.py) runs the real parser."""
+    out, key = prepared
+    with open(os.path.join(out, "configs", f"{key['test_id']}.yaml"), encoding="utf-8") as f:
+        text = f.read()
+    assert not re.search(r"^ *- +-( |$)", text, re.M)  # no compact nested list anywhere
+    pages = re.search(r"^pages:\n((?:    .*\n)+)", text, re.M).group(1)
+    assert re.search(r'^    -\n        - "random"\n        - type: "mushra"\n', pages, re.M)
+    # Every string is double-quoted, so none can be read as a bool, a number or a comment.
+    for line in text.splitlines()[1:]:
+        value = line.split(": ", 1)[1] if ": " in line else line.strip()[2:] if line.strip().startswith("- ") else ""
+        assert value in ("", "true", "false") or value[0] == '"' or re.fullmatch(r"[0-9.]+", value), line
+    config = yaml.safe_load(text)
+    assert config["pages"][2][0] == "random" and [p["id"] for p in config["pages"][2][1:]] == sorted(key["trials"])
+    finish = config["pages"][-1]
+    # A failed submission (server down, results/ not writable) is shown to the assessor, not hidden.
+    assert finish["type"] == "finish" and finish["showErrors"] is True and finish["writeResults"] is True
+    for page in config["pages"][2][1:]:
+        assert "strict" not in page  # webMUSHRA's BS.1534 checks stay on
+        assert len(page["stimuli"]) <= lt.MAX_CONDITIONS - 1  # webMUSHRA's limit: 12 besides the reference
+        for rel in [page["reference"], *page["stimuli"].values()]:
+            assert rel.startswith("configs/resources/audio/") and os.path.isfile(os.path.join(out, rel))
+
+
+def test_webmushra_yaml_round_trips_awkward_values():
+    value = {
+        "text": 'He said "no": it\'s <b>fine</b> # not a comment',
+        "looks_like": ["true", "123", "null", "- x", "", "Zürich"],
+        "numbers": [0.5, 2048, -1],
+        "flags": {"shown": True, "hidden": False},
+        "nested": [["random", {"type": "mushra", "stimuli": {"C1": "a.wav"}}], [["deep"]]],
+    }
+    text = lt.webmushra_yaml(value)
+    assert yaml.safe_load(text) == value
+    assert not re.search(r"^ *- +-( |$)", text, re.M)
+    for bad in ({"x": None}, {"x": float("nan")}, {"x": []}, {"a b": 1}, {"on": 1}, {"1x": 1}):
+        with pytest.raises(TypeError, match="webMUSHRA config"):
+            lt.webmushra_yaml(bad)
 
 
 def test_prepare_blinds_the_conditions_and_the_key_tells_the_truth(prepared, corpus):
@@ -523,3 +572,135 @@ def test_prepare_with_an_exported_model(corpus, tmp_path):
     core = slice(RATE // 2, -RATE // 10)
     gain = 10 ** (entry["gain_db"]["tiny"] / 20)
     np.testing.assert_allclose(stimulus[core], gain * expected[core], atol=5e-4)
+
+
+# --------------------------------------------------------------------------------------------
+# serve (the browser run itself is tests/test_listening_browser.py)
+# --------------------------------------------------------------------------------------------
+
+# What webMUSHRA's service/write.php does on PHP 8: appends the ratings, then count()s a null field.
+FAKE_WRITE_PHP = r"""<?php
+$session = json_decode($_POST['sessionJSON']);
+$dir = "../results/" . strtolower($session->testId) . "/";
+if (!is_dir($dir)) { mkdir($dir); }
+$new = !is_file($dir . "mushra.csv");
+$fp = fopen($dir . "mushra.csv", "a");
+if ($new) { fputcsv($fp, array("session_test_id", "session_uuid", "trial_id", "rating_stimulus", "rating_score")); }
+fputcsv($fp, array($session->testId, $session->uuid, "trial_01", "reference", "100"));
+fclose($fp);
+$n = count($session->trials[0]->responses[0]->stimulusRating);
+"""
+
+
+def fake_webmushra(root) -> str:
+    """webMUSHRA's landmark files, read-only like the copy in a CI checkout."""
+    folder = os.path.join(root, "webMUSHRA")
+    for rel in lt.WEBMUSHRA_FILES:
+        os.makedirs(os.path.dirname(os.path.join(folder, rel)), exist_ok=True)
+        with open(os.path.join(folder, rel), "w", encoding="utf-8") as f:
+            f.write(FAKE_WRITE_PHP if rel.endswith("write.php") else "<html>webMUSHRA</html>\n" if rel == "index.html" else "\n")
+    os.makedirs(os.path.join(folder, "results"))
+    os.makedirs(os.path.join(folder, "configs"))
+    for d, _, names in os.walk(folder, topdown=False):
+        for name in names:
+            os.chmod(os.path.join(d, name), 0o444)
+        os.chmod(d, 0o555)
+    return folder
+
+
+def test_serve_installs_the_test_in_a_writable_copy_and_reuses_it(prepared, tmp_path):
+    out, key = prepared
+    source = fake_webmushra(tmp_path)
+    work, installed = lt.install_test(out, source, str(tmp_path / "server"))
+    assert installed == key and work == str(tmp_path / "server")
+    for d, _, _ in os.walk(work):
+        assert os.stat(d).st_mode & 0o200, d  # webMUSHRA must be able to create results/<testId>/
+    assert os.path.isfile(os.path.join(work, "index.html")) and os.path.isfile(os.path.join(work, lt.ROUTER))
+    served = os.path.join(work, "configs", "resources", "audio", key["test_id"])
+    assert sorted(os.listdir(served)) == sorted(key["trials"])
+    with open(os.path.join(work, "configs", f"{key['test_id']}.yaml"), "rb") as f, \
+            open(os.path.join(out, "configs", f"{key['test_id']}.yaml"), "rb") as g:
+        assert f.read() == g.read()
+    assert not any(name == "key.json" for _, _, names in os.walk(work) for name in names)
+    # A second serve reuses the copy: the ratings already there stay.
+    os.makedirs(os.path.join(work, "results", "bwe_mushra"))
+    with open(os.path.join(work, "results", "bwe_mushra", "mushra.csv"), "w") as f:
+        f.write("earlier sessions\n")
+    lt.install_test(out, str(tmp_path / "nowhere"), work)  # the source is not even looked at
+    with open(os.path.join(work, "results", "bwe_mushra", "mushra.csv")) as f:
+        assert f.read() == "earlier sessions\n"
+    (tmp_path / "other").mkdir()
+    with pytest.raises(lt.ListeningTestError, match="other: exists and is not a webMUSHRA folder"):
+        lt.install_test(out, source, str(tmp_path / "other"))
+
+
+def test_serve_errors_say_what_to_install_or_give(prepared, tmp_path, monkeypatch, capsys):
+    out, _ = prepared
+    monkeypatch.delenv("BWE_WEBMUSHRA", raising=False)
+    monkeypatch.setattr(lt, "WEBMUSHRA_CANDIDATES", (str(tmp_path / "none"),))
+    with pytest.raises(lt.ListeningTestError, match="webMUSHRA not found: give --webmushra DIR"):
+        lt.find_webmushra()
+    with pytest.raises(lt.ListeningTestError, match=r"--webmushra .*: not a webMUSHRA folder \(missing index.html"):
+        lt.find_webmushra(str(tmp_path))
+    monkeypatch.setenv("BWE_WEBMUSHRA", fake_webmushra(tmp_path))
+    assert lt.find_webmushra() == str(tmp_path / "webMUSHRA")
+    with pytest.raises(lt.ListeningTestError, match="no key.json; give the folder that prepare --out wrote"):
+        lt.install_test(str(tmp_path))
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    args = ["serve", "--test", out, "--work", str(tmp_path / "server"), "--port", "0"]
+    assert lt.main(args) == 2
+    assert "php not found: webMUSHRA needs PHP's command line (Debian/Ubuntu: apt-get install php-cli)" in capsys.readouterr().err
+    assert not (tmp_path / "server").exists()  # checked before anything is copied
+    assert lt.results_folder_name("My_Test-1") == "my_test-1"  # write.php's sanitize()
+
+
+@pytest.mark.skipif(shutil.which("php") is None, reason="needs php (Debian: apt-get install php-cli)")
+def test_serve_runs_php_until_ctrl_c_and_says_where_the_ratings_are(prepared, tmp_path):
+    out, key = prepared
+    test_dir = str(tmp_path / "test")
+    shutil.copytree(out, test_dir)
+    command = [sys.executable, os.path.join(os.path.dirname(lt.__file__), "listening_test.py"), "serve",
+               "--test", test_dir, "--webmushra", fake_webmushra(tmp_path), "--port", "0"]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        while not any("/?config=" in line for line in lines):
+            lines.append(server.stdout.readline())
+            assert lines[-1], "serve exited early:\n" + "".join(lines)
+        url = next(line.strip() for line in lines if "/?config=" in line)
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/\?config=bwe_mushra\.yaml", url)
+        base = url.split("/?")[0]
+
+        def get(path):
+            try:
+                with urllib.request.urlopen(base + path, timeout=10) as response:
+                    return response.status, response.read()
+            except urllib.error.HTTPError as e:
+                return e.code, b""
+
+        assert get("/?config=bwe_mushra.yaml") == (200, b"<html>webMUSHRA</html>\n")
+        assert get("/configs/bwe_mushra.yaml")[0] == 200
+        assert get("/configs/resources/audio/bwe_mushra/trial_01/reference.wav")[0] == 200
+        for hidden in ("/key.json", "/../key.json", "/%2e%2e/key.json", "/results/results_will_be_added_here.txt",
+                       f"/{lt.ROUTER}"):
+            assert get(hidden)[0] == 404, hidden
+        session = {"testId": "bwe_mushra", "uuid": "u-1", "trials": [{"type": "mushra", "id": "trial_01",
+                                                                          "responses": [{"stimulus": "reference"}]}]}
+        body = urllib.parse.urlencode({"sessionJSON": json.dumps(session)}).encode()
+        with urllib.request.urlopen(base + "/service/write.php", data=body, timeout=10) as response:
+            # webMUSHRA's DataSender reports a failure unless the answer is 200 and empty.
+            assert (response.status, response.read()) == (200, b"")
+        server.send_signal(signal.SIGINT)
+        rest, _ = server.communicate(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()
+    assert server.returncode == 0, rest
+    results = os.path.join(test_dir, "webmushra", "results", "bwe_mushra", "mushra.csv")
+    assert f"1 session(s) in {results}" in rest
+    assert f"analyze {results} --key {os.path.join(test_dir, 'key.json')} --out {os.path.join(test_dir, 'results')}" in rest
+    with open(results, encoding="utf-8") as f:
+        assert f.read().splitlines()[1] == "bwe_mushra,u-1,trial_01,reference,100"
+    with open(os.path.join(test_dir, "webmushra", lt.SERVER_LOG), encoding="utf-8") as f:
+        assert "ignored PHP 8 TypeError in write.php" in f.read()
