@@ -207,13 +207,23 @@ def rate_mushra_page(driver, key: dict, trial_index: int) -> tuple[str, dict[str
     return trial, entered
 
 
-def run_assessor(driver, url: str, key: dict) -> dict[str, dict[str, int]]:
+def not_found(server_log: str) -> list[str]:
+    """The paths PHP's server answered 404 (a config naming files that are not there)."""
+    with open(server_log, encoding="utf-8", errors="replace") as f:
+        return [line.split("[404]: ", 1)[1].split(" - ")[0] for line in f if "[404]: " in line]
+
+
+def run_assessor(driver, server: lt.Server, key: dict) -> dict[str, dict[str, int]]:
     """Go through the whole test in the browser; the scores entered, {trial: {stimulus: score}}."""
     from selenium.webdriver.common.by import By
 
-    driver.get(url)
-    wait_for(driver, "typeof pageManager !== 'undefined' && pageManager !== null && pageManager.getPageIndex() >= 0",
-             "webMUSHRA to load the config and the audio")
+    driver.get(server.url)
+    try:
+        wait_for(driver, "typeof pageManager !== 'undefined' && pageManager !== null && pageManager.getPageIndex() >= 0",
+                 "webMUSHRA to load the config and the audio")
+    except AssertionError as e:
+        missing = not_found(os.path.join(server.root, lt.SERVER_LOG))
+        raise AssertionError(f"{e}; not found on the server: {missing[:5] or 'nothing'}") from None
     errors = driver.execute_script("return errorHandler.getErrors();")
     assert errors == [], f"webMUSHRA rejected the configuration: {errors}"
     pages = driver.execute_script("return pageManager.getNumPages();")
@@ -258,7 +268,7 @@ def test_an_assessor_runs_the_whole_test_in_chromium_and_analyze_unblinds_the_sc
         assert not os.path.exists(server.results_csv)
         driver = start_chromium(tools)
         try:
-            entered = run_assessor(driver, server.url, key)
+            entered = run_assessor(driver, server, key)
         except BaseException:
             driver.save_screenshot(os.path.join(ARTIFACTS, "failure.png"))
             raise
