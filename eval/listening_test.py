@@ -1055,20 +1055,26 @@ def start_php(root: str, host: str, port: int, timeout_s: float = 10.0) -> subpr
     php = find_php()
     log_path = os.path.join(root, SERVER_LOG)
     with open(log_path, "ab") as log:
-        process = subprocess.Popen([php, "-S", f"{host}:{port}", "-t", root, os.path.join(root, ROUTER)], cwd=root, stdin=subprocess.DEVNULL,
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    connect_host = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+        start = log.tell()
+        process = subprocess.Popen([php, "-S", f"{host}:{port}", "-t", root, os.path.join(root, ROUTER)],
+                                   cwd=root, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
     deadline = time.monotonic() + timeout_s
+    # Ready when php says so: a connection alone could reach another program that holds the port.
     while process.poll() is None and time.monotonic() < deadline:
-        try:
-            with socket.create_connection((connect_host, port), timeout=0.5):
-                return process
-        except OSError:
-            time.sleep(0.05)
+        if "Development Server" in _read_from(log_path, start):
+            return process
+        time.sleep(0.05)
     stop_php(process)
-    with open(log_path, encoding="utf-8", errors="replace") as f:
-        last = ([line.strip() for line in f if line.strip()] or ["(no output)"])[-1]
-    raise ListeningTestError(f"php -S {host}:{port} did not start ({last}); is the port taken? choose one with --port")
+    lines = [line.strip() for line in _read_from(log_path, start).splitlines() if line.strip()]
+    raise ListeningTestError(f"php -S {host}:{port} did not start ({lines[-1] if lines else 'no output'}); "
+                             "if the port is taken, choose another with --port")
+
+
+def _read_from(path: str, offset: int) -> str:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read().decode("utf-8", errors="replace")
 
 
 def stop_php(process: subprocess.Popen) -> None:

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import urllib.error
@@ -704,3 +705,15 @@ def test_serve_runs_php_until_ctrl_c_and_says_where_the_ratings_are(prepared, tm
         assert f.read().splitlines()[1] == "bwe_mushra,u-1,trial_01,reference,100"
     with open(os.path.join(test_dir, "webmushra", lt.SERVER_LOG), encoding="utf-8") as f:
         assert "ignored PHP 8 TypeError in write.php" in f.read()
+
+
+@pytest.mark.skipif(shutil.which("php") is None, reason="needs php (Debian: apt-get install php-cli)")
+def test_serve_refuses_a_port_another_program_holds(prepared, tmp_path):
+    out, _ = prepared
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        with pytest.raises(lt.ListeningTestError, match=f"php -S 127.0.0.1:{port} did not start .*Address already in use.*--port"):
+            with lt.serving(out, fake_webmushra(tmp_path), port=port, work=str(tmp_path / "server")):
+                pass
