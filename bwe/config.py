@@ -11,6 +11,7 @@ This module imports no TensorFlow: `bwe-export --recipe` and the inference tools
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import types
@@ -25,6 +26,88 @@ from bwe.files import replacing
 
 class RecipeError(ValueError):
     """A recipe key is unknown, missing or of the wrong type. The message names the key path."""
+
+
+INPUT_RATE = 8000
+OUTPUT_RATE = 16000
+UPSAMPLE_FACTOR = OUTPUT_RATE // INPUT_RATE
+FRAME_INPUT_SAMPLES = 128  # 16 ms at 8 kHz: the streaming frame
+FRAME_OUTPUT_SAMPLES = FRAME_INPUT_SAMPLES * UPSAMPLE_FACTOR
+
+
+class ModelConfigError(RecipeError):
+    """A model configuration that cannot be built; the message names the offending field."""
+
+
+def total_stride(cfg: ModelConfig) -> int:
+    """Downsampling factor of the encoder at 16 kHz (16 kHz samples per bottleneck step)."""
+    return math.prod(cfg.strides)
+
+
+def validate_model_config(cfg: ModelConfig) -> None:
+    """Raise ModelConfigError naming the field if ``cfg`` cannot be built."""
+    def positive(name, value):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ModelConfigError(f"model.{name}: must be a positive integer, got {value!r}")
+
+    for name in ("channels", "max_channels", "kernel_size", "residual_kernel_size", "last_kernel_size",
+                 "upsampler_taps"):
+        positive(name, getattr(cfg, name))
+    if not cfg.strides:
+        raise ModelConfigError("model.strides: at least one downsampling block is needed")
+    for i, s in enumerate(cfg.strides):
+        positive(f"strides[{i}]", s)
+    if not cfg.dilations:
+        raise ModelConfigError("model.dilations: at least one residual unit per block is needed")
+    for i, d in enumerate(cfg.dilations):
+        positive(f"dilations[{i}]", d)
+    if cfg.max_channels < cfg.channels:
+        raise ModelConfigError(f"model.max_channels ({cfg.max_channels}) is below model.channels ({cfg.channels})")
+    if cfg.upsampler_taps % 2 == 0 or cfg.upsampler_taps < 3:
+        raise ModelConfigError(
+            f"model.upsampler_taps: must be odd and >= 3 so the interpolator's group delay is a whole number of "
+            f"16 kHz samples, got {cfg.upsampler_taps}")
+    if cfg.pad_mode not in ("constant", "reflect"):
+        raise ModelConfigError(f"model.pad_mode: must be 'constant' or 'reflect', got {cfg.pad_mode!r}")
+    if cfg.causal and cfg.pad_mode != "constant":
+        raise ModelConfigError(
+            "model.pad_mode: reflect padding reads the signal's future and cannot stream; a causal model pads "
+            "with zeros (set pad_mode: constant, or causal: false for an offline-only model)")
+    if isinstance(cfg.envelope_bands, bool) or not isinstance(cfg.envelope_bands, int) or cfg.envelope_bands < 0:
+        raise ModelConfigError(f"model.envelope_bands: must be an integer >= 0 (0 = no envelope head), got "
+                               f"{cfg.envelope_bands!r}")
+    if cfg.envelope_bands:
+        positive("envelope_channels", cfg.envelope_channels)
+        positive("envelope_crossfade", cfg.envelope_crossfade)
+        if not cfg.envelope_dilations:
+            raise ModelConfigError("model.envelope_dilations: the envelope head needs at least one conv")
+        for i, d in enumerate(cfg.envelope_dilations):
+            positive(f"envelope_dilations[{i}]", d)
+        positive("envelope_filter_taps", cfg.envelope_filter_taps)
+        positive("envelope_frame", cfg.envelope_frame)
+        if cfg.envelope_frame % UPSAMPLE_FACTOR or total_stride(cfg) % cfg.envelope_frame:
+            raise ModelConfigError(f"model.envelope_frame: must be even and divide the total stride "
+                                   f"{total_stride(cfg)}, got {cfg.envelope_frame}")
+        lookahead = cfg.envelope_lookahead_frames
+        if isinstance(lookahead, bool) or not isinstance(lookahead, int) or lookahead < 0:
+            raise ModelConfigError(f"model.envelope_lookahead_frames: must be an integer >= 0, got {lookahead!r}")
+        if cfg.envelope_crossfade > cfg.envelope_frame:
+            raise ModelConfigError(f"model.envelope_crossfade: at most one envelope frame "
+                                   f"({cfg.envelope_frame}), got {cfg.envelope_crossfade}")
+        if cfg.envelope_filter_taps % 2 == 0:
+            raise ModelConfigError(f"model.envelope_filter_taps: must be odd (a whole-sample delay), got "
+                                   f"{cfg.envelope_filter_taps}")
+        if not cfg.highband_residual:
+            raise ModelConfigError("model.envelope_bands: the envelope head splits the generated band, which needs "
+                                   "model.highband_residual: true")
+        if total_stride(cfg) % UPSAMPLE_FACTOR:
+            raise ModelConfigError(f"model.envelope_bands: the envelope head's frame is the total stride, which must "
+                                   f"be even to be a whole number of input samples (strides {cfg.strides})")
+    hop = total_stride(cfg)
+    if cfg.causal and FRAME_OUTPUT_SAMPLES % hop:
+        raise ModelConfigError(
+            f"model.strides: the product of the strides ({hop}) must divide the {FRAME_OUTPUT_SAMPLES}-sample "
+            f"(16 ms) output frame of the causal model, e.g. [2, 2, 8, 8]")
 
 
 @dataclass
@@ -68,6 +151,9 @@ class ModelConfig:
     # model's look-ahead; 0 for the 16 ms streaming model).
     envelope_lookahead_frames: int = 0
     envelope_crossfade: int = 256
+
+    def __post_init__(self) -> None:
+        validate_model_config(self)
 
 
 def _check_choice(path: str, value: str, choices: tuple[str, ...]) -> None:
