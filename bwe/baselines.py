@@ -30,10 +30,9 @@ import numpy as np
 import scipy.ndimage
 import scipy.signal
 
+from bwe.config import INPUT_RATE, OUTPUT_RATE
 from bwe.data.audio import resample
 
-NARROWBAND_RATE = 8000
-WIDEBAND_RATE = 16000
 
 STFT_SIZE = 512
 STFT_HOP = 128
@@ -62,7 +61,7 @@ def _check_narrowband(x8k: np.ndarray) -> np.ndarray:
 
 def sinc(x8k: np.ndarray) -> np.ndarray:
     """soxr VHQ upsampling: float32 [n] at 8 kHz -> float32 [2n] at 16 kHz, time-aligned."""
-    return resample(_check_narrowband(x8k), NARROWBAND_RATE, WIDEBAND_RATE)
+    return resample(_check_narrowband(x8k), INPUT_RATE, OUTPUT_RATE)
 
 
 def _translated_excitation(spectrum: np.ndarray, freqs: np.ndarray) -> np.ndarray:
@@ -92,7 +91,7 @@ def folding(
     if n_out < STFT_SIZE:
         return base  # too short for one analysis frame; there is no envelope to follow
     freqs, _, spectrum = scipy.signal.stft(
-        base, WIDEBAND_RATE, window="hann", nperseg=STFT_SIZE, noverlap=STFT_SIZE - STFT_HOP
+        base, OUTPUT_RATE, window="hann", nperseg=STFT_SIZE, noverlap=STFT_SIZE - STFT_HOP
     )
     bin_hz = freqs[1]
     excitation = _translated_excitation(spectrum, freqs)
@@ -111,7 +110,7 @@ def folding(
     gain = np.sqrt(level)[None, :] * (10.0 ** (shape_db / 20.0))[:, None]
 
     _, high_band = scipy.signal.istft(
-        whitened * gain, WIDEBAND_RATE, window="hann", nperseg=STFT_SIZE, noverlap=STFT_SIZE - STFT_HOP
+        whitened * gain, OUTPUT_RATE, window="hann", nperseg=STFT_SIZE, noverlap=STFT_SIZE - STFT_HOP
     )
     return (base + high_band[:n_out].astype(np.float32)).astype(np.float32)
 

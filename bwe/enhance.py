@@ -27,6 +27,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from bwe.config import INPUT_RATE, OUTPUT_RATE
 from bwe.data.audio import (
     AUDIO_EXTENSIONS,
     AudioError,
@@ -37,8 +38,6 @@ from bwe.data.audio import (
 )
 from bwe.files import replacing
 
-MODEL_RATE_IN = 8000
-MODEL_RATE_OUT = 16000
 READ_BLOCK_SECONDS = 10.0
 # A file whose energy above 4 kHz is more than this fraction of its total is already wideband.
 # Speech has little energy up there: in the real-speech corpus' wideband files the median fraction
@@ -72,17 +71,17 @@ def load_model(model_dir: str | None, int8: bool = False, threads: int = 1, stre
     except ModelError as e:
         raise EnhanceError(str(e)) from None
     meta = model.metadata
-    if meta.get("input_rate") != MODEL_RATE_IN or meta.get("output_rate") != MODEL_RATE_OUT:
+    if meta.get("input_rate") != INPUT_RATE or meta.get("output_rate") != OUTPUT_RATE:
         raise EnhanceError(
             f"{model_dir}: model metadata says {meta.get('input_rate')} Hz -> {meta.get('output_rate')} Hz;"
-            f" bwe-enhance needs {MODEL_RATE_IN} Hz -> {MODEL_RATE_OUT} Hz"
+            f" bwe-enhance needs {INPUT_RATE} Hz -> {OUTPUT_RATE} Hz"
         )
     return model
 
 
 def _wideband_ratio(block: np.ndarray, rate: int) -> tuple[float, float]:
     """(energy above 4 kHz, total energy) of a mono block at `rate`."""
-    if rate <= MODEL_RATE_IN or len(block) < 2:
+    if rate <= INPUT_RATE or len(block) < 2:
         return 0.0, float(np.sum(block.astype(np.float64) ** 2))
     power = np.abs(np.fft.rfft(block.astype(np.float64))) ** 2
     freqs = np.fft.rfftfreq(len(block), 1.0 / rate)
@@ -96,14 +95,14 @@ def enhance_file(model, in_path: str, out_path: str, subtype: str = "PCM_16", st
     source = open_audio(in_path)
     with source, replacing(out_path, suffix=os.path.splitext(out_path)[1] or ".wav") as tmp_path:
         rate = source.samplerate
-        total_output = int(round(source.frames * MODEL_RATE_OUT / rate))
-        resampler = None if rate == MODEL_RATE_IN else soxr.ResampleStream(
-            rate, MODEL_RATE_IN, 1, dtype="float32", quality="VHQ")
+        total_output = int(round(source.frames * OUTPUT_RATE / rate))
+        resampler = None if rate == INPUT_RATE else soxr.ResampleStream(
+            rate, INPUT_RATE, 1, dtype="float32", quality="VHQ")
         stream = model.aligned(streaming)
         high = total = 0.0
         produced = 0
         block_frames = max(int(READ_BLOCK_SECONDS * rate), 1)
-        with sf.SoundFile(tmp_path, "w", MODEL_RATE_OUT, 1, subtype=subtype,
+        with sf.SoundFile(tmp_path, "w", OUTPUT_RATE, 1, subtype=subtype,
                           format=out_format) as sink:
             read = 0
             while read < source.frames:

@@ -32,11 +32,11 @@ import scipy.signal
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from bwe.config import OUTPUT_RATE as RATE
 from bwe.data.audio import AudioError  # noqa: E402
 from evaluate import EvaluationError, load_systems, run_system  # noqa: E402
 from pesq_headroom import add_test_set_arguments, aligned_to_reference, band_level_errors_db, chosen_examples  # noqa: E402
 
-RATE = 16000
 WELCH_SIZE = 512
 NORMALISE_HZ = (500.0, 3000.0)
 HIGH_HZ = (4500.0, 7000.0)

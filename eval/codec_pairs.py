@@ -38,6 +38,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bwe.config import OUTPUT_RATE as RATE
+from bwe.config import INPUT_RATE
 from bwe.data.audio import AudioError, list_audio_files, load_audio, save_audio  # noqa: E402
 from bwe.data.degrade import evaluation_degradation, telephone_degradation  # noqa: E402
 from bwe.files import staging_folder  # noqa: E402
@@ -45,8 +47,6 @@ from bwe.files import staging_folder  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from evaluate import EvaluationError, check_new_folder  # noqa: E402
 
-RATE = 16000
-NARROW_RATE = 8000
 FULL_SCALE = 32767 / 32768  # the largest 16-bit sample
 CHANNELS = {"lowpass": evaluation_degradation, "telephone": telephone_degradation}
 PCM = "pcm"  # no codec: the channel's output as 16-bit PCM
@@ -84,14 +84,14 @@ def codec_round_trip(narrowband: np.ndarray, codec: str, work_dir: str) -> np.nd
         return np.round(np.asarray(narrowband, np.float64) * 32768).clip(-32768, 32767).astype(np.float32) / 32768
     encoder, stream_format, _ = CODECS[codec]
     pcm, coded, decoded = (os.path.join(work_dir, name) for name in ("pcm.wav", "coded.bin", "decoded.wav"))
-    save_audio(pcm, narrowband, NARROW_RATE, subtype="PCM_16")
+    save_audio(pcm, narrowband, INPUT_RATE, subtype="PCM_16")
     _ffmpeg(["-i", pcm, *encoder, "-f", stream_format, coded], f"{codec} encoder")
     # A raw GSM stream carries no header: its rate and channels are given.
-    raw = ["-ar", str(NARROW_RATE), "-ac", "1"] if stream_format == "gsm" else []
+    raw = ["-ar", str(INPUT_RATE), "-ac", "1"] if stream_format == "gsm" else []
     _ffmpeg(["-f", stream_format, *raw, "-i", coded, "-c:a", "pcm_s16le", decoded], f"{codec} decoder")
     y, rate = load_audio(decoded)
-    if rate != NARROW_RATE:
-        raise CodecPairsError(f"{codec}: the decoder gave {rate} Hz, expected {NARROW_RATE}")
+    if rate != INPUT_RATE:
+        raise CodecPairsError(f"{codec}: the decoder gave {rate} Hz, expected {INPUT_RATE}")
     return y
 
 
@@ -134,7 +134,7 @@ def build_pairs(out_dir: str, codec: str, reference_dirs: Sequence[str], channel
             scale = min(1.0, FULL_SCALE / max(float(np.max(np.abs(narrowband))), 1e-12))
             reference, narrowband = reference * scale, narrowband * scale
             decoded = codec_round_trip(narrowband, codec, scratch)
-            for side, audio, rate, subtype in (("wb", reference, RATE, "FLOAT"), ("nb", decoded, NARROW_RATE, "PCM_16")):
+            for side, audio, rate, subtype in (("wb", reference, RATE, "FLOAT"), ("nb", decoded, INPUT_RATE, "PCM_16")):
                 target = os.path.join(work, side, rel)
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 save_audio(target, audio, rate, subtype=subtype)

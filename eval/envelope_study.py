@@ -38,7 +38,7 @@ import numpy as np
 from bwe.config import load_recipe
 from bwe.data.audio import effective_bandwidth_hz, list_audio_files, load_audio, spread_indices
 from bwe.data.degrade import (
-    WIDEBAND_RATE,
+    OUTPUT_RATE,
     evaluation_degradation,
     make_training_pair,
     telephone_degradation,
@@ -58,11 +58,11 @@ def levelled_files(folder: str, limit: int, cfg_data) -> list[tuple[str, np.ndar
     chosen = [files[i] for i in spread_indices(len(files), min(limit * 2, len(files)))]
     out = []
     for path in chosen:
-        x, _ = load_audio(path, WIDEBAND_RATE)
+        x, _ = load_audio(path, OUTPUT_RATE)
         gain = loudness_gain_db(x, cfg_data.loudness_lufs)
-        if gain is None or len(x) < WIDEBAND_RATE // 2:
+        if gain is None or len(x) < OUTPUT_RATE // 2:
             continue
-        if cfg_data.min_bandwidth_hz and effective_bandwidth_hz(x, WIDEBAND_RATE) < cfg_data.min_bandwidth_hz:
+        if cfg_data.min_bandwidth_hz and effective_bandwidth_hz(x, OUTPUT_RATE) < cfg_data.min_bandwidth_hz:
             continue
         out.append((path, (x * 10 ** (gain / 20)).astype(np.float32)))
         if len(out) == limit:

@@ -64,6 +64,7 @@ if _EVAL_DIR not in sys.path:
     # eval/ is a folder of scripts, not a package: stats.py and plots.py are found beside this file.
     sys.path.insert(1, _EVAL_DIR)
 
+from bwe.config import INPUT_RATE, OUTPUT_RATE  # noqa: E402
 from bwe.baselines import BASELINES, sinc  # noqa: E402
 from bwe.data.audio import AudioError, list_audio_files, load_audio, spread_indices  # noqa: E402
 from bwe.data.degrade import EVAL_CUTOFF_HZ, EVAL_FILTER_ORDER, EVAL_RIPPLE_DB, evaluation_degradation  # noqa: E402
@@ -71,8 +72,6 @@ from bwe.files import write_text_atomic  # noqa: E402
 from bwe.metrics import LSD_N_FFT, estimate_delay, import_visqol, lsd_all, pesq_wb, visqol_speech  # noqa: E402
 from stats import mean_ci95, nan_to_none  # noqa: E402
 
-WIDEBAND_RATE = 16000
-NARROWBAND_RATE = 8000
 UNSCORABLE = "unscorable"
 CSV_COLUMNS = ("file", "model", "lsd", "lsd_lf", "lsd_hf", "pesq_wb", "set", "delay", "offset")
 METRICS = ("lsd", "lsd_lf", "lsd_hf", "pesq_wb")
@@ -251,7 +250,7 @@ def evaluate_files(
     keep = panel_indices(len(files), spectrograms)
     for index, path in enumerate(tqdm(files, desc="evaluating", unit="file", disable=not progress, file=sys.stderr)):
         name = os.path.relpath(path, root)
-        reference, _ = load_audio(path, target_rate=WIDEBAND_RATE)
+        reference, _ = load_audio(path, target_rate=OUTPUT_RATE)
         if reference.shape[0] <= LSD_N_FFT // 2:
             result.skipped.append(name)
             continue
@@ -320,8 +319,8 @@ def evaluate_real_pairs(
     for index, (narrow_path, wide_path) in enumerate(
             tqdm(pairs, desc="pairs", unit="pair", disable=not progress, file=sys.stderr)):
         name = os.path.relpath(wide_path, wb_dir)
-        narrowband, _ = load_audio(narrow_path, target_rate=NARROWBAND_RATE)
-        wideband, _ = load_audio(wide_path, target_rate=WIDEBAND_RATE)
+        narrowband, _ = load_audio(narrow_path, target_rate=INPUT_RATE)
+        wideband, _ = load_audio(wide_path, target_rate=OUTPUT_RATE)
         upsampled = sinc(narrowband)
         offset = estimate_delay(wideband, upsampled, max_offset)
         reference, _ = shift(wideband, upsampled, offset)
@@ -541,7 +540,7 @@ def make_figures(result: SetResult, out: str) -> dict[str, str]:
         figures[metric] = rel
     for name, signals in result.panels.items():
         rel = f"figures/{result.name}_spectrogram_{_safe_name(os.path.splitext(name)[0])}.png"
-        spectrogram_panels(signals, WIDEBAND_RATE, os.path.join(out, rel), title=name)
+        spectrogram_panels(signals, OUTPUT_RATE, os.path.join(out, rel), title=name)
         figures[f"spec:{name}"] = rel
     return figures
 
@@ -634,7 +633,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise EvaluationError(f"--data {args.data}: every file was too short to score")
             results.append((result, args.data, len(files) - len(result.skipped)))
         if args.pairs is not None:
-            max_offset = int(round(args.max_offset_ms * WIDEBAND_RATE / 1000.0))
+            max_offset = int(round(args.max_offset_ms * OUTPUT_RATE / 1000.0))
             result = evaluate_real_pairs(
                 *args.pairs, systems, max_offset, limit=args.limit, progress=progress, spectrograms=spectrograms,
                 visqol=args.visqol,

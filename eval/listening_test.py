@@ -74,11 +74,11 @@ if _EVAL_DIR not in sys.path:
     # eval/ is a folder of scripts, not a package: plots.py is found beside this file.
     sys.path.insert(1, _EVAL_DIR)
 
+from bwe.config import OUTPUT_RATE as RATE  # noqa: E402
 from bwe.data.audio import AudioError, list_audio_files, load_audio, save_audio  # noqa: E402
 from bwe.files import give_plain_mode, staging_folder, write_text_atomic  # noqa: E402
 from stats import holm, mean_ci95, nan_to_none  # noqa: E402
 
-RATE = 16000
 HIDDEN_REFERENCE = "hidden_reference"
 NARROWBAND_ANCHOR = "anchor_narrowband"
 LOWPASS_ANCHOR = "anchor_lp35"

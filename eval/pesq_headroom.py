@@ -48,6 +48,7 @@ import scipy.signal
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from bwe.config import OUTPUT_RATE as RATE
 from bwe.baselines import sinc  # noqa: E402
 from bwe.data.audio import AudioError, list_audio_files, load_audio, spread_indices  # noqa: E402
 from bwe.data.degrade import evaluation_degradation  # noqa: E402
@@ -56,7 +57,6 @@ from evaluate import (  # noqa: E402
     DEFAULT_MAX_OFFSET_MS, METRIC_LABELS, EvaluationError, load_system, paired_stems, shift,
 )
 
-RATE = 16000
 N_FFT = 512
 HOP = 128
 SPLIT_HZ = 4000.0

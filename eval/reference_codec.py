@@ -43,6 +43,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from bwe.config import OUTPUT_RATE as RATE
 from bwe.data.audio import AudioError, as_signal  # noqa: E402
 from bwe.metrics import LSD_N_FFT, lsd_level_shape  # noqa: E402
 from evaluate import (  # noqa: E402
@@ -52,7 +53,6 @@ from pesq_headroom import (  # noqa: E402
     Example, add_test_set_arguments, aligned_to_reference, band_level_errors_db, chosen_examples,
 )
 
-RATE = 16000
 BIT_RATE = 64000  # G.722 mode 1: 48 kbit/s for 0-4 kHz, 16 kbit/s (2 bits a sample) for 4-8 kHz
 # The decoded signal lags the input by the two QMF banks' delay; tests/test_reference_codec.py
 # measures it on speech by cross-correlation.

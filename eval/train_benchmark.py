@@ -22,9 +22,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from bwe.config import OUTPUT_RATE
 from bwe.config import load_recipe  # noqa: E402
 
-WIDEBAND_RATE = 16000
 
 
 def _timed(trainer, batch, step: int, n: int) -> float:
@@ -50,7 +50,7 @@ def benchmark(path: str, steps: int, overrides: list[str], warmup_only: bool) ->
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = Trainer(recipe, run_dir)
         data = (tf.constant(narrowband), tf.constant(wideband))
-        result = {"recipe": os.path.basename(path), "batch": batch, "segment_s": segment / WIDEBAND_RATE,
+        result = {"recipe": os.path.basename(path), "batch": batch, "segment_s": segment / OUTPUT_RATE,
                   "generator_params": trainer.generator.count_params(),
                   "discriminator_params": trainer.discriminators.count_params(),
                   "warmup": _timed(trainer, data, 0, steps)}

@@ -42,10 +42,9 @@ from typing import Any
 import numpy as np
 import scipy.signal
 
+from bwe.config import INPUT_RATE, OUTPUT_RATE
 from bwe.data.audio import as_signal, resample
 
-WIDEBAND_RATE = 16000
-NARROWBAND_RATE = 8000
 
 LOWPASS_FAMILIES = ("butterworth", "chebyshev1", "elliptic", "fir")
 FIR_WINDOWS = ("hamming", "hann", "blackman", "kaiser")
@@ -107,7 +106,7 @@ def apply_lowpass(x16k: np.ndarray, params: dict[str, Any]) -> np.ndarray:
     Returns float64 [n] at 16 kHz.
     """
     x = as_signal(x16k, "x16k")
-    family, cutoff, fs = params["family"], params["cutoff_hz"], WIDEBAND_RATE
+    family, cutoff, fs = params["family"], params["cutoff_hz"], OUTPUT_RATE
     if family == "butterworth":
         sos = scipy.signal.butter(params["order"], cutoff, fs=fs, output="sos")
     elif family == "chebyshev1":
@@ -197,9 +196,9 @@ def simulate_narrowband(
 
     band = apply_lowpass(x, params)
     if highpass_hz is not None:
-        band = _sosfiltfilt(scipy.signal.butter(highpass_order, highpass_hz, "highpass", fs=WIDEBAND_RATE,
+        band = _sosfiltfilt(scipy.signal.butter(highpass_order, highpass_hz, "highpass", fs=OUTPUT_RATE,
                                                 output="sos"), band)
-    x8k = resample(band.astype(np.float32), WIDEBAND_RATE, NARROWBAND_RATE)
+    x8k = resample(band.astype(np.float32), OUTPUT_RATE, INPUT_RATE)
     # Cap the gain so that neither the narrowband input nor the equally scaled target clips.
     peak = max(float(np.max(np.abs(x8k))), float(np.max(np.abs(x))), 1e-9)
     gain_db = min(gain_db_drawn, 20.0 * np.log10(0.99 / peak))
@@ -228,7 +227,7 @@ def make_training_pair(
 
 def evaluation_lowpass_sos() -> np.ndarray:
     """The evaluation low-pass (see the module docstring) as second-order sections at 16 kHz."""
-    return scipy.signal.cheby1(EVAL_FILTER_ORDER, EVAL_RIPPLE_DB, EVAL_CUTOFF_HZ, fs=WIDEBAND_RATE, output="sos")
+    return scipy.signal.cheby1(EVAL_FILTER_ORDER, EVAL_RIPPLE_DB, EVAL_CUTOFF_HZ, fs=OUTPUT_RATE, output="sos")
 
 
 def evaluation_degradation(x16k: np.ndarray) -> np.ndarray:
@@ -239,7 +238,7 @@ def evaluation_degradation(x16k: np.ndarray) -> np.ndarray:
     """
     x = as_signal(x16k, "x16k")
     filtered = _sosfiltfilt(evaluation_lowpass_sos(), x).astype(np.float32)
-    return resample(filtered, WIDEBAND_RATE, NARROWBAND_RATE)
+    return resample(filtered, OUTPUT_RATE, INPUT_RATE)
 
 
 def telephone_degradation(x16k: np.ndarray) -> np.ndarray:
@@ -250,7 +249,7 @@ def telephone_degradation(x16k: np.ndarray) -> np.ndarray:
     """
     x = as_signal(x16k, "x16k")
     low, high = TELEPHONE_BAND_HZ
-    lowpass = scipy.signal.cheby1(EVAL_FILTER_ORDER, EVAL_RIPPLE_DB, high, fs=WIDEBAND_RATE, output="sos")
-    highpass = scipy.signal.butter(TELEPHONE_HIGHPASS_ORDER, low, "highpass", fs=WIDEBAND_RATE, output="sos")
+    lowpass = scipy.signal.cheby1(EVAL_FILTER_ORDER, EVAL_RIPPLE_DB, high, fs=OUTPUT_RATE, output="sos")
+    highpass = scipy.signal.butter(TELEPHONE_HIGHPASS_ORDER, low, "highpass", fs=OUTPUT_RATE, output="sos")
     filtered = _sosfiltfilt(highpass, _sosfiltfilt(lowpass, x)).astype(np.float32)
-    return resample(filtered, WIDEBAND_RATE, NARROWBAND_RATE)
+    return resample(filtered, OUTPUT_RATE, INPUT_RATE)

@@ -52,6 +52,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import soundfile
 
+from bwe.config import OUTPUT_RATE
 from bwe.data.audio import BANDWIDTH_MIN_SAMPLES, AudioError, effective_bandwidth_hz, load_audio, spread_indices
 from bwe.data.degrade import evaluation_degradation, make_training_pair
 
@@ -60,7 +61,6 @@ logger = logging.getLogger(__name__)
 # Skip reasons of files left out by data.min_bandwidth_hz start with this; the load summary counts them apart.
 BAND_LIMITED = "band-limited"
 
-WIDEBAND_RATE = 16000
 # Real audio degraded on each side of a segment and then discarded, in 16 kHz samples: longer than
 # the longest FIR of the degradation (191 taps) and the decay of its IIR filters' edge transients.
 # Even, so that the cut falls on a whole 8 kHz sample.
@@ -123,7 +123,7 @@ class _ExitGuard:
 _EXIT_GUARD = _ExitGuard()
 
 
-def loudness_gain_db(x: np.ndarray, target_lufs: float, rate: int = WIDEBAND_RATE) -> float | None:
+def loudness_gain_db(x: np.ndarray, target_lufs: float, rate: int = OUTPUT_RATE) -> float | None:
     """Gain in dB that brings ``x`` (float [time]) to ``target_lufs``, limited to a -0.1 dBFS peak.
 
     Integrated loudness (BS.1770, gated) for clips of at least 400 ms; shorter clips use their RMS
@@ -160,7 +160,7 @@ def _to_int16(x: np.ndarray) -> np.ndarray:
 def _file_samples_16k(path: str) -> int:
     """Length of ``path`` once resampled to 16 kHz, from its header (soxr's output length)."""
     info = soundfile.info(path)
-    return int(round(info.frames * WIDEBAND_RATE / info.samplerate))
+    return int(round(info.frames * OUTPUT_RATE / info.samplerate))
 
 
 class LevelledAudio:
@@ -229,7 +229,7 @@ class LevelledAudio:
     def _decode(self, index: int) -> np.ndarray | None:
         path = self.files[index]
         try:
-            x, _ = load_audio(path, WIDEBAND_RATE)
+            x, _ = load_audio(path, OUTPUT_RATE)
         except AudioError as e:
             self._skip(index, str(e))
             return None
@@ -240,7 +240,7 @@ class LevelledAudio:
                 self._skip(index, "silent (nothing above the -70 LUFS gate)")
                 return None
             if self.min_bandwidth_hz > 0 and x.shape[0] >= BANDWIDTH_MIN_SAMPLES:
-                bandwidth = effective_bandwidth_hz(x, WIDEBAND_RATE)
+                bandwidth = effective_bandwidth_hz(x, OUTPUT_RATE)
                 if bandwidth < self.min_bandwidth_hz:
                     self._skip(index, f"{BAND_LIMITED}: content reaches {bandwidth:.0f} Hz, "
                                       f"below data.min_bandwidth_hz {self.min_bandwidth_hz:.0f}")
@@ -378,7 +378,7 @@ def make_dataset(
                               min_bandwidth_hz=data_cfg.min_bandwidth_hz)
     maker = ExampleMaker(audio, data_cfg, seed, training)
     t16 = maker.segment
-    usable_hours = float(audio.lengths[audio.usable].sum()) / WIDEBAND_RATE / 3600.0
+    usable_hours = float(audio.lengths[audio.usable].sum()) / OUTPUT_RATE / 3600.0
     logger.info("dataset: %d files, %d skipped, %.2f h usable, %d examples per epoch",
                 len(audio), len(audio.skipped), usable_hours, len(maker))
 
@@ -426,10 +426,10 @@ def validation_set(
         files = [files[i] for i in spread_indices(len(files), max_files)]
     pairs = []
     skipped = {}
-    limit = int(max_seconds * WIDEBAND_RATE)
+    limit = int(max_seconds * OUTPUT_RATE)
     for path in files:
         try:
-            x, _ = load_audio(path, WIDEBAND_RATE)
+            x, _ = load_audio(path, OUTPUT_RATE)
         except AudioError as e:
             skipped[path] = str(e)
             continue
