@@ -774,15 +774,7 @@ def analyze(results_csv: str, out_dir: str, key_path: str | None = None, assesso
 
     key = None
     if key_path is not None:
-        try:
-            with open(key_path, encoding="utf-8") as f:
-                key = json.load(f)
-        except FileNotFoundError:
-            raise ListeningTestError(f"--key {key_path}: no such file") from None
-        except json.JSONDecodeError as e:
-            raise ListeningTestError(f"--key {key_path}: not valid JSON ({e})") from None
-        if not isinstance(key, dict) or key.get("format") != KEY_FORMAT:
-            raise ListeningTestError(f"--key {key_path}: not a key written by listening_test.py prepare")
+        key = _load_key(key_path, f"--key {key_path}", missing=f"--key {key_path}: no such file")
     ratings = read_results(results_csv, key, assessor_column)
     kept, screening = post_screen(ratings)
     if not kept:
@@ -961,15 +953,21 @@ def find_webmushra(path: str | None = None) -> str:
 def read_key(test_dir: str, flag: str = "--test") -> dict:
     """key.json of a folder written by ``prepare``, checked to be one."""
     path = os.path.join(test_dir, "key.json")
+    return _load_key(path, f"{flag} {path}",
+                     missing=f"{flag} {test_dir}: no key.json; give the folder that prepare --out wrote")
+
+
+def _load_key(path: str, label: str, missing: str) -> dict:
+    """The key ``prepare`` wrote at ``path``; errors start with ``label``, a missing file says ``missing``."""
     try:
         with open(path, encoding="utf-8") as f:
             key = json.load(f)
     except FileNotFoundError:
-        raise ListeningTestError(f"{flag} {test_dir}: no key.json; give the folder that prepare --out wrote") from None
+        raise ListeningTestError(missing) from None
     except json.JSONDecodeError as e:
-        raise ListeningTestError(f"{flag} {path}: not valid JSON ({e})") from None
+        raise ListeningTestError(f"{label}: not valid JSON ({e})") from None
     if not isinstance(key, dict) or key.get("format") != KEY_FORMAT:
-        raise ListeningTestError(f"{flag} {path}: not a key written by listening_test.py prepare")
+        raise ListeningTestError(f"{label}: not a key written by listening_test.py prepare")
     return key
 
 
