@@ -936,7 +936,7 @@ def find_webmushra(path: str | None = None) -> str:
         path = os.environ.get("BWE_WEBMUSHRA")
     candidates = [path] if path else list(WEBMUSHRA_CANDIDATES)
     for candidate in candidates:
-        if all(os.path.isfile(os.path.join(candidate, f)) for f in WEBMUSHRA_FILES):
+        if _is_webmushra(candidate):
             return os.path.abspath(candidate)
     if path:
         missing = [f for f in WEBMUSHRA_FILES if not os.path.isfile(os.path.join(path, f))]
@@ -948,6 +948,10 @@ def find_webmushra(path: str | None = None) -> str:
         "webMUSHRA not found: give --webmushra DIR (or set BWE_WEBMUSHRA) with the unpacked release of "
         f"https://github.com/audiolabs/webMUSHRA (looked in {', '.join(WEBMUSHRA_CANDIDATES)})"
     )
+
+
+def _is_webmushra(folder: str) -> bool:
+    return all(os.path.isfile(os.path.join(folder, f)) for f in WEBMUSHRA_FILES)
 
 
 def read_key(test_dir: str, flag: str = "--test") -> dict:
@@ -1015,7 +1019,7 @@ def install_test(test_dir: str, webmushra: str | None = None, work: str | None =
             raise ListeningTestError(f"--test {test_dir}: {os.path.relpath(path, test_dir)} is missing; prepare it again")
     work = os.path.abspath(work or os.path.join(test_dir, SERVER_FOLDER))
     if os.path.exists(work):
-        if not all(os.path.isfile(os.path.join(work, f)) for f in WEBMUSHRA_FILES):
+        if not _is_webmushra(work):
             raise ListeningTestError(f"--work {work}: exists and is not a webMUSHRA folder; choose another")
     else:
         _copy_writable(find_webmushra(webmushra), work)
