@@ -72,7 +72,6 @@ def generator_delay_samples(cfg: ModelConfig) -> int:
     The interpolator's group delay, plus the same again for the band-split filter when
     ``cfg.highband_residual`` is on, plus, with an envelope head, its filter bank's and its look-ahead.
     """
-    validate_model_config(cfg)
     filter_delay = (cfg.upsampler_taps - 1) // 2
     if not cfg.highband_residual:
         return filter_delay
@@ -261,7 +260,6 @@ def build_envelope_predictor(cfg: ModelConfig) -> keras.Model:
     """The generator's envelope predictor alone, for training mode: ``[B, T8, 1]`` 8 kHz audio (T8 a
     multiple of ``envelope_frame / 2``) -> ``[B, frames, envelope_bands]`` predicted levels. Its layers
     carry the generator's names, so weights fitted here copy into a generator by name."""
-    validate_model_config(cfg)
     if not cfg.envelope_bands:
         raise ModelConfigError("model.envelope_bands: 0 has no envelope predictor to build")
     graph = _Graph(Modes.TRAINING, None)
@@ -319,7 +317,6 @@ def build_generator(
       inputs ``[audio, *states]`` and outputs ``[audio, *new_states]``; the state names are in
       ``model.state_input_names`` / ``model.state_output_names``, shapes in ``model.inputs``.
     """
-    validate_model_config(cfg)
     mode = Modes.parse(mode)
     hop = total_stride(cfg)
     if mode.is_streaming:
