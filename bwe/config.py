@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from bwe.data.datasets import missing_data_hint
 from bwe.files import replacing
 
 
@@ -151,6 +152,11 @@ class ModelConfig:
     # model's look-ahead; 0 for the 16 ms streaming model).
     envelope_lookahead_frames: int = 0
     envelope_crossfade: int = 256
+    # Predict levels relative to each frame's input level (its 0-4 kHz mean power), from the spectrum
+    # relative to that level and the level's change since the previous frame: a gain on the input then
+    # moves every predicted level by exactly that gain, so recording levels never seen in training
+    # (a loud file, a quiet line) get the band they need instead of an extrapolation.
+    envelope_relative_levels: bool = False
 
     def __post_init__(self) -> None:
         validate_model_config(self)
@@ -361,11 +367,14 @@ class DataConfig:
     def validate(self) -> None:
         """Check that the data folders exist; raises RecipeError naming the key."""
         if not self.train_dir:
-            raise RecipeError("data.train_dir: not set; give the folder (or corpus root) of the training audio")
+            raise RecipeError("data.train_dir: not set; give the folder (or corpus root) of the training audio"
+                              f" — {missing_data_hint(self, 'data.train_dir')}")
         if not os.path.isdir(self.train_dir):
-            raise RecipeError(f"data.train_dir: {self.train_dir} is not a directory")
+            raise RecipeError(f"data.train_dir: {self.train_dir} is not a directory"
+                              f" — {missing_data_hint(self, 'data.train_dir')}")
         if self.valid_dir is not None and not os.path.isdir(self.valid_dir):
-            raise RecipeError(f"data.valid_dir: {self.valid_dir} is not a directory")
+            raise RecipeError(f"data.valid_dir: {self.valid_dir} is not a directory"
+                              f" — {missing_data_hint(self, 'data.valid_dir')}")
 
 
 @dataclass

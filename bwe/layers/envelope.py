@@ -64,6 +64,43 @@ class LogPowerSpectrum(keras.layers.Layer):
         return input_shape[:-1] + (input_shape[-1] // 2,)
 
 
+@keras.saving.register_keras_serializable(package="bwe")
+class SpectrumLevel(keras.layers.Layer):
+    """``[batch, frames, 2 * bins]`` (a DFT per frame, as `LogPowerSpectrum` takes it) ->
+    ``[batch, frames, 1]``: the frame's mean power over its bins, in standardised bels."""
+
+    def call(self, x):
+        bins = x.shape[-1] // 2
+        power = tf.square(x[..., :bins]) + tf.square(x[..., bins:])
+        return standardised_bels(tf.reduce_mean(power, axis=-1, keepdims=True))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[:-1] + (1,)
+
+
+@keras.saving.register_keras_serializable(package="bwe")
+class ShiftByLevel(keras.layers.Layer):
+    """``[levels, level]`` (``[batch, frames, K]`` and ``[batch, frames, 1]``, standardised bels) ->
+    ``levels + sign * level``: levels made relative to a frame's own level (sign -1) and back (+1).
+    Differences of standardised bels are level ratios, so the centring cancels."""
+
+    def __init__(self, sign: float, **kwargs):
+        super().__init__(**kwargs)
+        if sign not in (-1.0, 1.0):
+            raise ValueError(f"ShiftByLevel '{self.name}': sign must be -1 or +1, got {sign}")
+        self.sign = float(sign)
+
+    def call(self, inputs):
+        levels, level = inputs
+        return levels + self.sign * level
+
+    def compute_output_shape(self, input_shapes):
+        return input_shapes[0]
+
+    def get_config(self):
+        return {**super().get_config(), "sign": self.sign}
+
+
 def soft_limit(x, exact, limit):
     """``x`` where ``|x| <= exact``; beyond, ``exact + (limit - exact) tanh((|x| - exact) / (limit - exact))``
     with x's sign: continuous with slope 1 at ``exact``, never reaching ``limit``."""

@@ -53,7 +53,15 @@ from bwe.layers.conv import (
     conv1d,
     conv1d_transpose,
 )
-from bwe.layers.envelope import ApplyBandGains, CrossfadeGains, FrameLevels, LevelRatioGains, LogPowerSpectrum
+from bwe.layers.envelope import (
+    ApplyBandGains,
+    CrossfadeGains,
+    FrameLevels,
+    LevelRatioGains,
+    LogPowerSpectrum,
+    ShiftByLevel,
+    SpectrumLevel,
+)
 from bwe.layers.modes import Modes
 from bwe.layers.time import AddSignals, CropTimeToReference, PadTimeToMultiple
 
@@ -246,14 +254,26 @@ def _envelope_predictor(cfg: ModelConfig, graph: _Graph, conv, audio):
                                   kernel_initializer=keras.initializers.Constant(spectrum_kernel()), **fixed),
                      audio)
     g = LogPowerSpectrum(name="envelope_log_spectrum")(spectrum)
+    if cfg.envelope_relative_levels:
+        level = SpectrumLevel(name="envelope_input_level")(spectrum)
+        change = graph(CausalConv1D(1, 2, name="envelope_level_change",
+                                    kernel_initializer=keras.initializers.Constant([[[-1.0]], [[1.0]]]), **fixed),
+                       level)
+        # tanh: an onset from silence (or the first frame) reads the same at any recording level.
+        change = keras.layers.Activation("tanh", name="envelope_level_change_tanh")(change)
+        g = keras.layers.Concatenate(name="envelope_features")(
+            [ShiftByLevel(-1.0, name="envelope_relative_spectrum")([g, level]), change])
     g = graph(conv("envelope_project", cfg.envelope_channels, 1), g)
     for i, dilation in enumerate(cfg.envelope_dilations):
         y = keras.layers.ELU(name=f"envelope_elu{i}")(g)
         y = graph(conv(f"envelope_conv{i}", cfg.envelope_channels, 3, dilation=dilation), y)
         g = AddSignals(name=f"envelope_res{i}")([g, y])
     g = keras.layers.ELU(name="envelope_output_elu")(g)
-    return graph(conv1d(True, cfg.envelope_bands, 1, name="envelope_level", mode=graph.mode,
-                        state_batch_size=graph.batch_size or 1), g)
+    levels = graph(conv1d(True, cfg.envelope_bands, 1, name="envelope_level", mode=graph.mode,
+                          state_batch_size=graph.batch_size or 1), g)
+    if cfg.envelope_relative_levels:
+        levels = ShiftByLevel(1.0, name="envelope_absolute_levels")([levels, level])
+    return levels
 
 
 def build_envelope_predictor(cfg: ModelConfig) -> keras.Model:

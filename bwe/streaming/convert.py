@@ -13,7 +13,15 @@ import numpy as np
 
 from bwe.config import ModelConfig
 from bwe.layers.conv import STREAMING_CONV_LAYERS
-from bwe.layers.envelope import ApplyBandGains, CrossfadeGains, FrameLevels, LevelRatioGains, LogPowerSpectrum
+from bwe.layers.envelope import (
+    ApplyBandGains,
+    CrossfadeGains,
+    FrameLevels,
+    LevelRatioGains,
+    LogPowerSpectrum,
+    ShiftByLevel,
+    SpectrumLevel,
+)
 from bwe.layers.modes import Modes
 from bwe.layers.time import AddSignals, CropTimeToReference, PadTimeToMultiple
 
@@ -33,6 +41,8 @@ _POINTWISE_LAYERS = (
     AddSignals,
     LevelRatioGains,
     LogPowerSpectrum,
+    SpectrumLevel,
+    ShiftByLevel,
     ApplyBandGains,
     # Read or write only inside one frame of the bottleneck's stride, which divides every streaming frame.
     FrameLevels,
