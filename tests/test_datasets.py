@@ -130,3 +130,32 @@ def test_screen_reads_headers_of_other_rates(tmp_path):
     listing = screen_files([path], min_seconds=0.7)
     assert listing.files == [path] and listing.seconds == pytest.approx(0.75)
     assert screen_files([path], min_seconds=0.8).files == []
+
+
+def test_missing_data_errors_name_the_command_that_fetches_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    def message(split_key="train", **values):
+        with pytest.raises(RecipeError, match=rf"data\.{split_key}_dir: ") as e:
+            data_cfg(**values).validate()
+        return str(e.value)
+
+    assert message(kind="librispeech", train_dir="data/librispeech") == (
+        "data.train_dir: data/librispeech is not a directory — run python -m bwe.data.prepare librispeech"
+        " --root data/librispeech --download")
+    assert message(kind="librispeech", train_dir="data/ls", train_subsets=["train-clean-360"]).endswith(
+        "--root data/ls --subsets train-clean-360 dev-clean --download")
+    (tmp_path / "vctk").mkdir()
+    assert message("valid", kind="vctk", train_dir="vctk", valid_dir="held out").endswith(
+        "data.valid_dir: held out is not a directory — run python -m bwe.data.prepare vctk --root 'held out' --download")
+    assert message(train_dir="corpus/train") == (
+        "data.train_dir: corpus/train is not a directory — point it at a folder of speech audio, or build the"
+        " real-speech corpus of the bundled models with python -m bwe.data.prepare debian-corpus --root corpus"
+        " and use data.train_dir=corpus/train data.valid_dir=corpus/valid")
+    assert "debian-corpus --root speech and use data.train_dir=speech/train" in message(train_dir="speech")
+    assert "debian-corpus --root DIR" in message(train_dir="")
+
+    with pytest.raises(DatasetError) as e:  # the listing, when validate() was not called first
+        dataset_files(data_cfg(kind="vctk", train_dir="gone"), "train")
+    assert str(e.value) == ("data.train_dir: gone: no such directory"
+                            " — run python -m bwe.data.prepare vctk --root gone --download")

@@ -23,6 +23,7 @@ import fnmatch
 import logging
 import os
 import re
+import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -117,6 +118,47 @@ def screen_files(paths: Iterable[str], min_seconds: float = 0.0) -> FileList:
     return result
 
 
+def prepare_command(kind: str, root: str | os.PathLike, subsets: Sequence[str] = ()) -> str:
+    """The command that fetches a corpus of ``kind`` into ``root``, for messages about missing data.
+
+    ``folder`` gets the real-speech corpus of the bundled models (``debian-corpus``).
+    """
+    root = shlex.quote(os.fspath(root))
+    if kind == "librispeech":
+        chosen = f" --subsets {' '.join(subsets)}" if subsets else ""
+        return f"python -m bwe.data.prepare librispeech --root {root}{chosen} --download"
+    if kind == "vctk":
+        return f"python -m bwe.data.prepare vctk --root {root} --download"
+    return f"python -m bwe.data.prepare debian-corpus --root {root}"
+
+
+def _librispeech_subsets_in(data_cfg, key: str) -> list[str]:
+    """The LibriSpeech subsets a recipe reads from the folder of ``key``; [] where they are what
+    ``prepare`` fetches without ``--subsets`` (the default train and valid subsets)."""
+    default_train, default_valid = DEFAULT_SUBSETS["librispeech"]
+    valid = list(data_cfg.valid_subsets) or default_valid
+    if key == "data.valid_dir":
+        needed = valid
+    else:  # the valid subsets come from train_dir too unless valid_dir is set
+        needed = (list(data_cfg.train_subsets) or default_train) + (valid if data_cfg.valid_dir is None else [])
+    needed = list(dict.fromkeys(needed))
+    return [] if needed == default_train + default_valid else needed
+
+
+def missing_data_hint(data_cfg, key: str) -> str:
+    """What to run when the folder of a recipe's ``data.train_dir`` or ``data.valid_dir`` (``key``) is missing."""
+    path = (data_cfg.train_dir if key == "data.train_dir" else data_cfg.valid_dir) or "DIR"
+    if data_cfg.kind == "librispeech":
+        return f"run {prepare_command('librispeech', path, _librispeech_subsets_in(data_cfg, key))}"
+    if data_cfg.kind == "vctk":
+        return f"run {prepare_command('vctk', path)}"
+    parent, name = os.path.split(os.path.normpath(path))
+    corpus = parent if name in ("train", "valid") and parent else path
+    return (f"point it at a folder of speech audio, or build the real-speech corpus of the bundled models with"
+            f" {prepare_command('folder', corpus)} and use data.train_dir={os.path.join(corpus, 'train')}"
+            f" data.valid_dir={os.path.join(corpus, 'valid')}")
+
+
 def folder_files(root: str | os.PathLike) -> list[str]:
     """All audio files under ``root`` (recursively), sorted."""
     try:
@@ -131,7 +173,7 @@ def _librispeech_dir(root: str) -> str:
             return candidate
     raise DatasetError(
         f"{root}: no LibriSpeech subset found (looked for {root}/LibriSpeech/<subset> and {root}/<subset>);"
-        f" run: python -m bwe.data.prepare librispeech --root {root} --download"
+        f" run: {prepare_command('librispeech', root)}"
     )
 
 
@@ -149,7 +191,7 @@ def librispeech_files(root: str | os.PathLike, subsets: Sequence[str]) -> list[s
         if not os.path.isdir(subset_dir):
             raise DatasetError(
                 f"{subset_dir}: LibriSpeech subset {subset!r} is missing;"
-                f" run: python -m bwe.data.prepare librispeech --root {root} --subsets {subset} --download"
+                f" run: {prepare_command('librispeech', root, [subset])}"
             )
         for speaker in sorted(os.listdir(subset_dir)):
             speaker_dir = os.path.join(subset_dir, speaker)
@@ -197,7 +239,7 @@ def find_vctk_audio_dir(root: str | os.PathLike) -> tuple[str, str]:
             return found[layout], layout
     raise DatasetError(
         f"{root}: no VCTK audio folder (wav48_silence_trimmed/ or wav48/) found;"
-        f" run: python -m bwe.data.prepare vctk --root {root} --download"
+        f" run: {prepare_command('vctk', root)}"
     )
 
 
@@ -285,7 +327,8 @@ def dataset_files(data_cfg, split: str = "train") -> FileList:
     try:
         paths = list_files(kind, root, subsets, mic=getattr(data_cfg, "vctk_mic", "mic1"))
     except DatasetError as e:
-        raise DatasetError(f"{key}: {e}") from None
+        hint = "" if os.path.isdir(root) else f" — {missing_data_hint(data_cfg, key)}"
+        raise DatasetError(f"{key}: {e}{hint}") from None
     listing = screen_files(paths, data_cfg.min_seconds)
     if not listing.files:
         raise DatasetError(f"{key}: {root} has no usable audio file for the {split} split"

@@ -1,7 +1,12 @@
-"""Download, verify and extract LibriSpeech or VCTK: ``python -m bwe.data.prepare``.
+"""Fetch training data: ``python -m bwe.data.prepare``.
 
     python -m bwe.data.prepare librispeech --root DATA --download --subsets train-clean-100 dev-clean
     python -m bwe.data.prepare vctk --root DATA --download
+    python -m bwe.data.prepare debian-corpus --root CORPUS
+
+``debian-corpus`` builds the real-speech corpus of the bundled models from Debian packages (see
+:mod:`bwe.data.debian_corpus`). The rest of this module downloads, verifies and extracts
+LibriSpeech and VCTK.
 
 Each step can be interrupted and rerun:
 
@@ -44,7 +49,7 @@ import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from bwe.data import datasets
+from bwe.data import datasets, debian_corpus
 
 logger = logging.getLogger(__name__)
 
@@ -390,12 +395,7 @@ def _parse_checksums(values: Sequence[str]) -> dict[str, str]:
     return parsed
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bwe.data.prepare",
-        description="Download (resuming), verify (SHA-256) and safely extract LibriSpeech or VCTK 0.92, then list it.",
-    )
-    parser.add_argument("corpus", choices=("librispeech", "vctk"))
+def _add_archive_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", required=True, help="folder that receives the archives and the corpus")
     parser.add_argument("--download", action="store_true", help="download archives missing from --root")
     parser.add_argument("--subsets", nargs="+", default=[],
@@ -405,14 +405,60 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="expected SHA-256 of an archive, overriding the built-in table (repeatable)")
     parser.add_argument("--remove-archives", action="store_true", help="delete each archive once extracted")
     parser.add_argument("--retries", type=int, default=5, help="resumed retries per download (default 5)")
+
+
+def _add_debian_corpus_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", required=True,
+                        help="folder that receives train/, valid/, corpus.tsv and .raw/ (the packages, about 1.5 GB)")
+    parser.add_argument("--apt-update", action="store_true",
+                        help="run apt-get update (needs root) before downloading; without it the system's"
+                             " package lists are used as they are")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="recordings converted at a time (default: the number of CPUs)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bwe.data.prepare",
+        description="Fetch training data: download (resuming), verify (SHA-256) and safely extract LibriSpeech"
+                    " or VCTK 0.92, or build the real-speech corpus of the bundled models from Debian packages.",
+    )
+    corpora = parser.add_subparsers(dest="corpus", required=True, metavar="{librispeech,vctk,debian-corpus}")
+    for name, what in (("librispeech", "LibriSpeech from openslr.org"), ("vctk", "VCTK 0.92 from datashare.ed.ac.uk")):
+        _add_archive_arguments(corpora.add_parser(name, help=what, description=f"Download, verify and extract {what}."))
+    _add_debian_corpus_arguments(corpora.add_parser(
+        "debian-corpus", help="about 7 h of wideband speech from Debian packages (apt-get, dpkg-deb, ffmpeg)",
+        description=debian_corpus.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
+    return parser
+
+
+def _run_debian_corpus(args: argparse.Namespace) -> int:
+    result = debian_corpus.build_corpus(args.root, apt_update=args.apt_update, jobs=args.jobs)
+    if result.reused:
+        print(f"debian-corpus: already built in {args.root} ({len(result.entries)} files in"
+              f" {debian_corpus.TSV_NAME}; delete it to rebuild)")
+    for line in result.summary_lines():
+        print(f"debian-corpus {line}")
+    raw = os.path.join(args.root, ".raw")
+    print(f"use data.train_dir={os.path.join(args.root, 'train')} data.valid_dir={os.path.join(args.root, 'valid')};"
+          f" {raw} holds the packages (the eval tool asterisk_pairs reads it; otherwise it can be deleted)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
-    if args.retries < 0:
+    if getattr(args, "retries", 0) < 0:
         parser.error(f"--retries must be >= 0, got {args.retries}")
+    if getattr(args, "jobs", 1) < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
+        if args.corpus == "debian-corpus":
+            return _run_debian_corpus(args)
         listings = prepare(args.corpus, args.root, args.subsets, args.download, args.base_url,
                            _parse_checksums(args.checksum), args.remove_archives, args.retries)
-    except (PrepareError, datasets.DatasetError) as e:
+    except (PrepareError, debian_corpus.DebianCorpusError, datasets.DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     for split, listing in listings.items():
