@@ -150,10 +150,10 @@ def highband_envelope_loss(reference: tf.Tensor, estimate: tf.Tensor, fft_size: 
                            band_hz: float = 500.0, low_hz: float = 4000.0, sample_rate: int = 16000,
                            overshoot_weight: float = 1.0) -> tf.Tensor:
     """Mean squared difference of log10 band energies, per STFT frame and ``band_hz`` band from ``low_hz``
-    to Nyquist: the high-band envelope error that WB-PESQ and ViSQOL punish (eval/pesq_headroom.py).
+    to Nyquist: the high-band envelope error that WB-PESQ and ViSQOL punish (python -m eval.research pesq-headroom).
 
     A squared error pulls each band towards the conditional mean of its log level, the envelope a
-    regression from the low band predicts (eval/envelope_probe.py), where the adversarial terms ask
+    regression from the low band predicts (python -m eval.research envelope-probe), where the adversarial terms ask
     only for a plausible one. Energies are floored at 1e-8 before the log.
 
     ``overshoot_weight`` > 1 weights a band that is too loud that much more than one too quiet: the

@@ -1,4 +1,4 @@
-"""Metric definitions: the single place where LSD, PESQ and alignment are defined.
+"""Metric definitions: the single place where LSD, PESQ, band levels and alignment are defined.
 
 Everything here is NumPy/SciPy (plus the ``pesq`` package), no TensorFlow, so evaluation runs
 wherever inference does.
@@ -31,6 +31,19 @@ with its default deep-lattice mapper to MOS-LQO, through ``visqol-python`` (a Py
 matches Google's C++ ViSQOL on its conformance tests). It compares 21 gammatone bands up to 8 kHz
 patch by patch, so it also judges the 4-8 kHz band, by a different perceptual model than PESQ's.
 Unscorable pairs (too short or no speech patch found) give ``None`` with a warning, as for PESQ.
+
+**Band-level (envelope) error** (:func:`band_level_errors_db`, a diagnostic): how far an estimate's
+4-8 kHz envelope is from the reference's. STFT at 16 kHz with a 512-sample periodic Hann window, hop
+128 (``scipy.signal.stft``'s defaults otherwise: zero-padded ends); per frame the energy of each
+500 Hz band of 4-8 kHz in dB (the last band keeps the Nyquist bin), estimate minus reference. The
+*error* is the median over frames of the RMS over bands, the *bias* the median over frames of the
+mean over bands (its sign: the band too loud or too quiet overall); corpus figures are means over files.
+
+**Long-term balance** (:func:`long_term_power`, :func:`spectral_balance`, a diagnostic): Welch
+power spectra (512-sample periodic Hann, hop 256, summed over frames and files) of the estimates
+and the references, both normalised to their 0.5-3 kHz level. *HF level* is the estimate's
+4.5-7 kHz level against the reference's in dB (0: as loud as the real band); the *worst gap* is the
+largest deviation, signed, over the 100 Hz bands of 300-7500 Hz, and where it is.
 """
 
 from __future__ import annotations
@@ -232,3 +245,94 @@ def align(reference: np.ndarray, estimate: np.ndarray, max_delay: int) -> tuple[
         ref = ref[-d:]
     n = min(ref.shape[0], est.shape[0])
     return ref[:n], est[:n]
+
+
+# --------------------------------------------------------------------------------------------
+# Band levels of the high band: the envelope error
+# --------------------------------------------------------------------------------------------
+
+BAND_RATE = 16000
+BAND_N_FFT = 512
+BAND_HOP = 128
+BAND_FREQS = np.fft.rfftfreq(BAND_N_FFT, 1.0 / BAND_RATE)
+ENVELOPE_BAND_HZ = 500.0
+# Added to every band energy before its log: a silent band has a finite level.
+BAND_ENERGY_FLOOR = 1e-12
+
+
+def band_stft(x: np.ndarray) -> np.ndarray:
+    """Complex STFT [bins, frames] of float [time] at 16 kHz on which band levels are measured
+    (512-sample periodic Hann, hop 128, ``scipy.signal.stft``)."""
+    return scipy.signal.stft(x, BAND_RATE, nperseg=BAND_N_FFT, noverlap=BAND_N_FFT - BAND_HOP)[2]
+
+
+def high_band_rows(band_hz: float = ENVELOPE_BAND_HZ) -> list[np.ndarray]:
+    """Masks over :data:`BAND_FREQS` of the ``band_hz`` wide bands tiling 4 kHz-Nyquist (the last one
+    keeps the Nyquist bin)."""
+    nyquist = BAND_RATE / 2
+    return [(BAND_FREQS >= lo) & (BAND_FREQS < lo + band_hz) | ((BAND_FREQS == nyquist) & (lo + band_hz >= nyquist))
+            for lo in np.arange(HF_BAND[0], nyquist, band_hz)]
+
+
+def band_levels_db(spectrum: np.ndarray, rows: list[np.ndarray]) -> np.ndarray:
+    """[frames, bands]: the energy of each band (a mask of ``rows``) of an STFT ``spectrum`` [bins, frames], in dB."""
+    return np.stack([10 * np.log10(np.sum(np.abs(spectrum[r]) ** 2, axis=0) + BAND_ENERGY_FLOOR) for r in rows],
+                    axis=1)
+
+
+def error_and_bias_db(differences: np.ndarray) -> tuple[float, float]:
+    """``(error, bias)`` of level differences [frames, bands] in dB: the medians over frames of the RMS
+    over bands (the size of the error) and of the mean over bands (its sign: a band too loud or too
+    quiet overall)."""
+    return (float(np.median(np.sqrt(np.mean(np.square(differences), axis=1)))),
+            float(np.median(np.mean(differences, axis=1))))
+
+
+def band_level_errors_db(reference: np.ndarray, estimate: np.ndarray,
+                         band_hz: float = ENVELOPE_BAND_HZ) -> tuple[float, float]:
+    """How far ``estimate``'s high-band envelope is from ``reference``'s (both float [time] at 16 kHz),
+    per STFT frame and ``band_hz`` band of 4-8 kHz: :func:`error_and_bias_db` of estimate minus
+    reference level (see the module docstring). The estimate is trimmed to the reference's length."""
+    rows = high_band_rows(band_hz)
+    return error_and_bias_db(band_levels_db(band_stft(estimate[: len(reference)]), rows)
+                             - band_levels_db(band_stft(reference), rows))
+
+
+# --------------------------------------------------------------------------------------------
+# Long-term balance: is the restored band as loud as the real one, and is there a hole?
+# --------------------------------------------------------------------------------------------
+
+LONG_TERM_N_FFT = 512
+LONG_TERM_FREQS = np.fft.rfftfreq(LONG_TERM_N_FFT, 1.0 / BAND_RATE)
+BALANCE_NORMALISE_HZ = (500.0, 3000.0)
+BALANCE_HIGH_HZ = (4500.0, 7000.0)
+GAP_RANGE_HZ = (300.0, 7500.0)
+GAP_BAND_HZ = 100.0
+
+
+def long_term_power(x: np.ndarray) -> np.ndarray:
+    """Welch power spectrum [LONG_TERM_N_FFT // 2 + 1] of float [time] at 16 kHz, summed over frames
+    (not averaged), so that files add by their length."""
+    _, power = scipy.signal.welch(x, BAND_RATE, window="hann", nperseg=LONG_TERM_N_FFT,
+                                  noverlap=LONG_TERM_N_FFT // 2, scaling="spectrum", average="mean")
+    frames = max(1, 1 + (len(x) - LONG_TERM_N_FFT) // (LONG_TERM_N_FFT // 2))
+    return power * frames
+
+
+def _long_term_band_power(power: np.ndarray, lo: float, hi: float) -> float:
+    return float(power[(LONG_TERM_FREQS >= lo) & (LONG_TERM_FREQS < hi)].sum())
+
+
+def spectral_balance(estimate_power: np.ndarray, reference_power: np.ndarray) -> dict[str, float]:
+    """``{"hf_level_db", "worst_gap_db", "worst_gap_hz"}`` of two :func:`long_term_power` spectra (sums
+    over any number of files): the HF level and the worst 100 Hz-band gap (see the module docstring)."""
+    def ratio_db(lo, hi):
+        return 10 * np.log10(_long_term_band_power(estimate_power, lo, hi)
+                             / max(_long_term_band_power(reference_power, lo, hi), 1e-30))
+
+    offset = ratio_db(*BALANCE_NORMALISE_HZ)
+    edges = np.arange(GAP_RANGE_HZ[0], GAP_RANGE_HZ[1], GAP_BAND_HZ)
+    deviations = np.array([ratio_db(lo, lo + GAP_BAND_HZ) - offset for lo in edges])
+    worst = int(np.argmax(np.abs(deviations)))
+    return {"hf_level_db": ratio_db(*BALANCE_HIGH_HZ) - offset, "worst_gap_db": float(deviations[worst]),
+            "worst_gap_hz": float(edges[worst] + GAP_BAND_HZ / 2)}

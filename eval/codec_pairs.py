@@ -1,8 +1,8 @@
-"""Pairs for ``evaluate.py --pairs`` whose narrowband side went through a real telephone codec.
+"""Pairs for ``eval.evaluate --pairs`` whose narrowband side went through a real telephone codec.
 
-    python eval/codec_pairs.py OUT_DIR --codec gsm REF_DIR [REF_DIR ...]
-    python eval/codec_pairs.py OUT_DIR --codec pcm --channel telephone REF_DIR [REF_DIR ...]
-    python eval/evaluate.py --model bwe/pretrained --pairs OUT_DIR/nb OUT_DIR/wb --out REPORT
+    python -m eval.codec_pairs OUT_DIR --codec gsm REF_DIR [REF_DIR ...]
+    python -m eval.codec_pairs OUT_DIR --codec pcm --channel telephone REF_DIR [REF_DIR ...]
+    python -m eval.evaluate --model bwe/pretrained --pairs OUT_DIR/nb OUT_DIR/wb --out REPORT
 
 Every wideband reference below the REF_DIRs (any audio file, any rate, resampled to 16 kHz) goes
 through a fixed channel (``--channel``: ``lowpass``, the simulated test set's
@@ -17,7 +17,7 @@ encoded and decoded by a real codec of the telephone network, with ffmpeg's enco
 * ``gsm``: GSM 06.10 full rate at 13 kbit/s (libgsm), the first mobile codec.
 
 This is the codec half of "real 8 kHz input" with references that are clean: the real Asterisk
-pairs (``asterisk_pairs.py``) have real recordings on the narrowband side, but G.722 decodes as
+pairs (``python -m eval.research asterisk-pairs``) have real recordings on the narrowband side, but G.722 decodes as
 references, whose 4-8 kHz band carries that codec's noise (see the model card). Writes
 ``OUT_DIR/nb/<REF_DIR name>/<path>.wav`` (8 kHz, 16-bit, the decoded codec output) and
 ``OUT_DIR/wb/<REF_DIR name>/<path>.wav`` (the reference at 16 kHz, 32-bit float), with equal
@@ -36,17 +36,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from bwe.config import OUTPUT_RATE as RATE
 from bwe.config import INPUT_RATE
-from bwe.data.audio import AudioError, list_audio_files, load_audio, save_audio  # noqa: E402
-from bwe.data.degrade import evaluation_degradation, telephone_degradation  # noqa: E402
-from bwe.files import staging_folder  # noqa: E402
+from bwe.config import OUTPUT_RATE as RATE
+from bwe.data.audio import AudioError, list_audio_files, load_audio, save_audio
+from bwe.data.degrade import evaluation_degradation, telephone_degradation
+from bwe.files import staging_folder
+from eval.evaluate import EvaluationError, check_new_folder
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from evaluate import EvaluationError, check_new_folder  # noqa: E402
-
+PROG = "python -m eval.codec_pairs"
 FULL_SCALE = 32767 / 32768  # the largest 16-bit sample
 CHANNELS = {"lowpass": evaluation_degradation, "telephone": telephone_degradation}
 PCM = "pcm"  # no codec: the channel's output as 16-bit PCM
@@ -77,7 +74,7 @@ def _ffmpeg(args: Sequence[str], what: str) -> None:
 def codec_round_trip(narrowband: np.ndarray, codec: str, work_dir: str) -> np.ndarray:
     """float [n] at 8 kHz -> float32: 16-bit PCM, encoded and decoded by ``codec`` with ffmpeg.
 
-    The decoded length is the codec's (GSM pads to whole 20 ms frames); ``evaluate.py --pairs``
+    The decoded length is the codec's (GSM pads to whole 20 ms frames); ``eval.evaluate --pairs``
     aligns and trims.
     """
     if codec == PCM:
@@ -148,8 +145,8 @@ def build_pairs(out_dir: str, codec: str, reference_dirs: Sequence[str], channel
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="codec_pairs.py", description=__doc__.split("\n\n")[0],
-        epilog="example: python eval/codec_pairs.py pairs_gsm --codec gsm CORPUS/valid/tuxpaint CORPUS/valid/klettres")
+        prog=PROG, description=__doc__.split("\n\n")[0],
+        epilog=f"example: {PROG} pairs_gsm --codec gsm CORPUS/valid/tuxpaint CORPUS/valid/klettres")
     parser.add_argument("out", help="new folder: nb/ and wb/ are written inside")
     parser.add_argument("references", nargs="+", metavar="REF_DIR", help="folders of wideband reference audio")
     parser.add_argument("--codec", required=True, choices=sorted([*CODECS, PCM]),
@@ -160,11 +157,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         n = build_pairs(args.out, args.codec, args.references, args.channel)
     except (CodecPairsError, AudioError) as e:
-        print(f"codec_pairs.py: error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     through = CODECS[args.codec][2] if args.codec in CODECS else "16-bit PCM"
     print(f"{n} pairs through the {args.channel} channel and {through} in {args.out}: "
-          f"python eval/evaluate.py --pairs {os.path.join(args.out, 'nb')} {os.path.join(args.out, 'wb')} ...")
+          f"python -m eval.evaluate --pairs {os.path.join(args.out, 'nb')} {os.path.join(args.out, 'wb')} ...")
     return 0
 
 

@@ -1,9 +1,9 @@
 """Objective evaluation: LSD, LSD-LF, LSD-HF and WB-PESQ (and ViSQOL) of systems against wideband references.
 
-    python eval/evaluate.py --model folding --model runs/x/export --data DIR --out OUT [--limit N]
-    python eval/evaluate.py --model runs/x/export --pairs NB_DIR WB_DIR --out OUT
-    python eval/evaluate.py --model a=runs/x/export --model b=runs/y/export --data DIR --pairs NB WB --out OUT
-    python eval/evaluate.py --model runs/x/export --data DIR --out OUT --visqol
+    python -m eval.evaluate --model folding --model runs/x/export --data DIR --out OUT [--limit N]
+    python -m eval.evaluate --model runs/x/export --pairs NB_DIR WB_DIR --out OUT
+    python -m eval.evaluate --model a=runs/x/export --model b=runs/y/export --data DIR --pairs NB WB --out OUT
+    python -m eval.evaluate --model runs/x/export --data DIR --out OUT --visqol
 
 Two kinds of test material, one or both per run:
 
@@ -59,18 +59,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-_EVAL_DIR = os.path.dirname(os.path.abspath(__file__))
-if _EVAL_DIR not in sys.path:
-    # eval/ is a folder of scripts, not a package: stats.py and plots.py are found beside this file.
-    sys.path.insert(1, _EVAL_DIR)
-
-from bwe.config import INPUT_RATE, OUTPUT_RATE  # noqa: E402
-from bwe.baselines import BASELINES, sinc  # noqa: E402
-from bwe.data.audio import AudioError, list_audio_files, load_audio, spread_indices  # noqa: E402
-from bwe.data.degrade import EVAL_CUTOFF_HZ, EVAL_FILTER_ORDER, EVAL_RIPPLE_DB, evaluation_degradation  # noqa: E402
-from bwe.files import write_text_atomic  # noqa: E402
-from bwe.metrics import LSD_N_FFT, estimate_delay, import_visqol, lsd_all, pesq_wb, visqol_speech  # noqa: E402
-from stats import mean_ci95, nan_to_none  # noqa: E402
+from bwe.baselines import BASELINES, sinc
+from bwe.config import INPUT_RATE, OUTPUT_RATE
+from bwe.data.audio import AudioError, list_audio_files, load_audio, spread_indices
+from bwe.data.degrade import EVAL_CUTOFF_HZ, EVAL_FILTER_ORDER, EVAL_RIPPLE_DB, evaluation_degradation
+from bwe.files import write_text_atomic
+from bwe.metrics import LSD_N_FFT, estimate_delay, import_visqol, lsd_all, pesq_wb, visqol_speech
+from eval.stats import mean_ci95, nan_to_none
 
 UNSCORABLE = "unscorable"
 CSV_COLUMNS = ("file", "model", "lsd", "lsd_lf", "lsd_hf", "pesq_wb", "set", "delay", "offset")
@@ -301,6 +296,16 @@ def shift(reference: np.ndarray, estimate: np.ndarray, offset: int) -> tuple[np.
     return reference[:n], estimate[:n]
 
 
+def aligned_to_reference(wideband: np.ndarray, signals: dict[str, np.ndarray],
+                         offset: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The reference and each of ``signals`` (on the input's timeline) with the lag ``offset`` undone
+    by :func:`shift`, all trimmed to the shortest."""
+    shifted = {name: shift(wideband, signal, offset) for name, signal in signals.items()}
+    n = min(len(estimate) for _, estimate in shifted.values())
+    reference = next(iter(shifted.values()))[0][:n]  # every shift drops the same start of the reference
+    return reference, {name: estimate[:n] for name, (_, estimate) in shifted.items()}
+
+
 def evaluate_real_pairs(
     nb_dir: str,
     wb_dir: str,
@@ -524,7 +529,7 @@ def report_section(result: SetResult, source: str, figures: dict[str, str], n_fi
 
 def make_figures(result: SetResult, out: str) -> dict[str, str]:
     """Box plots per metric and spectrogram panels for one set; returns {key: path relative to out}."""
-    from plots import boxplot, spectrogram_panels
+    from eval.plots import boxplot, spectrogram_panels
 
     folder = os.path.join(out, "figures")
     os.makedirs(folder, exist_ok=True)
@@ -572,7 +577,7 @@ def summary_json(sections: Sequence[tuple[SetResult, str, dict[str, str], int]])
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m eval.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--model",
         action="append",

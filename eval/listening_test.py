@@ -2,18 +2,18 @@
 
 Three steps, one subcommand each:
 
-    python eval/listening_test.py prepare --model sinc --model folding --model EXPORT_DIR \\
+    python -m eval.listening_test prepare --model sinc --model folding --model EXPORT_DIR \\
         --data WIDEBAND_DIR --out TEST_DIR [--trials 10] [--seed 0] [--target-lufs -23]
-    python eval/listening_test.py serve --test TEST_DIR [--webmushra DIR] [--port 8000]
-    python eval/listening_test.py analyze TEST_DIR/webmushra/results/TEST_ID/mushra.csv \\
+    python -m eval.listening_test serve --test TEST_DIR [--webmushra DIR] [--port 8000]
+    python -m eval.listening_test analyze TEST_DIR/webmushra/results/TEST_ID/mushra.csv \\
         --key TEST_DIR/key.json --out REPORT_DIR
 
 ``prepare`` picks ``--trials`` clips from the 16 kHz references in ``--data`` (seeded), cuts each
 to 4-10 s at pauses, makes every condition of the trial, loudness-matches them and writes the
 webMUSHRA configuration. With ``--pairs NB_DIR WB_DIR`` instead of ``--data``, the clips are real
-recording pairs (paired by file name, as in eval/evaluate.py): the 16 kHz recording is the
+recording pairs (paired by file name, as in ``eval.evaluate``): the 16 kHz recording is the
 reference and every system is given the real 8 kHz recording, the lag between the two found and
-undone as eval/evaluate.py does (within ``--max-offset-ms``). Per trial the assessor hears:
+undone as ``eval.evaluate`` does (within ``--max-offset-ms``). Per trial the assessor hears:
 
 - the reference (the real 16 kHz clip) and, blinded among the conditions, the *hidden reference*
   (webMUSHRA adds it by itself and records it as ``reference``);
@@ -66,18 +66,17 @@ import pyloudnorm
 import scipy.signal
 import scipy.stats
 
-_EVAL_DIR = os.path.dirname(os.path.abspath(__file__))
-if __package__ in (None, ""):
-    # Run as a script from a checkout: make the bwe package importable without an install.
-    sys.path.insert(1, os.path.dirname(_EVAL_DIR))
-if _EVAL_DIR not in sys.path:
-    # eval/ is a folder of scripts, not a package: plots.py is found beside this file.
-    sys.path.insert(1, _EVAL_DIR)
-
-from bwe.config import OUTPUT_RATE as RATE  # noqa: E402
-from bwe.data.audio import AudioError, list_audio_files, load_audio, save_audio  # noqa: E402
-from bwe.files import give_plain_mode, staging_folder, write_text_atomic  # noqa: E402
-from stats import holm, mean_ci95, nan_to_none  # noqa: E402
+from bwe.baselines import sinc
+from bwe.config import OUTPUT_RATE as RATE
+from bwe.data.audio import AudioError, list_audio_files, load_audio, save_audio
+from bwe.data.degrade import evaluation_degradation
+from bwe.files import give_plain_mode, staging_folder, write_text_atomic
+from bwe.metrics import estimate_delay
+from eval.evaluate import (
+    DEFAULT_MAX_OFFSET_MS, EvaluationError, aligned_to_reference, check_new_folder, load_system, paired_stems,
+    split_model_spec,
+)
+from eval.stats import holm, mean_ci95, nan_to_none
 
 HIDDEN_REFERENCE = "hidden_reference"
 NARROWBAND_ANCHOR = "anchor_narrowband"
@@ -247,11 +246,9 @@ System = Callable[[np.ndarray], np.ndarray]
 def resolve_system(spec: str) -> tuple[str, System]:
     """``--model`` value -> ``(condition name, callable 8 kHz [n] -> 16 kHz [2n])``.
 
-    The same values as eval/evaluate.py takes (and loaded the same way): ``sinc`` / ``folding``
+    The same values as ``eval.evaluate`` takes (and loaded the same way): ``sinc`` / ``folding``
     (the baselines), an exported model folder (named by its path), or ``NAME=DIR``.
     """
-    from evaluate import EvaluationError, load_system, split_model_spec
-
     label, target = split_model_spec(spec)
     try:
         return label, load_system(target)
@@ -270,9 +267,6 @@ def make_conditions(reference: np.ndarray, systems: Sequence[tuple[str, System]]
     The systems and the narrowband anchor all start from the same 8 kHz signal, the reference
     through the fixed evaluation degradation.
     """
-    from bwe.baselines import sinc
-    from bwe.data.degrade import evaluation_degradation
-
     n = len(reference)
     narrowband = evaluation_degradation(reference)
     conditions = {
@@ -292,12 +286,8 @@ def paired_conditions(wideband: np.ndarray, narrow_path: str, systems: Sequence[
     The 16 kHz recording ``wideband`` is the reference; the systems and the narrowband anchor are
     given the real 8 kHz recording at ``narrow_path``, whole, and their outputs are aligned to the
     reference by the lag between it and the sinc-upsampled input, found and undone as
-    eval/evaluate.py does. All are equally long.
+    ``eval.evaluate`` does. All are equally long.
     """
-    from bwe.baselines import sinc
-    from bwe.metrics import estimate_delay
-    from pesq_headroom import aligned_to_reference
-
     narrowband, _ = load_audio(narrow_path, target_rate=RATE // 2)
     anchor = sinc(narrowband)
     offset = estimate_delay(wideband, anchor, max_offset)
@@ -388,8 +378,6 @@ def _clip_candidates(data_dir: str | None, pairs: Sequence[str] | None,
                      rng: np.random.Generator) -> list[tuple[str, str | None]]:
     """The (wideband path, real narrowband path or None) to cut trials from, in a seeded random order."""
     if pairs:
-        from evaluate import EvaluationError, paired_stems
-
         for folder in pairs:
             if not os.path.isdir(folder):
                 raise ListeningTestError(f"--pairs {folder}: not a directory")
@@ -416,7 +404,7 @@ def prepare(
     shuffle_per_assessor: bool = True,
     progress: bool = False,
     pairs: Sequence[str] | None = None,
-    max_offset_ms: float = 250.0,
+    max_offset_ms: float = DEFAULT_MAX_OFFSET_MS,
 ) -> dict:
     """Build the test in ``out_dir`` (which must not exist yet); returns the key (also in key.json).
 
@@ -439,8 +427,6 @@ def prepare(
         raise ListeningTestError(f"--trials must be at least 1, got {trials}")
     if not test_id.replace("_", "").replace("-", "").isalnum():
         raise ListeningTestError(f"--test-id {test_id!r}: use letters, digits, '_' and '-' only")
-    from evaluate import EvaluationError, check_new_folder
-
     try:
         check_new_folder(out_dir, f"--out {out_dir}")
     except EvaluationError as e:
@@ -606,7 +592,7 @@ def prepare(
         }
         write_text_atomic(
             os.path.join(work, "configs", f"{test_id}.yaml"),
-            "# webMUSHRA configuration written by bwe eval/listening_test.py prepare; see eval/README.md\n"
+            "# webMUSHRA configuration written by bwe's python -m eval.listening_test prepare; see eval/README.md\n"
             + webmushra_yaml(config),
         )
         key = {
@@ -770,7 +756,7 @@ def _fmt_p(p: float) -> str:
 
 def analyze(results_csv: str, out_dir: str, key_path: str | None = None, assessor_column: str | None = None) -> dict:
     """Screen, summarise and test the ratings; writes report.md, summary.json, ratings.png in ``out_dir``."""
-    from plots import boxplot
+    from eval.plots import boxplot
 
     key = None
     if key_path is not None:
@@ -872,7 +858,7 @@ def analyze(results_csv: str, out_dir: str, key_path: str | None = None, assesso
 
 # Where serve looks for webMUSHRA when --webmushra is not given, after $BWE_WEBMUSHRA: the
 # third-party folder beside or inside the checkout (shared/third_party/webMUSHRA).
-_REPO_DIR = os.path.dirname(_EVAL_DIR)
+_REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEBMUSHRA_CANDIDATES = (
     os.path.join(_REPO_DIR, "shared", "third_party", "webMUSHRA"),
     os.path.join(os.path.dirname(_REPO_DIR), "shared", "third_party", "webMUSHRA"),
@@ -891,7 +877,7 @@ ROUTER = "bwe_router.php"
 # they were (and may send them twice). The router catches that one error and logs it. It also keeps
 # results/ (every assessor's ratings) and itself away from the browsers.
 PHP_ROUTER = r"""<?php
-// Router for PHP's built-in server, written by bwe's eval/listening_test.py serve: see ROUTER there.
+// Router for PHP's built-in server, written by bwe's python -m eval.listening_test serve: see ROUTER there.
 $path = rawurldecode(parse_url($_SERVER['REQUEST_URI'], PHP_URL_PATH));
 if ($path === '/' . basename(__FILE__) || strpos($path, '/results') === 0 || strpos($path, '..') !== false) {
     http_response_code(404);
@@ -971,7 +957,7 @@ def _load_key(path: str, label: str, missing: str) -> dict:
     except json.JSONDecodeError as e:
         raise ListeningTestError(f"{label}: not valid JSON ({e})") from None
     if not isinstance(key, dict) or key.get("format") != KEY_FORMAT:
-        raise ListeningTestError(f"{label}: not a key written by listening_test.py prepare")
+        raise ListeningTestError(f"{label}: not a key written by eval.listening_test prepare")
     return key
 
 
@@ -1138,7 +1124,7 @@ def run_server(test_dir: str, webmushra: str | None, port: int, host: str, work:
             code = None
     report = os.path.join(test_dir, "results")
     print(f"\n{count_sessions(server.results_csv)} session(s) in {server.results_csv}; analyse with:\n\n"
-          f"    python eval/listening_test.py analyze {server.results_csv} --key {server.key} --out {report}\n")
+          f"    python -m eval.listening_test analyze {server.results_csv} --key {server.key} --out {report}\n")
     if code is not None:
         print(f"error: php -S stopped by itself (exit status {code}); see {os.path.join(server.root, SERVER_LOG)}",
               file=sys.stderr)
@@ -1152,7 +1138,8 @@ def run_server(test_dir: str, webmushra: str | None, port: int, host: str, work:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="MUSHRA (ITU-R BS.1534-3) listening test for webMUSHRA.")
+    parser = argparse.ArgumentParser(prog="python -m eval.listening_test",
+                                     description="MUSHRA (ITU-R BS.1534-3) listening test for webMUSHRA.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("prepare", help="build the stimuli, the webMUSHRA config and the key")
     p.add_argument("--model", action="append", required=True, help="sinc, folding, an exported model folder, or NAME=SPEC; repeat")
@@ -1160,7 +1147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     source.add_argument("--data", help="folder of real 16 kHz speech (the references)")
     source.add_argument("--pairs", nargs=2, metavar=("NB_DIR", "WB_DIR"),
                         help="real narrowband recordings and their wideband references, paired by file name")
-    p.add_argument("--max-offset-ms", type=float, default=250.0,
+    p.add_argument("--max-offset-ms", type=float, default=DEFAULT_MAX_OFFSET_MS,
                    help="largest lag searched when aligning --pairs (default %(default)s)")
     p.add_argument("--out", required=True, help="new folder for configs/ and key.json")
     p.add_argument("--trials", type=int, default=10)
@@ -1198,7 +1185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             print(
                 f"{len(key['trials'])} trials x {len(key['systems']) + 3} conditions in {args.out}; "
-                f"serve them with: python eval/listening_test.py serve --test {args.out} "
+                f"serve them with: python -m eval.listening_test serve --test {args.out} "
                 f"(keep {os.path.join(args.out, 'key.json')} private)"
             )
         elif args.command == "serve":

@@ -1,7 +1,7 @@
 """Per-frame CPU latency of an exported model's streaming files, float vs int8, side by side.
 
-    python eval/mobile_timing.py MODEL_DIR [--threads 1] [--frames 2000] [--warmup 200] [--json]
-                                 [--offline-seconds 60] [--per-layer]
+    python -m eval.mobile_timing MODEL_DIR [--threads 1] [--frames 2000] [--warmup 200] [--json]
+                                  [--offline-seconds 60] [--per-layer]
 
 For ``streaming.tflite`` and ``streaming_int8.tflite`` (LiteRT; its default XNNPACK delegate takes
 the float and int8 CPU kernels): warm-up frames, then ``--frames`` timed frames of speech-like
@@ -172,7 +172,7 @@ def format_report(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m eval.mobile_timing", description=__doc__.split("\n\n")[0])
     parser.add_argument("model_dir", help="a bwe-export output folder")
     parser.add_argument("--threads", type=int, default=1, help="LiteRT threads (default 1: one core)")
     parser.add_argument("--frames", type=int, default=2000, help="timed frames per file (default 2000)")

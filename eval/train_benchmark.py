@@ -1,6 +1,6 @@
 """Training throughput of the shipped recipes on this machine: steps/s and samples/s, printed, not asserted.
 
-    python eval/train_benchmark.py [RECIPE ...] [--steps N] [--warmup-only] [key=value ...]
+    python -m eval.train_benchmark [RECIPE ...] [--steps N] [--warmup-only] [--set key=value ...]
 
 For each recipe (default: every recipes/*.yaml that has a train section) the trainer is built exactly as
 ``python -m bwe.train`` builds it, then timed on synthetic batches of the recipe's shape (batch_size x
@@ -20,11 +20,7 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from bwe.config import OUTPUT_RATE
-from bwe.config import load_recipe  # noqa: E402
-
+from bwe.config import OUTPUT_RATE, load_recipe
 
 
 def _timed(trainer, batch, step: int, n: int) -> float:
@@ -60,7 +56,7 @@ def benchmark(path: str, steps: int, overrides: list[str], warmup_only: bool) ->
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m eval.train_benchmark", description=__doc__.split("\n\n")[0])
     parser.add_argument("recipes", nargs="*", help="recipe files (default: recipes/*.yaml with a train section)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per phase (default 5)")
     parser.add_argument("--warmup-only", action="store_true", help="time only the reconstruction-only phase")

@@ -1,4 +1,4 @@
-"""eval/band_balance.py: the high band's long-term level, the worst gap and the envelope error are what
+"""python -m eval.research band-balance: the high band's long-term level, the worst gap and the envelope error are what
 they claim, on systems whose output is the reference changed in a known way; the CLI runs end to end."""
 
 import json
@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 import scipy.signal
 
+from eval.research import band_balance
 from signals import speech_like, write_wav
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(REPO, "eval", "band_balance.py")
-sys.path.insert(0, os.path.join(REPO, "eval"))
-import band_balance  # noqa: E402
+COMMAND = [sys.executable, "-m", "eval.research", "band-balance"]
 
 
 def _split(x, hz=4000.0):
@@ -60,12 +59,12 @@ def test_cli_reports_the_baselines_and_writes_json(tmp_path):
     for seed in range(2):
         write_wav(data / f"{seed}.wav", speech_like(1.5, 16000, seed=seed), 16000)
     out = tmp_path / "balance.json"
-    proc = subprocess.run([sys.executable, SCRIPT, "--data", str(data), "--limit", "2", "--json", str(out)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([*COMMAND, "--data", str(data), "--limit", "2", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     assert "| sinc | 2 |" in proc.stdout and "| folding | 2 |" in proc.stdout
     results = json.loads(out.read_text())
     assert results["sinc"]["hf_level_db"] < -40 < results["folding"]["hf_level_db"]  # sinc has no high band
-    proc = subprocess.run([sys.executable, SCRIPT, "--data", str(tmp_path / "missing")], capture_output=True,
-                          text=True, timeout=120)
-    assert proc.returncode == 2 and "band_balance.py: error:" in proc.stderr
+    proc = subprocess.run([*COMMAND, "--data", str(tmp_path / "missing")], capture_output=True,
+                          text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 2 and "band-balance: error:" in proc.stderr

@@ -1,4 +1,4 @@
-"""eval/codec_pairs.py: the narrowband side is the evaluation channel through the codec, the wideband
+"""python -m eval.codec_pairs: the narrowband side is the evaluation channel through the codec, the wideband
 side the reference, paired by name; ffmpeg's failures and bad requests leave nothing behind."""
 
 import hashlib
@@ -12,13 +12,11 @@ import pytest
 import soundfile
 
 from bwe.data.degrade import evaluation_degradation, telephone_degradation
+from eval import codec_pairs
+from eval.evaluate import paired_stems
 from signals import speech_like, write_wav
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(REPO, "eval", "codec_pairs.py")
-sys.path.insert(0, os.path.join(REPO, "eval"))
-import codec_pairs  # noqa: E402
-from evaluate import paired_stems  # noqa: E402
 
 # A stand-in for ffmpeg whose "codec" halves the signal: it reads its -i file and writes WAV to its
 # last argument, and fails with a message when FAKE_FFMPEG_FAIL is set.
@@ -134,7 +132,8 @@ def test_a_failing_codec_or_no_ffmpeg_leaves_nothing(tmp_path, references, fake_
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, SCRIPT, *map(str, args)], capture_output=True, text=True, cwd=REPO)
+    return subprocess.run([sys.executable, "-m", "eval.codec_pairs", *map(str, args)], capture_output=True, text=True,
+                          cwd=REPO)
 
 
 def test_cli_refuses_bad_requests_with_one_line(tmp_path, references):

@@ -1,4 +1,4 @@
-"""eval/envelope_probe.py: causal features, exact reshaping, a probe that learns what is predictable, the CLI."""
+"""python -m eval.research envelope-probe: causal features, exact reshaping, a probe that learns what is predictable, the CLI."""
 
 import json
 import os
@@ -11,14 +11,13 @@ import pytest
 from bwe.baselines import folding, sinc
 from bwe.data.audio import load_audio
 from bwe.data.degrade import evaluation_degradation
-from bwe.metrics import lsd
+from bwe.metrics import band_level_errors_db, band_stft, lsd
+from eval.evaluate import shift
+from eval.research import envelope_probe as ep
+from eval.research.inputs import simulated_examples
 from signals import speech_like, write_real_pairs, write_wav
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(REPO, "eval", "envelope_probe.py")
-sys.path.insert(0, os.path.join(REPO, "eval"))
-import envelope_probe as ep  # noqa: E402
-from pesq_headroom import _stft, band_level_errors_db, shift, simulated_examples  # noqa: E402
 
 RATE = 16000
 
@@ -62,7 +61,7 @@ def test_features_are_causal_and_cover_the_context():
 def test_reshaping_to_the_reference_levels_fixes_the_envelope_and_keeps_the_low_band():
     reference = speech_like(2.0, RATE, seed=2)
     output = folding(evaluation_degradation(reference))[: len(reference)]
-    levels = ep.band_levels_db(_stft(reference), ep.HIGH_ROWS)
+    levels = ep.band_levels_db(band_stft(reference), ep.HIGH_ROWS)
     reshaped = ep.reshape_high_band(output, levels)
     before, after = band_level_errors_db(reference, output)[0], band_level_errors_db(reference, reshaped)[0]
     assert before > 3.0 and after < 0.1 * before
@@ -88,7 +87,8 @@ def test_probe_learns_a_predictable_high_band_and_not_an_unpredictable_one(tmp_p
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, SCRIPT, *map(str, args)], capture_output=True, text=True, cwd=REPO)
+    return subprocess.run([sys.executable, "-m", "eval.research", "envelope-probe", *map(str, args)],
+                          capture_output=True, text=True, cwd=REPO)
 
 
 def test_cli_reports_the_probe_and_the_reshaped_system_as_json(tmp_path):
@@ -115,7 +115,7 @@ def test_cli_tests_the_probe_on_real_pairs_aligned(tmp_path):
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["files"] == 2 and report["too_short"] == []
-    # The sinc row is each input aligned to its reference by its lag, as evaluate.py scores it.
+    # The sinc row is each input aligned to its reference by its lag, as eval.evaluate scores it.
     expected = []
     for name, lag in (("p0", 24), ("p1", 40)):
         wide = load_audio(str(wb / f"{name}.wav"), target_rate=RATE)[0]

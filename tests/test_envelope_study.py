@@ -1,4 +1,4 @@
-"""eval/envelope_study.py: its targets are the generator's band levels, its scores are dB at 500 Hz
+"""python -m eval.research envelope-study: its targets are the generator's band levels, its scores are dB at 500 Hz
 resolution, and a small study runs end to end (variants, hold-out, JSON)."""
 
 import json
@@ -11,13 +11,11 @@ import pytest
 
 from bwe.config import load_recipe
 from bwe.layers.envelope import LEVEL_CENTRE, LEVEL_SPREAD
+from eval.research import envelope_study
 from signals import speech_like, write_wav
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(REPO, "eval", "envelope_study.py")
 RECIPE = os.path.join(REPO, "recipes", "pretrained.yaml")
-sys.path.insert(0, os.path.join(REPO, "eval"))
-import envelope_study  # noqa: E402
 
 CFG = load_recipe(RECIPE).model
 
@@ -57,19 +55,21 @@ def corpus(tmp_path_factory):
 
 def test_a_small_study_runs_with_variants_and_a_held_out_source(tmp_path, corpus):
     out = tmp_path / "rows.json"
-    common = [sys.executable, SCRIPT, "--train", str(corpus / "train"), "--valid", str(corpus / "valid"),
+    common = [sys.executable, "-m", "eval.research", "envelope-study",
+              "--train", str(corpus / "train"), "--valid", str(corpus / "valid"),
               "--recipe", RECIPE, "--set", "data.min_bandwidth_hz=0", "model.envelope_channels=16",
               "--steps", "3", "--train-files", "6", "--valid-files", "2"]
     proc = subprocess.run(common + ["--variant", "base:", "--variant", "short:model.envelope_dilations=[1,2]",
-                                    "--json", str(out)], capture_output=True, text=True, timeout=600)
+                                    "--json", str(out)], capture_output=True, text=True, timeout=600,
+                          cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(out.read_text())
     assert [r["variant"] for r in rows] == ["base", "short"]
     for r in rows:
         assert 0 < r["valid_error_db"] < 100 and 0 < r["telephone_error_db"] < 100
     assert "| short |" in proc.stdout
-    proc = subprocess.run(common + ["--hold-out", "b"], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(common + ["--hold-out", "b"], capture_output=True, text=True, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     assert "3 training files, 2 scored files" in proc.stderr  # trained on a only, scored on b only
-    proc = subprocess.run(common + ["--hold-out", "c"], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(common + ["--hold-out", "c"], capture_output=True, text=True, timeout=600, cwd=REPO)
     assert proc.returncode != 0 and "--hold-out: c is not a folder" in proc.stderr

@@ -1,4 +1,4 @@
-"""eval/evaluate.py end to end, as a user runs it, checked against bwe.metrics directly."""
+"""python -m eval.evaluate end to end, as a user runs it, checked against bwe.metrics directly."""
 
 import csv
 import json
@@ -14,15 +14,16 @@ from bwe.baselines import folding, sinc
 from bwe.data.audio import load_audio
 from bwe.data.degrade import evaluation_degradation
 from bwe.metrics import lsd_all, pesq_wb
+from eval import evaluate
 from signals import speech_like, write_wav
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(REPO, "eval", "evaluate.py")
 
 
 def run_evaluate(*args):
     return subprocess.run(
-        [sys.executable, SCRIPT, "--no-progress", *map(str, args)], capture_output=True, text=True, cwd=REPO
+        [sys.executable, "-m", "eval.evaluate", "--no-progress", *map(str, args)], capture_output=True, text=True,
+        cwd=REPO,
     )
 
 
@@ -161,18 +162,7 @@ def test_corrupt_reference_is_named(tmp_path):
     assert result.returncode == 2 and "broken.wav: not a readable audio file" in result.stderr
 
 
-def _evaluate_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("evaluate_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_broken_systems_are_named():
-    evaluate = _evaluate_module()
     reference = speech_like(0.5, 16000, seed=46)
     narrowband = evaluation_degradation(reference)
     broken = {

@@ -1,4 +1,4 @@
-"""eval/evaluate.py as a suite: real narrowband pairs, several systems side by side, summary, figures.
+"""eval.evaluate as a suite: real narrowband pairs, several systems side by side, summary, figures.
 
 (The single-set behaviour, CSV against bwe.metrics and argument errors, is tests/test_evaluate.py.)
 """
@@ -9,7 +9,6 @@ import csv
 import hashlib
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -20,10 +19,8 @@ from bwe.baselines import folding, sinc
 from bwe.data.audio import load_audio, resample
 from bwe.data.degrade import evaluation_degradation
 from bwe.metrics import lsd_all, pesq_wb
+from eval import evaluate as ev
 from signals import speech_like, write_wav
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "eval"))
-import evaluate as ev  # noqa: E402
 
 RATE = 16000
 # name -> lag of the narrowband recording behind the wideband one, in 16 kHz samples

@@ -22,15 +22,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import time
 
 import pytest
 
+from eval import listening_test as lt
 from signals import speech_like, write_wav
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "eval"))
-import listening_test as lt  # noqa: E402
 
 pytestmark = pytest.mark.browser
 

@@ -1,4 +1,4 @@
-"""eval/listening_test.py: MUSHRA stimuli for webMUSHRA (prepare) and the statistics (analyze)."""
+"""eval.listening_test: MUSHRA stimuli for webMUSHRA (prepare) and the statistics (analyze)."""
 
 from __future__ import annotations
 
@@ -23,10 +23,8 @@ import scipy.stats
 import soundfile
 import yaml
 
+from eval import listening_test as lt
 from signals import speech_like, write_wav
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "eval"))
-import listening_test as lt  # noqa: E402
 
 RATE = 16000
 
@@ -304,7 +302,7 @@ def test_prepare_rejects_bad_requests_without_writing_anything(corpus, tmp_path)
 def test_prepare_with_real_pairs_gives_the_systems_the_real_narrowband_aligned(tmp_path):
     from bwe.baselines import folding, sinc
     from bwe.data.degrade import evaluation_degradation
-    from evaluate import shift
+    from eval.evaluate import shift
 
     nb, wb = tmp_path / "nb", tmp_path / "wb"
     nb.mkdir()
@@ -340,7 +338,7 @@ def test_prepare_with_real_pairs_gives_the_systems_the_real_narrowband_aligned(t
         # The key's times are the wideband file's: the hidden reference is that stretch of it.
         start, stop = round(entry["start_s"] * RATE), round(entry["stop_s"] * RATE)
         assert np.corrcoef(audio["hidden_reference"][core], written_reference[start:stop][core])[0, 1] > 0.9999
-        # Every system's stimulus is its output aligned as evaluate.py aligns it, cut at the same stretch.
+        # Every system's stimulus is its output aligned as eval.evaluate aligns it, cut at the same stretch.
         trimmed = max(0, -lag)  # the reference samples the alignment drops
         for condition, system in (("anchor_narrowband", sinc), ("folding", folding)):
             _, expected = shift(written_reference, system(written_narrowband), lag)
@@ -661,9 +659,10 @@ def test_serve_runs_php_until_ctrl_c_and_says_where_the_ratings_are(prepared, tm
     out, key = prepared
     test_dir = str(tmp_path / "test")
     shutil.copytree(out, test_dir)
-    command = [sys.executable, os.path.join(os.path.dirname(lt.__file__), "listening_test.py"), "serve",
+    command = [sys.executable, "-m", "eval.listening_test", "serve",
                "--test", test_dir, "--webmushra", fake_webmushra(tmp_path), "--port", "0"]
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=repo)
     try:
         lines = []
         while not any("/?config=" in line for line in lines):

@@ -5,7 +5,10 @@ import pytest
 
 import scipy.signal
 
-from bwe.metrics import align, estimate_delay, lsd, lsd_all, lsd_level_shape, pesq_wb, visqol_speech
+from bwe.metrics import (
+    LONG_TERM_FREQS, align, band_level_errors_db, error_and_bias_db, estimate_delay, long_term_power, lsd, lsd_all,
+    lsd_level_shape, pesq_wb, spectral_balance, visqol_speech,
+)
 from signals import speech_like
 
 
@@ -207,3 +210,61 @@ def test_estimate_delay_respects_max_delay(speech):
     assert estimate_delay(speech, np.zeros_like(speech), max_delay=10) == 0
     with pytest.raises(ValueError, match="max_delay"):
         estimate_delay(speech, speech, max_delay=-1)
+
+
+PERIODIC_HANN_512 = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(512) / 512)
+
+
+def reference_band_level_errors(ref, est, band_hz=500.0):
+    """The band-level error and bias written out: zero-padded frames of 512 samples every 128, periodic
+    Hann, each 500 Hz band of 4-8 kHz (Nyquist in the last) in dB, sharing no code with bwe.metrics."""
+    freqs = np.arange(257) * 16000 / 512
+    edges = np.arange(4000.0, 8000.0, band_hz)
+
+    def levels(x):
+        x = np.concatenate([np.zeros(256), x, np.zeros(256)])
+        x = np.concatenate([x, np.zeros((-(len(x) - 512)) % 128)])  # whole frames up to the end
+        rows = []
+        for start in range(0, len(x) - 512 + 1, 128):
+            power = np.abs(np.fft.rfft(x[start:start + 512] * PERIODIC_HANN_512)) ** 2 / PERIODIC_HANN_512.sum() ** 2
+            rows.append([10 * np.log10(power[(freqs >= lo) & ((freqs < lo + band_hz) | (freqs == 8000) & (lo + band_hz >= 8000))].sum() + 1e-12)
+                         for lo in edges])
+        return np.array(rows)
+
+    differences = levels(est[:len(ref)]) - levels(ref)
+    return (np.median([np.sqrt(np.mean(d ** 2)) for d in differences]),
+            np.median([np.mean(d) for d in differences]))
+
+
+def test_error_and_bias_are_medians_over_frames_of_the_rms_and_the_mean_over_bands():
+    differences = np.array([[3.0, -1.0], [0.0, 0.0], [6.0, 6.0]])  # RMS sqrt(5), 0, 6; means 1, 0, 6
+    assert error_and_bias_db(differences) == pytest.approx((np.sqrt(5.0), 1.0))
+
+
+@pytest.mark.parametrize("band_hz", [500.0, 1000.0])
+def test_band_level_errors_match_the_frame_loop(speech, band_hz):
+    low = scipy.signal.sosfiltfilt(scipy.signal.butter(8, 4000, fs=16000, output="sos"), speech)
+    rng = np.random.default_rng(5)
+    estimate = low + 0.3 * (speech - low) + 1e-4 * rng.standard_normal(len(speech))  # a quieter, noisier band
+    expected = reference_band_level_errors(speech, estimate, band_hz)
+    assert band_level_errors_db(speech, estimate, band_hz) == pytest.approx(expected, abs=1e-6)
+    assert expected[1] < -3.0  # the test is not vacuous: the band is several dB too quiet
+
+
+def test_long_term_power_sums_welch_frames(speech):
+    expected = np.zeros(257)
+    for start in range(0, len(speech) - 512 + 1, 256):
+        frame = speech[start:start + 512] - speech[start:start + 512].mean()  # Welch's constant detrend
+        power = np.abs(np.fft.rfft(frame * PERIODIC_HANN_512)) ** 2 / PERIODIC_HANN_512.sum() ** 2
+        power[1:-1] *= 2  # one-sided
+        expected += power
+    np.testing.assert_allclose(long_term_power(speech), expected, rtol=1e-9)
+
+
+def test_spectral_balance_of_a_quiet_band_and_a_hole():
+    reference = np.ones_like(LONG_TERM_FREQS)
+    estimate = 2.0 * reference  # an overall gain is normalised away (0.5-3 kHz)
+    estimate[(LONG_TERM_FREQS >= 4500) & (LONG_TERM_FREQS < 7000)] *= 0.1
+    estimate[(LONG_TERM_FREQS >= 3500) & (LONG_TERM_FREQS < 3600)] *= 0.01
+    balance = spectral_balance(estimate, reference)
+    assert balance == pytest.approx({"hf_level_db": -10.0, "worst_gap_db": -20.0, "worst_gap_hz": 3550.0})

@@ -1,4 +1,4 @@
-"""eval/mobile_timing.py on the tiny export: every file timed, figures consistent, bad input refused."""
+"""python -m eval.mobile_timing on the tiny export: every file timed, figures consistent, bad input refused."""
 
 import json
 import os
@@ -10,11 +10,11 @@ from exported_tiny import exported_tiny
 from bwe.runtime import DELEGATE_NOTICE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(REPO, "eval", "mobile_timing.py")
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, SCRIPT, *map(str, args)], capture_output=True, text=True, cwd=REPO)
+    return subprocess.run([sys.executable, "-m", "eval.mobile_timing", *map(str, args)], capture_output=True,
+                          text=True, cwd=REPO)
 
 
 def test_json_report_covers_float_int8_and_whole_signal_paths():

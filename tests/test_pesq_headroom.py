@@ -1,4 +1,4 @@
-"""eval/pesq_headroom.py: the variants are what they claim, and the CLI refuses bad input."""
+"""python -m eval.research pesq-headroom: the variants are what they claim, and the CLI refuses bad input."""
 
 import json
 import os
@@ -10,13 +10,13 @@ import pytest
 
 from bwe.baselines import folding, sinc
 from bwe.data.degrade import evaluation_degradation
-from bwe.metrics import lsd, lsd_all
+from bwe.metrics import band_level_errors_db, band_levels_db, band_stft, high_band_rows, lsd, lsd_all
+from eval.evaluate import EvaluationError, shift
+from eval.research import pesq_headroom
+from eval.research.inputs import real_pair_examples
 from signals import speech_like, write_real_pairs, write_wav
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(REPO, "eval", "pesq_headroom.py")
-sys.path.insert(0, os.path.join(REPO, "eval"))
-import pesq_headroom  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -48,22 +48,22 @@ def test_variants_change_only_the_high_band_as_named(pair):
 def test_partial_oracle_halves_the_band_level_error_in_db(pair):
     reference, _, output = pair
     v = pesq_headroom.variants(reference, output, [], 500.0, fractions=[0.5])
-    error, bias = pesq_headroom.band_level_errors_db(reference, output)
+    error, bias = band_level_errors_db(reference, output)
     assert error > 3.0  # folding's envelope is far from the reference's: the test is not vacuous
-    assert pesq_headroom.band_level_errors_db(reference, v["oracle band levels 50%"])[0] == pytest.approx(error / 2, rel=0.1)
-    assert pesq_headroom.band_level_errors_db(reference, v["oracle band levels"])[0] < 0.1 * error
-    assert pesq_headroom.band_level_errors_db(reference, reference) == pytest.approx((0.0, 0.0), abs=1e-6)
+    assert band_level_errors_db(reference, v["oracle band levels 50%"])[0] == pytest.approx(error / 2, rel=0.1)
+    assert band_level_errors_db(reference, v["oracle band levels"])[0] < 0.1 * error
+    assert band_level_errors_db(reference, reference) == pytest.approx((0.0, 0.0), abs=1e-6)
     # Signed: the reference's own high band at twice the amplitude is +6 dB in every band and frame,
     # at half the amplitude -6 dB; the error (RMS) is 6 dB either way.
     for gain, db in ((2.0, 6.02), (0.5, -6.02)):
         scaled = pesq_headroom.variants(reference, reference, [gain], 500.0)[f"gain {gain:g}"]
-        assert pesq_headroom.band_level_errors_db(reference, scaled) == pytest.approx((abs(db), db), abs=0.1)
+        assert band_level_errors_db(reference, scaled) == pytest.approx((abs(db), db), abs=0.1)
 
 
 def test_gain_per_band_scales_each_band_of_4_to_8_khz_alone(pair):
     reference, _, _ = pair
-    rows = pesq_headroom._band_rows(np.fft.rfftfreq(pesq_headroom.N_FFT, 1.0 / 16000), 1000.0)
-    before = pesq_headroom.band_levels_db(pesq_headroom._stft(reference), rows)
+    rows = high_band_rows(1000.0)
+    before = band_levels_db(band_stft(reference), rows)
     v = pesq_headroom.variants(reference, reference, [1.0, (1.0, 1.0, 1.0, 1.0), (2.0, 1.0, 1.0, 0.5), (0.0, 3.0)],
                                500.0)
     assert list(v) == ["gain 1", "gain 1/1/1/1", "gain 2/1/1/0.5", "gain 0/3", "oracle frame level",
@@ -72,7 +72,7 @@ def test_gain_per_band_scales_each_band_of_4_to_8_khz_alone(pair):
     # Each 1 kHz band moves by its own gain in dB (medians over frames: the window blurs the bands'
     # edges over a bin or two).
     for name, expected_db in (("gain 2/1/1/0.5", [6.02, 0.0, 0.0, -6.02]), ("gain 0/3", [None, None, 9.54, 9.54])):
-        change = np.median(pesq_headroom.band_levels_db(pesq_headroom._stft(v[name]), rows) - before, axis=0)
+        change = np.median(band_levels_db(band_stft(v[name]), rows) - before, axis=0)
         for band, db in enumerate(expected_db):
             if db is None:  # silenced: what is left leaks from the bins around it through the window
                 assert change[band] < -15
@@ -85,12 +85,13 @@ def test_gain_per_band_scales_each_band_of_4_to_8_khz_alone(pair):
 def test_gains_of_reads_levels_and_tilts():
     assert pesq_headroom.gains_of("1, 0.5,1/1/1/3,,") == [1.0, 0.5, (1.0, 1.0, 1.0, 3.0)]
     for bad in ("1,loud", "1/x", "1,-1", "1/-2", "1/nan", "inf"):
-        with pytest.raises(pesq_headroom.EvaluationError, match="--gains"):
+        with pytest.raises(EvaluationError, match="--gains"):
             pesq_headroom.gains_of(bad)
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, SCRIPT, *map(str, args)], capture_output=True, text=True, cwd=REPO)
+    return subprocess.run([sys.executable, "-m", "eval.research", "pesq-headroom", *map(str, args)],
+                          capture_output=True, text=True, cwd=REPO)
 
 
 def test_cli_reports_every_variant_as_json(tmp_path):
@@ -128,7 +129,7 @@ def test_cli_refuses_bad_input(tmp_path):
 
 def test_real_pair_examples_find_each_pairs_lag(tmp_path):
     nb, wb = write_real_pairs(tmp_path, [24, 0])
-    examples = list(pesq_headroom.real_pair_examples(
+    examples = list(real_pair_examples(
         [(str(nb / "p0.wav"), str(wb / "p0.wav")), (str(nb / "p1.wav"), str(wb / "p1.wav"))], max_offset=400))
     assert [e[0] for e in examples] == [str(wb / "p0.wav"), str(wb / "p1.wav")]
     assert [e[3] for e in examples] == [24, 0]
@@ -136,7 +137,6 @@ def test_real_pair_examples_find_each_pairs_lag(tmp_path):
 
 
 def test_cli_scores_real_pairs_aligned_and_paired_by_name(tmp_path):
-    from pesq_headroom import shift  # evaluate.py's alignment, which the report must use
     from bwe.data.audio import load_audio
 
     nb, wb = write_real_pairs(tmp_path, [24, 40])
@@ -145,7 +145,7 @@ def test_cli_scores_real_pairs_aligned_and_paired_by_name(tmp_path):
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)["variants"]
     assert all(row["files"] == 2 for row in rows.values())
-    # The sinc row is the aligned input, scored exactly as evaluate.py scores its sinc baseline.
+    # The sinc row is the aligned input, scored exactly as eval.evaluate scores its sinc baseline (its shift).
     expected = []
     for name, lag in (("p0", 24), ("p1", 40)):
         wide = load_audio(str(wb / f"{name}.wav"), target_rate=16000)[0]

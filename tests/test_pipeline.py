@@ -239,11 +239,9 @@ def test_context_is_even():
 
 
 EXIT_SCRIPT = """
-import sys
 import numpy as np
 import soundfile
-sys.path.insert(0, {tests!r})
-from signals import speech_like
+from signals import speech_like  # found through PYTHONPATH, set to tests/ by the test below
 from bwe.config import recipe_from_dict
 from bwe.data.pipeline import make_dataset
 soundfile.write({path!r}, speech_like(3.0, seed=0), 16000)
@@ -260,8 +258,9 @@ def test_process_with_a_live_iterator_exits_cleanly(tmp_path):
     import subprocess
     import sys
 
-    script = EXIT_SCRIPT.format(tests=os.path.dirname(__file__), path=str(tmp_path / "a.wav"))
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    script = EXIT_SCRIPT.format(path=str(tmp_path / "a.wav"))
+    python_path = os.pathsep.join(filter(None, [os.path.dirname(os.path.abspath(__file__)), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": python_path}
     # Without the guard this aborts (status 134) or hangs in most runs.
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=240)  # a hang is the failure; a loaded CI machine is slow
     assert result.returncode == 0, result.stderr[-2000:]

@@ -1,4 +1,4 @@
-"""eval/reference_codec.py: the G.722 round trip is the codec's (delay, bit-exactness, its noise in 4-8 kHz),
+"""python -m eval.research reference-codec: the G.722 round trip is the codec's (delay, bit-exactness, its noise in 4-8 kHz),
 and the comparison scores the same outputs against both references."""
 
 import array
@@ -14,15 +14,12 @@ import pytest
 from bwe.baselines import folding, sinc
 from bwe.data.audio import load_audio
 from bwe.data.degrade import evaluation_degradation
-from bwe.metrics import estimate_delay, lsd_level_shape
+from bwe.metrics import band_level_errors_db, band_levels_db, estimate_delay, lsd_level_shape
+from eval.evaluate import score_pair
+from eval.research import reference_codec
 from signals import speech_like, write_wav
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(REPO, "eval", "reference_codec.py")
-sys.path.insert(0, os.path.join(REPO, "eval"))
-import reference_codec  # noqa: E402
-from evaluate import score_pair  # noqa: E402
-from pesq_headroom import band_level_errors_db, band_levels_db  # noqa: E402
 
 G722 = pytest.importorskip("G722")
 
@@ -97,7 +94,8 @@ def test_decoder_matches_ffmpegs_bit_for_bit(tmp_path):
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, SCRIPT, *map(str, args)], capture_output=True, text=True, cwd=REPO)
+    return subprocess.run([sys.executable, "-m", "eval.research", "reference-codec", *map(str, args)],
+                          capture_output=True, text=True, cwd=REPO)
 
 
 def test_cli_scores_the_same_outputs_against_both_references(tmp_path):
@@ -109,7 +107,7 @@ def test_cli_scores_the_same_outputs_against_both_references(tmp_path):
     report = json.loads(result.stdout)
     systems = report["systems"]
     assert list(systems) == ["sinc", "folding"]
-    # Each figure is evaluate.py's score of the baseline's output against the file or its G.722 round
+    # Each figure is eval.evaluate's score of the baseline's output against the file or its G.722 round
     # trip, and with --code-outputs of the output's round trip against the file's.
     references = [load_audio(str(tmp_path / "sub" / f"s{seed}.wav"), target_rate=16000)[0] for seed in (1, 2)]
     code = reference_codec.g722_round_trip
@@ -140,7 +138,7 @@ def test_cli_scores_the_same_outputs_against_both_references(tmp_path):
 
 def test_cli_scores_real_pairs_after_aligning_them(tmp_path):
     # A pair whose wideband file starts 40 samples (16 kHz) after the narrowband one: the same
-    # alignment as evaluate.py's is undone before scoring, so the figures equal scoring the
+    # alignment as eval.evaluate's is undone before scoring, so the figures equal scoring the
     # baseline's output shifted by hand against the reference.
     wide = speech_like(2.0, 16000, seed=4)
     narrow = evaluation_degradation(np.concatenate([np.zeros(40, np.float32), wide]))

@@ -6,11 +6,11 @@ and as 16 kHz G.722 (`asterisk-core-sounds-XX-g722`, decoded to wav by `fetch-sp
 Pairing them by file gives narrowband input that no simulation of ours produced, so a model that
 only learned our degradation filter shows it here.
 
-    python eval/asterisk_pairs.py CORPUS_DIR OUT_DIR [--split valid]
+    python -m eval.research asterisk-pairs CORPUS_DIR OUT_DIR [--split valid]
 
 CORPUS_DIR is what `fetch-speech-corpus.sh` built (with its `.raw/` folder kept). The 8 kHz packages
 are fetched with `apt-get download` into `.raw/debs` if missing. Writes `OUT_DIR/nb/*.wav` (8 kHz)
-and `OUT_DIR/wb/*.wav` (16 kHz) with equal names, for `eval/evaluate.py --pairs OUT_DIR/nb OUT_DIR/wb`.
+and `OUT_DIR/wb/*.wav` (16 kHz) with equal names, for `python -m eval.evaluate --pairs OUT_DIR/nb OUT_DIR/wb`.
 Only files of the given corpus split are used, so the default model never trained on them.
 """
 
@@ -22,8 +22,8 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 
+PROG = "python -m eval.research asterisk-pairs"
 LANGUAGES = ("en", "es", "fr", "ru")
 
 
@@ -74,7 +74,7 @@ def build_pairs(corpus: str, out: str, split: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     parser.add_argument("corpus", help="folder built by fetch-speech-corpus.sh (with .raw/)")
     parser.add_argument("out", help="output folder; nb/ and wb/ are created inside")
     parser.add_argument("--split", default="valid", choices=("train", "valid"))
@@ -82,7 +82,3 @@ def main(argv: list[str] | None = None) -> int:
     pairs = build_pairs(args.corpus, args.out, args.split)
     print(f"{pairs} real 8 kHz / 16 kHz pairs in {args.out}/nb and {args.out}/wb")
     return 0 if pairs else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """How well can the 4-8 kHz envelope be predicted from the low band, and what would that envelope be worth?
 
-    python eval/envelope_probe.py --train CORPUS/train --data CORPUS/valid [--model bwe/pretrained] [--visqol]
-    python eval/envelope_probe.py --train CORPUS/train --pairs PAIRS/nb PAIRS/wb [--lag-ms 16] ...
+    python -m eval.research envelope-probe --train CORPUS/train --data CORPUS/valid [--model bwe/pretrained] [--visqol]
+    python -m eval.research envelope-probe --train CORPUS/train --pairs PAIRS/nb PAIRS/wb [--lag-ms 16] ...
 
 A regression probe, the classical artificial-bandwidth-extension question asked of a corpus: an MLP
 (scikit-learn, two hidden layers of 256) is fitted on ``--train`` to map the low band's levels to
@@ -10,12 +10,12 @@ input alone. Input: the level (dB) of each 250 Hz band from 0 to 3.75 kHz of the
 16 kHz (``sinc``), in the frame and the frames of the ``--context-ms`` before it, all moved
 ``--lag-ms`` back (0: the newest 32 ms analysis window is the predicted one, reaching 16 ms past
 its centre; 16: it ends at that centre); target: the level of each 500 Hz band from 4 to 8 kHz of
-the reference. Frames are those of ``pesq_headroom.py`` (512-sample Hann, hop 128, 16 kHz). Every
-reference is degraded by the fixed evaluation channel, for fitting, and for testing unless
-``--pairs`` names real narrowband recordings and their wideband references (paired by file name
-and aligned as ``evaluate.py`` does).
+the reference. Frames are those of ``bwe.metrics.band_stft`` (512-sample Hann, hop 128, 16 kHz), as in
+``pesq-headroom``. Every reference is degraded by the fixed evaluation channel, for fitting, and for
+testing unless ``--pairs`` names real narrowband recordings and their wideband references (paired by
+file name and aligned as ``eval.evaluate`` does).
 
-It reports the probe's envelope error and bias on the test files (``pesq_headroom.band_level_errors_db``:
+It reports the probe's envelope error and bias on the test files (``bwe.metrics.band_level_errors_db``:
 medians over frames of the RMS and of the mean over bands of predicted minus reference level). With
 ``--model``, it also scores that system as it is and with its high band reshaped, frame by frame
 and band by band, to the probe's predicted levels, at each ``--gains`` (WB-PESQ, ViSQOL with
@@ -31,41 +31,39 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from bwe.baselines import sinc  # noqa: E402
-from bwe.data.audio import AudioError, load_audio  # noqa: E402
-from bwe.data.degrade import evaluation_degradation  # noqa: E402
-from bwe.metrics import LSD_N_FFT, import_visqol, lsd_all  # noqa: E402
-from evaluate import METRIC_LABELS, EvaluationError, load_system  # noqa: E402
-from pesq_headroom import (  # noqa: E402
-    N_FFT, RATE, SPLIT_HZ, Example, _band_rows, _istft, _stft, add_test_set_arguments, aligned_to_reference,
-    band_level_errors_db, band_levels_db, chosen_examples, error_and_bias_db, numbers, perceptual_scorers,
-    score_all_or_none, shift, spread_files,
+from bwe.baselines import sinc
+from bwe.config import OUTPUT_RATE as RATE
+from bwe.data.audio import AudioError, load_audio
+from bwe.data.degrade import evaluation_degradation
+from bwe.metrics import (
+    BAND_FREQS, BAND_HOP, LSD_N_FFT, band_level_errors_db, band_levels_db, band_stft, error_and_bias_db,
+    high_band_rows, import_visqol, lsd_all,
 )
+from eval.evaluate import METRIC_LABELS, EvaluationError, aligned_to_reference, load_system, shift
+from eval.research.high_band import HIGH_BINS, band_istft, low_band
+from eval.research.inputs import Example, add_test_set_arguments, chosen_examples, numbers, spread_files
+from eval.research.scoring import perceptual_scorers, score_all_or_none
 
-FRAME_MS = 1000.0 * 128 / RATE  # the STFT hop
+PROG = "python -m eval.research envelope-probe"
+FRAME_MS = 1000.0 * BAND_HOP / RATE  # the STFT hop
 LOW_BAND_HZ = 250.0
 LOW_TOP_HZ = 3750.0  # the evaluation channel's passband ends at 3.8 kHz
 DEFAULT_GAINS = (1.0, 0.7, 0.5)
-FREQS = np.fft.rfftfreq(N_FFT, 1.0 / RATE)
-LOW_ROWS = [(FREQS >= lo) & (FREQS < lo + LOW_BAND_HZ) for lo in np.arange(0.0, LOW_TOP_HZ, LOW_BAND_HZ)]
-HIGH_ROWS = _band_rows(FREQS, 500.0)
+LOW_ROWS = [(BAND_FREQS >= lo) & (BAND_FREQS < lo + LOW_BAND_HZ) for lo in np.arange(0.0, LOW_TOP_HZ, LOW_BAND_HZ)]
+HIGH_ROWS = high_band_rows(500.0)
 
 
 def features(narrowband: np.ndarray, context_frames: int, lag_frames: int = 0) -> np.ndarray:
     """[frames, low bands * (context_frames + 1)]: low-band levels of the frame ``lag_frames`` before
     this one and of the ``context_frames`` before that (the first frame's levels stand in for the
     time before the signal)."""
-    levels = band_levels_db(_stft(sinc(narrowband)), LOW_ROWS)
+    levels = band_levels_db(band_stft(sinc(narrowband)), LOW_ROWS)
     newest = context_frames + lag_frames  # row of ``padded`` that holds frame 0's newest features
     padded = np.concatenate([np.repeat(levels[:1], newest, axis=0), levels])
     n = len(levels)
@@ -75,10 +73,10 @@ def features(narrowband: np.ndarray, context_frames: int, lag_frames: int = 0) -
 def example_features(wideband: np.ndarray, narrowband: np.ndarray, offset: int, context_frames: int,
                      lag_frames: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(features, high-band levels of the reference) of one example, frame by frame on the input's
-    timeline: the reference is moved by the lag ``offset`` (``pesq_headroom.Example``) first."""
+    timeline: the reference is moved by the lag ``offset`` (``eval.research.inputs.Example``) first."""
     x = features(narrowband, context_frames, lag_frames)
     reference = np.pad(wideband, (offset, 0)) if offset >= 0 else wideband[-offset:]
-    y = band_levels_db(_stft(reference), HIGH_ROWS)
+    y = band_levels_db(band_stft(reference), HIGH_ROWS)
     n = min(len(x), len(y))
     return x[:n], y[:n]
 
@@ -128,25 +126,23 @@ def reshape_high_band(output: np.ndarray, levels_db: np.ndarray, gain: float = 1
     """``output`` with each frame's 500 Hz bands above 4 kHz rescaled to ``levels_db`` [frames, bands]
     (then scaled by ``gain``); the low band untouched."""
     n = len(output)
-    spectrum = _stft(output)
+    spectrum = band_stft(output)
     frames = min(spectrum.shape[1], len(levels_db))
     gains = np.ones(spectrum.shape)
     current = band_levels_db(spectrum, HIGH_ROWS)
     for band, rows in enumerate(HIGH_ROWS):
         gains[rows, :frames] = (10 ** ((levels_db[:frames, band] - current[:frames, band]) / 20))[None]
-    high = FREQS >= SPLIT_HZ
-    low_band = _istft(spectrum * ~high[:, None], n)
-    return low_band + gain * _istft(spectrum * high[:, None] * gains, n)
+    return low_band(spectrum, n) + gain * band_istft(spectrum * HIGH_BINS[:, None] * gains, n)
 
 
 def probe_report(probe: EnvelopeProbe, examples: Iterable[Example],
                  system: Callable[[np.ndarray], np.ndarray] | None, gains: Sequence[float] = DEFAULT_GAINS,
                  visqol: bool = False) -> dict:
-    """The probe's envelope error and bias on the ``examples`` (``pesq_headroom.simulated_examples``
+    """The probe's envelope error and bias on the ``examples`` (``eval.research.inputs.simulated_examples``
     or ``real_pair_examples``); with a ``system``, its scores as it is and reshaped to the probe's
     levels at each gain (means over examples; perceptual metrics over the examples every variant
     could be scored on). Each output is aligned to its reference by the example's lag, as
-    ``evaluate.py`` aligns it."""
+    ``eval.evaluate`` aligns it."""
     errors = []
     scorers = perceptual_scorers(visqol)
     rows: dict[str, dict[str, list[float]]] = {}
@@ -189,8 +185,8 @@ def probe_report(probe: EnvelopeProbe, examples: Iterable[Example],
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="envelope_probe.py", description=__doc__.split("\n\n")[0],
-        epilog="example: python eval/envelope_probe.py --train CORPUS/train --data CORPUS/valid --model bwe/pretrained")
+        prog=PROG, description=__doc__.split("\n\n")[0],
+        epilog=f"example: {PROG} --train CORPUS/train --data CORPUS/valid --model bwe/pretrained")
     parser.add_argument("--train", required=True, help="wideband references to fit the probe on (searched recursively)")
     add_test_set_arguments(parser)  # what the probe is tested on: --data or --pairs, --limit
     parser.add_argument("--model", help="also score this system (folding, an exported model directory, DIR:int8)")
@@ -222,14 +218,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.visqol:
             import_visqol()
     except (EvaluationError, AudioError, ImportError) as e:
-        print(f"envelope_probe.py: error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     try:
         probe = EnvelopeProbe(int(round(args.context_ms / FRAME_MS)), args.seed,
                               int(round(args.lag_ms / FRAME_MS))).fit(train_files)
         report = probe_report(probe, examples, system, gains, args.visqol)
     except (EvaluationError, AudioError) as e:
-        print(f"envelope_probe.py: error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(report, indent=2))
@@ -248,7 +244,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{name:32s} " + " ".join(f"{row.get(m, float('nan')):8.3f}" for m in metrics)
                   + f" {row['lsd_hf']:7.3f} {row['envelope_error_db']:7.2f}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,8 +1,8 @@
 """How accurately can the envelope predictor set the generated band's level? Variants side by side.
 
-    python eval/envelope_study.py --train CORPUS/train --valid CORPUS/valid --recipe recipes/pretrained.yaml \
+    python -m eval.research envelope-study --train CORPUS/train --valid CORPUS/valid --recipe recipes/pretrained.yaml \
         [--variant "NAME:key=value;key=value" ...] [--steps 1500] [--json OUT.json]
-    python eval/envelope_study.py ... --hold-out SOURCE     (train without SOURCE, score only SOURCE)
+    python -m eval.research envelope-study ... --hold-out SOURCE     (train without SOURCE, score only SOURCE)
 
 The predictor of the recipe's envelope head (``bwe.models.seanet.build_envelope_predictor``: the
 same layers the generator uses) is trained alone, by regression, on what it is trained on inside the
@@ -18,10 +18,11 @@ scored on:
 The score is the envelope error in dB at 500 Hz resolution: per frame, the RMS over the eight 500 Hz
 bands of predicted minus true level (a 4-band variant's 1 kHz level is split evenly over its two
 500 Hz bands), and its bias (the mean over bands); medians over speech frames (frames whose
-wideband level is within 40 dB of the file's loudest), then means over files. ``--hold-out SOURCE``
+wideband level is within 40 dB of the file's loudest; ``bwe.metrics.error_and_bias_db``), then means
+over files. ``--hold-out SOURCE``
 trains without the first-level folder SOURCE of ``--train`` and scores only ``--valid/SOURCE``: a
 leave-one-source-out figure. A research tool: its numbers choose the head's settings before the
-generator is trained with them; the generator's own figures come from ``evaluate.py``.
+generator is trained with them; the generator's own figures come from ``eval.evaluate``.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ from bwe.data.degrade import (
     telephone_degradation,
 )
 from bwe.data.pipeline import loudness_gain_db
+from bwe.metrics import error_and_bias_db
+
+PROG = "python -m eval.research envelope-study"
 
 SEGMENT_8K = 8000  # 1 s training segments (shorter files are padded with silence)
 SPEECH_RANGE_DB = 40.0
@@ -158,8 +162,9 @@ def envelope_errors(model, cfg, files, degrade) -> tuple[float, float]:
         difference = to_fine_db(predicted[:frames]) - to_fine_db(truth[:frames])
         frame_db = 10 * np.log10(np.mean(x[: frames * 2 * frame8].reshape(frames, -1) ** 2, axis=1) + 1e-10)
         speech = frame_db > frame_db.max() - SPEECH_RANGE_DB
-        errors.append(np.median(np.sqrt(np.mean(difference[speech] ** 2, axis=1))))
-        biases.append(np.median(np.mean(difference[speech], axis=1)))
+        error, bias = error_and_bias_db(difference[speech])
+        errors.append(error)
+        biases.append(bias)
     return float(np.mean(errors)), float(np.mean(biases))
 
 
@@ -209,7 +214,7 @@ def table(rows: Sequence[dict]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--train", required=True, help="training audio folder (first-level folders = sources)")
     parser.add_argument("--valid", required=True, help="scored audio folder (same sources)")
@@ -231,7 +236,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         write_text_atomic(args.json, json.dumps(rows, indent=1) + "\n")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,10 +1,10 @@
 """Where a bandwidth extender loses WB-PESQ: its high band, corrected in steps towards the reference.
 
-    python eval/pesq_headroom.py --model bwe/pretrained --data CORPUS/valid [--limit 40] [--visqol] [--json]
-    python eval/pesq_headroom.py --model bwe/pretrained --pairs PAIRS/nb PAIRS/wb [--limit 40]
+    python -m eval.research pesq-headroom --model bwe/pretrained --data CORPUS/valid [--limit 40] [--visqol] [--json]
+    python -m eval.research pesq-headroom --model bwe/pretrained --pairs PAIRS/nb PAIRS/wb [--limit 40]
 
 Each wideband reference is degraded by the fixed evaluation channel (or, with ``--pairs``, its real
-narrowband recording is used, paired by file name and aligned as ``evaluate.py`` aligns them), run
+narrowband recording is used, paired by file name and aligned as ``eval.evaluate`` aligns them), run
 through the system, and the system's 4-8 kHz band is then rescored as it is and after each of these
 changes (its 0-4 kHz band is never touched):
 
@@ -26,86 +26,46 @@ It answers questions a plain evaluation cannot: does this metric reward adding a
 all (the gain sweep), is the loss in the envelope or in the fine structure (the oracles), and how
 much smaller would the envelope errors have to be (the partial oracles)? The report also gives
 the system's own band-level error and bias: per frame the RMS (and the mean) over ``--band-hz``
-bands of its level minus the reference's, in dB; their medians over frames, averaged over files.
+bands of its level minus the reference's, in dB (``bwe.metrics.band_level_errors_db``); their medians
+over frames, averaged over files.
 The oracles use the reference, so they are diagnostics, never results. ``--visqol`` scores every
 variant with ViSQOL too (``bwe.metrics.visqol_speech``), a second perceptual model, so a
-conclusion does not rest on PESQ's alone. STFT: 512-sample periodic Hann, hop 128, at 16 kHz (scipy.signal.stft/istft);
-WB-PESQ, ViSQOL and LSD-HF from ``bwe.metrics``.
+conclusion does not rest on PESQ's alone. STFT: ``bwe.metrics.band_stft`` (512-sample periodic Hann,
+hop 128, at 16 kHz) and its inverse; WB-PESQ, ViSQOL and LSD-HF from ``bwe.metrics``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
-import scipy.signal
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
+from bwe.baselines import sinc
 from bwe.config import OUTPUT_RATE as RATE
-from bwe.baselines import sinc  # noqa: E402
-from bwe.data.audio import AudioError, list_audio_files, load_audio, spread_indices  # noqa: E402
-from bwe.data.degrade import evaluation_degradation  # noqa: E402
-from bwe.metrics import LSD_N_FFT, estimate_delay, import_visqol, lsd_all, pesq_wb, visqol_speech  # noqa: E402
-from evaluate import (  # noqa: E402
-    DEFAULT_MAX_OFFSET_MS, METRIC_LABELS, EvaluationError, load_system, paired_stems, shift,
+from bwe.data.audio import AudioError
+from bwe.metrics import (
+    BAND_ENERGY_FLOOR, BAND_FREQS, ENVELOPE_BAND_HZ, HF_BAND, LSD_N_FFT, band_level_errors_db, band_stft,
+    high_band_rows, import_visqol, lsd_all,
 )
+from eval.evaluate import METRIC_LABELS, EvaluationError, aligned_to_reference, load_system
+from eval.research.high_band import HIGH_BINS, band_istft, low_band
+from eval.research.inputs import Example, add_test_set_arguments, chosen_examples, numbers
+from eval.research.scoring import perceptual_scorers, score_all_or_none
 
-N_FFT = 512
-HOP = 128
-SPLIT_HZ = 4000.0
+PROG = "python -m eval.research pesq-headroom"
+SPLIT_HZ = HF_BAND[0]
 DEFAULT_GAINS = (1.0, 0.7, 0.5, 0.3, 0.0)
 DEFAULT_FRACTIONS = (0.25, 0.5, 0.75)
-ENERGY_FLOOR = 1e-12
-
-
-def _stft(x: np.ndarray) -> np.ndarray:
-    return scipy.signal.stft(x, RATE, nperseg=N_FFT, noverlap=N_FFT - HOP)[2]
-
-
-def _istft(spectrum: np.ndarray, n: int) -> np.ndarray:
-    y = scipy.signal.istft(spectrum, RATE, nperseg=N_FFT, noverlap=N_FFT - HOP)[1][:n]
-    return np.pad(y, (0, n - len(y))).astype(np.float32)
 
 
 def _band_gains(reference: np.ndarray, estimate: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Per-frame amplitude gains [frames] that give ``estimate``'s ``rows`` the energy of ``reference``'s."""
     ref = np.sum(np.abs(reference[rows]) ** 2, axis=0)
     est = np.sum(np.abs(estimate[rows]) ** 2, axis=0)
-    return np.sqrt((ref + ENERGY_FLOOR) / (est + ENERGY_FLOOR))
-
-
-def _band_rows(freqs: np.ndarray, band_hz: float) -> list[np.ndarray]:
-    """Masks over ``freqs`` of the ``band_hz`` wide bands tiling 4-8 kHz (the last one keeps Nyquist)."""
-    return [(freqs >= lo) & (freqs < lo + band_hz) | ((freqs == RATE / 2) & (lo + band_hz >= RATE / 2))
-            for lo in np.arange(SPLIT_HZ, RATE / 2, band_hz)]
-
-
-def band_levels_db(spectrum: np.ndarray, rows: Sequence[np.ndarray]) -> np.ndarray:
-    """[frames, bands]: the energy of each band (a mask of ``rows``) of an STFT ``spectrum`` [bins, frames], in dB."""
-    return np.stack([10 * np.log10(np.sum(np.abs(spectrum[r]) ** 2, axis=0) + ENERGY_FLOOR) for r in rows], axis=1)
-
-
-def error_and_bias_db(differences: np.ndarray) -> tuple[float, float]:
-    """``(error, bias)`` of level differences [frames, bands] in dB: the medians over frames of the RMS
-    over bands (the size of the error) and of the mean over bands (its sign: a band too loud or too
-    quiet overall)."""
-    return (float(np.median(np.sqrt(np.mean(np.square(differences), axis=1)))),
-            float(np.median(np.mean(differences, axis=1))))
-
-
-def band_level_errors_db(reference: np.ndarray, output: np.ndarray, band_hz: float = 500.0) -> tuple[float, float]:
-    """How far ``output``'s high-band envelope is from ``reference``'s, per STFT frame and ``band_hz``
-    band of 4-8 kHz: :func:`error_and_bias_db` of output minus reference level."""
-    rows = _band_rows(np.fft.rfftfreq(N_FFT, 1.0 / RATE), band_hz)
-    return error_and_bias_db(band_levels_db(_stft(output[: len(reference)]), rows)
-                             - band_levels_db(_stft(reference), rows))
+    return np.sqrt((ref + BAND_ENERGY_FLOOR) / (est + BAND_ENERGY_FLOOR))
 
 
 # A high-band gain: one factor for all of 4-8 kHz, or a factor for each of equal bands tiling it.
@@ -131,115 +91,29 @@ def variants(reference: np.ndarray, output: np.ndarray, gains: Sequence[Gain], b
     """The system output with its high band changed in each way the module docstring lists (first the
     ``sinc_output`` as it is, if given)."""
     n = len(reference)
-    ref_spec, out_spec = _stft(reference), _stft(output)
-    freqs = np.fft.rfftfreq(N_FFT, 1.0 / RATE)
-    high = freqs >= SPLIT_HZ
-    low_band = _istft(out_spec * ~high[:, None], n)
-    out_high = out_spec * high[:, None]
+    ref_spec, out_spec = band_stft(reference), band_stft(output)
+    low = low_band(out_spec, n)
+    out_high = out_spec * HIGH_BINS[:, None]
     result = {"sinc baseline": sinc_output[:n]} if sinc_output is not None else {}
-    result.update({gain_name(g): low_band + _istft(out_spec * gain_per_bin(g, freqs)[:, None], n) for g in gains})
-    result["oracle frame level"] = low_band + _istft(out_high * _band_gains(ref_spec, out_spec, high)[None], n)
+    result.update({gain_name(g): low + band_istft(out_spec * gain_per_bin(g, BAND_FREQS)[:, None], n) for g in gains})
+    result["oracle frame level"] = low + band_istft(out_high * _band_gains(ref_spec, out_spec, HIGH_BINS)[None], n)
     band_gains = np.ones(out_spec.shape)
-    for rows in _band_rows(freqs, band_hz):
+    for rows in high_band_rows(band_hz):
         band_gains[rows] = _band_gains(ref_spec, out_spec, rows)[None]
     # A gain g applied as g**f moves each band's level the fraction f of the way (in dB) to the reference's.
-    result.update({f"oracle band levels {f:.0%}": low_band + _istft(out_high * band_gains ** f, n) for f in fractions})
-    result["oracle band levels"] = low_band + _istft(out_high * band_gains, n)
-    result["reference high band"] = low_band + _istft(ref_spec * high[:, None], n)
+    result.update({f"oracle band levels {f:.0%}": low + band_istft(out_high * band_gains ** f, n) for f in fractions})
+    result["oracle band levels"] = low + band_istft(out_high * band_gains, n)
+    result["reference high band"] = low + band_istft(ref_spec * HIGH_BINS[:, None], n)
     return result
-
-
-def score_all_or_none(reference: np.ndarray, signals: dict[str, np.ndarray], scorers: dict[str, Callable],
-                      scores: dict[str, dict[str, list[float]]]) -> list[str]:
-    """Score every signal against ``reference`` with every scorer (a ``bwe.metrics`` function that
-    returns None for an unscorable pair) into ``scores[metric][signal name]``. A file one signal cannot
-    be scored on by a metric adds nothing to that metric, so signals are compared on the same files.
-    Returns the metrics this file was left out of."""
-    left_out = []
-    for metric, scorer in scorers.items():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # unscorable files are counted, not scored
-            scored = {name: scorer(reference, signal) for name, signal in signals.items()}
-        if any(v is None for v in scored.values()):
-            left_out.append(metric)
-            continue
-        for name, value in scored.items():
-            scores.setdefault(metric, {}).setdefault(name, []).append(value)
-    return left_out
-
-
-def perceptual_scorers(visqol: bool) -> dict[str, Callable]:
-    """The perceptual metrics to score, by their ``bwe.metrics`` function: WB-PESQ, and ViSQOL if asked for."""
-    return {"pesq_wb": pesq_wb, **({"visqol": visqol_speech} if visqol else {})}
 
 
 def _mean(values: Sequence[float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-# One scored example: (name, wideband reference, narrowband input at 8 kHz, the lag in samples at 16 kHz
-# of the input's sinc rendering behind the reference, undone before scoring).
-Example = tuple[str, np.ndarray, np.ndarray, int]
-
-
-def simulated_examples(files: Sequence[str]) -> Iterator[Example]:
-    """Each wideband file and its narrowband version through the fixed evaluation channel (no lag)."""
-    for path in files:
-        reference, _ = load_audio(path, target_rate=RATE)
-        yield path, reference, evaluation_degradation(reference), 0
-
-
-def real_pair_examples(pairs: Sequence[tuple[str, str]], max_offset: int) -> Iterator[Example]:
-    """Each real (narrowband, wideband) recording pair, with the lag ``evaluate.py`` would find."""
-    for narrow_path, wide_path in pairs:
-        narrowband, _ = load_audio(narrow_path, target_rate=RATE // 2)
-        wideband, _ = load_audio(wide_path, target_rate=RATE)
-        yield wide_path, wideband, narrowband, estimate_delay(wideband, sinc(narrowband), max_offset)
-
-
-def add_test_set_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags :func:`chosen_examples` reads: ``--data`` or ``--pairs``, ``--max-offset-ms``, ``--limit``."""
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", help="folder of wideband reference audio (searched recursively), degraded by the "
-                                       "fixed evaluation channel")
-    source.add_argument("--pairs", nargs=2, metavar=("NB_DIR", "WB_DIR"),
-                        help="real narrowband recordings and their wideband references, paired by file name")
-    parser.add_argument("--max-offset-ms", type=float, default=DEFAULT_MAX_OFFSET_MS,
-                        help="largest lag searched when aligning --pairs (default %(default)s)")
-    parser.add_argument("--limit", type=int, default=40,
-                        help="files (or pairs) scored, spread evenly over the folder (or the pairs) (default 40)")
-
-
-def chosen_examples(data: str | None, pairs: Sequence[str] | None, limit: int,
-                    max_offset_ms: float) -> tuple[Iterator[Example], str]:
-    """The examples of a ``--data`` folder or of ``--pairs NB_DIR WB_DIR`` (``limit`` spread over
-    them) and words naming them; an EvaluationError naming the flag when they cannot be used."""
-    if not pairs:
-        return simulated_examples(spread_files(data, "--data", limit)), data
-    for folder in pairs:
-        if not os.path.isdir(folder):
-            raise EvaluationError(f"--pairs {folder}: not a directory")
-    if max_offset_ms < 0:
-        raise EvaluationError(f"--max-offset-ms must be 0 or more, got {max_offset_ms}")
-    paired = paired_stems(*pairs)[0]
-    examples = real_pair_examples([paired[i] for i in spread_indices(len(paired), limit)],
-                                  int(round(max_offset_ms * RATE / 1000.0)))
-    return examples, f"the real pairs {' '.join(pairs)}"
-
-
-def aligned_to_reference(wideband: np.ndarray, signals: dict[str, np.ndarray],
-                         offset: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """The reference and each of ``signals`` (on the input's timeline) with the lag ``offset`` undone
-    by ``evaluate.shift``, all trimmed to the shortest."""
-    shifted = {name: shift(wideband, signal, offset) for name, signal in signals.items()}
-    n = min(len(estimate) for _, estimate in shifted.values())
-    reference = next(iter(shifted.values()))[0][:n]  # every shift drops the same start of the reference
-    return reference, {name: estimate[:n] for name, (_, estimate) in shifted.items()}
-
-
 def headroom(
     examples: Iterable[Example], system: Callable[[np.ndarray], np.ndarray], gains: Sequence[Gain] = DEFAULT_GAINS,
-    band_hz: float = 500.0, fractions: Sequence[float] = DEFAULT_FRACTIONS, visqol: bool = False,
+    band_hz: float = ENVELOPE_BAND_HZ, fractions: Sequence[float] = DEFAULT_FRACTIONS, visqol: bool = False,
 ) -> tuple[dict[str, dict[str, float]], tuple[float, float], list[str]]:
     """Per variant: mean WB-PESQ (and ViSQOL) over the examples each can score, and mean LSD-HF over
     all; the system's band-level error and bias in dB (:func:`band_level_errors_db`), means over
@@ -280,8 +154,8 @@ def headroom(
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="pesq_headroom.py", description=__doc__.split("\n\n")[0],
-        epilog="example: python eval/pesq_headroom.py --model bwe/pretrained --data CORPUS/valid --limit 40")
+        prog=PROG, description=__doc__.split("\n\n")[0],
+        epilog=f"example: {PROG} --model bwe/pretrained --data CORPUS/valid --limit 40")
     parser.add_argument("--model", required=True, help="folding, an exported model directory, or DIR:int8")
     add_test_set_arguments(parser)
     parser.add_argument("--gains", default=",".join(f"{g:g}" for g in DEFAULT_GAINS),
@@ -294,14 +168,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--visqol", action="store_true", help="also score every variant with ViSQOL (speech mode)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser.parse_args(argv)
-
-
-def numbers(flag: str, text: str) -> list[float]:
-    """The comma-separated numbers of a flag's value (empty items skipped), or an EvaluationError naming the flag."""
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise EvaluationError(f"{flag} {text!r}: expected numbers separated by commas") from None
 
 
 def gains_of(text: str) -> list[Gain]:
@@ -322,17 +188,6 @@ def gains_of(text: str) -> list[Gain]:
     return gains
 
 
-def spread_files(folder: str, flag: str, limit: int) -> list[str]:
-    """``limit`` audio files spread evenly over ``folder`` (searched recursively), or an EvaluationError
-    naming ``flag`` when it is no directory or holds no audio."""
-    if not os.path.isdir(folder):
-        raise EvaluationError(f"{flag} {folder}: not a directory")
-    files = list_audio_files(folder)
-    if not files:
-        raise EvaluationError(f"{flag} {folder}: no audio files")
-    return [files[i] for i in spread_indices(len(files), limit)]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -350,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         table, (band_error, band_bias), too_short = headroom(
             examples, system, gains, args.band_hz, fractions, args.visqol)
     except (EvaluationError, AudioError, ImportError) as e:
-        print(f"pesq_headroom.py: error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps({"band_level_error_db": band_error, "band_level_bias_db": band_bias, "variants": table,
@@ -369,7 +224,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, row in table.items():
         print(f"{name:26s} " + " ".join(f"{row[m]:8.3f}" for m in metrics) + f" {row['lsd_hf']:7.3f}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,18 +1,18 @@
 """What a G.722-coded reference does to a comparison: every system scored against its references as
 given and against the same references after a G.722 round trip.
 
-    python eval/reference_codec.py --model bwe=bwe/pretrained --data CORPUS/valid/tuxpaint [--limit 40] [--json]
-    python eval/reference_codec.py --model bwe=bwe/pretrained --pairs PAIRS/nb PAIRS/wb --limit 129
+    python -m eval.research reference-codec --model bwe=bwe/pretrained --data CORPUS/valid/tuxpaint [--limit 40] [--json]
+    python -m eval.research reference-codec --model bwe=bwe/pretrained --pairs PAIRS/nb PAIRS/wb --limit 129
 
-Why it exists: the 16 kHz references of the real narrowband pairs (``eval/asterisk_pairs.py``) and of
+Why it exists: the 16 kHz references of the real narrowband pairs (``asterisk-pairs``) and of
 the corpus' ``asterisk-g722`` source are G.722 decodes. G.722 at 64 kbit/s codes 4-8 kHz with 2-bit
 ADPCM (16 kbit/s), whose quantisation noise fills that band: the reference's high band is the
 speaker's plus the codec's. This tool measures the effect on files whose references are clean
 (``--data``: each wideband file R is degraded by the fixed evaluation channel) and shows where
 real pairs stand (``--pairs``: the real narrowband recordings, aligned to their references as
-``evaluate.py`` aligns them; their references are coded already, so a second round trip barely
+``eval.evaluate`` aligns them; their references are coded already, so a second round trip barely
 moves them). The baselines (sinc, folding) and every ``--model`` extend each input; each output is
-scored (``evaluate.score_pair``: LSD, LSD-LF, LSD-HF, WB-PESQ) against R and against G.722(R), the
+scored (``eval.evaluate.score_pair``: LSD, LSD-LF, LSD-HF, WB-PESQ) against R and against G.722(R), the
 ITU-T G.722 codec at 64 kbit/s (mode 1) from the ``G722`` package (a bit-exact implementation that
 passes the ITU test vectors), its ``CODEC_DELAY`` removed.
 
@@ -20,7 +20,7 @@ Two more figures say why a ranking moves. LSD-HF's two parts (``bwe.metrics.lsd_
 "HF lvl", how much quieter the output's 4-8 kHz band is than the reference's (mean log10 power
 difference, means over frames and files), and "HF shp", the spread of that difference across the
 band's bins. The header gives the codec's own effect on the band: the band-level bias of G.722(R)
-against R (``pesq_headroom.band_level_errors_db``: per frame the mean over 500 Hz bands of 4-8 kHz of
+against R (``bwe.metrics.band_level_errors_db``: per frame the mean over 500 Hz bands of 4-8 kHz of
 its level minus R's, median over frames, mean over files), in dB; the table gives each system's
 band-level bias against each reference the same way ("bias dB").
 
@@ -34,25 +34,18 @@ from __future__ import annotations
 import argparse
 import array
 import json
-import os
 import sys
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
 from bwe.config import OUTPUT_RATE as RATE
-from bwe.data.audio import AudioError, as_signal  # noqa: E402
-from bwe.metrics import LSD_N_FFT, lsd_level_shape  # noqa: E402
-from evaluate import (  # noqa: E402
-    METRIC_LABELS, EvaluationError, load_systems, run_system, score_pair,
-)
-from pesq_headroom import (  # noqa: E402
-    Example, add_test_set_arguments, aligned_to_reference, band_level_errors_db, chosen_examples,
-)
+from bwe.data.audio import AudioError, as_signal
+from bwe.metrics import LSD_N_FFT, band_level_errors_db, lsd_level_shape
+from eval.evaluate import METRIC_LABELS, EvaluationError, aligned_to_reference, load_systems, run_system, score_pair
+from eval.research.inputs import Example, add_test_set_arguments, chosen_examples
 
+PROG = "python -m eval.research reference-codec"
 BIT_RATE = 64000  # G.722 mode 1: 48 kbit/s for 0-4 kHz, 16 kbit/s (2 bits a sample) for 4-8 kHz
 # The decoded signal lags the input by the two QMF banks' delay; tests/test_reference_codec.py
 # measures it on speech by cross-correlation.
@@ -140,8 +133,8 @@ def _cell(row: dict[str, float], metric: str) -> str:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="reference_codec.py", description=__doc__.split("\n\n")[0],
-        epilog="example: python eval/reference_codec.py --model bwe=bwe/pretrained --data CORPUS/valid/tuxpaint")
+        prog=PROG, description=__doc__.split("\n\n")[0],
+        epilog=f"example: {PROG} --model bwe=bwe/pretrained --data CORPUS/valid/tuxpaint")
     parser.add_argument("--model", action="append", default=[],
                         help="an exported model directory, DIR:int8, or NAME=DIR (repeatable); sinc and folding "
                              "are always scored")
@@ -162,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         systems = load_systems(args.model)
         table, bias, too_short = compare(examples, systems, args.code_outputs)
     except (EvaluationError, AudioError, ImportError) as e:
-        print(f"reference_codec.py: error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps({"codec_band_bias_db": bias, "systems": table, "too_short": too_short}, indent=2))
@@ -185,7 +178,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         for label, row in table.items():
             print(f"{label:24s} | {'':20s}" + " ".join(_cell(row[BOTH_CODED], m) for m in METRICS))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

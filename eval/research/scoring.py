@@ -1,0 +1,34 @@
+"""Perceptual scores of several variants of one output, on the files every variant can be scored on."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+
+from bwe.metrics import pesq_wb, visqol_speech
+
+
+def perceptual_scorers(visqol: bool) -> dict[str, Callable]:
+    """The perceptual metrics to score, by their ``bwe.metrics`` function: WB-PESQ, and ViSQOL if asked for."""
+    return {"pesq_wb": pesq_wb, **({"visqol": visqol_speech} if visqol else {})}
+
+
+def score_all_or_none(reference: np.ndarray, signals: dict[str, np.ndarray], scorers: dict[str, Callable],
+                      scores: dict[str, dict[str, list[float]]]) -> list[str]:
+    """Score every signal against ``reference`` with every scorer (a ``bwe.metrics`` function that
+    returns None for an unscorable pair) into ``scores[metric][signal name]``. A file one signal cannot
+    be scored on by a metric adds nothing to that metric, so signals are compared on the same files.
+    Returns the metrics this file was left out of."""
+    left_out = []
+    for metric, scorer in scorers.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # unscorable files are counted, not scored
+            scored = {name: scorer(reference, signal) for name, signal in signals.items()}
+        if any(v is None for v in scored.values()):
+            left_out.append(metric)
+            continue
+        for name, value in scored.items():
+            scores.setdefault(metric, {}).setdefault(name, []).append(value)
+    return left_out
