@@ -2,15 +2,16 @@
 
 Debian ships the same Asterisk voice prompts twice: as 8 kHz PCM wav (`asterisk-core-sounds-XX-wav`,
 real telephone-band recordings made by the voice talent's studio, with their own anti-alias filter)
-and as 16 kHz G.722 (`asterisk-core-sounds-XX-g722`, decoded to wav by `fetch-speech-corpus.sh`).
+and as 16 kHz G.722 (`asterisk-core-sounds-XX-g722`, decoded to wav when the corpus is built).
 Pairing them by file gives narrowband input that no simulation of ours produced, so a model that
 only learned our degradation filter shows it here.
 
     python -m eval.research asterisk-pairs CORPUS_DIR OUT_DIR [--split valid]
 
-CORPUS_DIR is what `fetch-speech-corpus.sh` built (with its `.raw/` folder kept). The 8 kHz packages
-are fetched with `apt-get download` into `.raw/debs` if missing. Writes `OUT_DIR/nb/*.wav` (8 kHz)
-and `OUT_DIR/wb/*.wav` (16 kHz) with equal names, for `python -m eval.evaluate --pairs OUT_DIR/nb OUT_DIR/wb`.
+CORPUS_DIR is what `python -m bwe.data.prepare debian-corpus` built (with its `.raw/` folder kept).
+The 8 kHz packages are fetched with `apt-get download` into `.raw/debs` if missing. Writes
+`OUT_DIR/nb/*.wav` (8 kHz) and `OUT_DIR/wb/*.wav` (16 kHz) with equal names, for
+`python -m eval.evaluate --pairs OUT_DIR/nb OUT_DIR/wb`.
 Only files of the given corpus split are used, so the default model never trained on them.
 """
 
@@ -44,7 +45,7 @@ def ensure_narrowband_packages(raw: str) -> None:
 
 
 def corpus_key(raw: str, path: str) -> str:
-    """The 8-hex-digit key fetch-speech-corpus.sh derives from a source file's path under .raw/."""
+    """The 8-hex-digit key the corpus build derives from a source file's path under .raw/."""
     return hashlib.md5(os.path.relpath(path, raw).encode()).hexdigest()[:8]
 
 
@@ -75,7 +76,7 @@ def build_pairs(corpus: str, out: str, split: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
-    parser.add_argument("corpus", help="folder built by fetch-speech-corpus.sh (with .raw/)")
+    parser.add_argument("corpus", help="folder built by python -m bwe.data.prepare debian-corpus (with .raw/)")
     parser.add_argument("out", help="output folder; nb/ and wb/ are created inside")
     parser.add_argument("--split", default="valid", choices=("train", "valid"))
     args = parser.parse_args(argv)
