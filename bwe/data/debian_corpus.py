@@ -14,11 +14,10 @@ mono 16-bit WAV:
 - ``CORPUS/corpus.tsv``: one line per file, ``source<TAB>split<TAB>path<TAB>seconds``, the path
   relative to ``CORPUS``. Its presence means the corpus is complete: a rerun only reports it.
 - ``CORPUS/.raw/``: the ``.deb`` files (``.raw/debs``) and one unpacked folder per package, reused
-  by a rerun and read by the eval tool ``asterisk_pairs``; about 1.5 GB, removable otherwise.
+  by a rerun and read by ``python -m eval.research asterisk-pairs``; about 1.5 GB, removable otherwise.
 
 Recordings that cannot be read, are sampled below 16 kHz (narrowband: not a wideband target) or last
-less than a quarter of a second are skipped and counted. (This is what the shell script
-``fetch-speech-corpus.sh`` used to do, with the same file names, keys and splits.)
+less than a quarter of a second are skipped and counted.
 
 Nothing is installed and ``apt-get update`` is not run unless ``--apt-update`` is given, since both
 need root and change the system: on a machine whose package lists are missing or stale,

@@ -19,34 +19,23 @@ from __future__ import annotations
 
 import argparse
 import glob
-import hashlib
 import os
 import shutil
-import subprocess
+import sys
+
+from bwe.data.debian_corpus import DebianCorpusError, corpus_key, fetch_packages, find_tool, unpack_package
 
 PROG = "python -m eval.research asterisk-pairs"
 LANGUAGES = ("en", "es", "fr", "ru")
 
 
 def ensure_narrowband_packages(raw: str) -> None:
-    debs = os.path.join(raw, "debs")
-    os.makedirs(debs, exist_ok=True)
-    for lang in LANGUAGES:
-        package = f"asterisk-core-sounds-{lang}-wav"
-        target = os.path.join(raw, package)
-        if os.path.isdir(target):
-            continue
-        found = glob.glob(os.path.join(debs, f"{package}_*.deb"))
-        if not found:
-            subprocess.run(["apt-get", "download", "-qq", package], cwd=debs, check=True)
-            found = glob.glob(os.path.join(debs, f"{package}_*.deb"))
-        subprocess.run(["dpkg", "-x", found[0], target + ".part"], check=True)
-        os.replace(target + ".part", target)
-
-
-def corpus_key(raw: str, path: str) -> str:
-    """The 8-hex-digit key the corpus build derives from a source file's path under .raw/."""
-    return hashlib.md5(os.path.relpath(path, raw).encode()).hexdigest()[:8]
+    """The 8 kHz prompt packages, fetched and unpacked beside the corpus's own (as the corpus build does)."""
+    packages = [f"asterisk-core-sounds-{lang}-wav" for lang in LANGUAGES]
+    debs = fetch_packages(os.path.join(raw, "debs"), packages)
+    dpkg_deb = find_tool("dpkg-deb")
+    for package, deb in debs.items():
+        unpack_package(dpkg_deb, deb, os.path.join(raw, package))
 
 
 def build_pairs(corpus: str, out: str, split: str) -> int:
@@ -80,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", help="output folder; nb/ and wb/ are created inside")
     parser.add_argument("--split", default="valid", choices=("train", "valid"))
     args = parser.parse_args(argv)
-    pairs = build_pairs(args.corpus, args.out, args.split)
+    try:
+        pairs = build_pairs(args.corpus, args.out, args.split)
+    except DebianCorpusError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"{pairs} real 8 kHz / 16 kHz pairs in {args.out}/nb and {args.out}/wb")
     return 0 if pairs else 1
