@@ -288,17 +288,19 @@ def scale_highband(models, recipe: Recipe) -> None:
     and leaves the interpolated low band as it is; without it the network also shapes the low band.
     With an envelope head, whose gains would undo a louder or quieter network output (it reads the
     bands' levels), the fixed conv that hands its gains to the crossfade is scaled instead: the last
-    weights before the bands are weighted and summed.
+    weights before the bands are weighted and summed. Each model names that layer itself
+    (`bwe.models.seanet.GeneratorParts.highband_gain`), so which layer is scaled never hangs on its name.
     """
+    from bwe.models.seanet import generator_parts
+
     gain = recipe.export.highband_gain
     if gain == 1.0:
         return
     if not recipe.model.highband_residual:
         raise ExportError("export.highband_gain needs model.highband_residual: true (without it the network's "
                           "output is not a high band alone, and scaling it would change the low band too)")
-    last_linear = "envelope_gain_pairs" if recipe.model.envelope_bands else "output_conv"
     for model in models:
-        layer = model.get_layer(last_linear)
+        layer = generator_parts(model).highband_gain
         layer.set_weights([w * gain for w in layer.get_weights()])
 
 

@@ -34,8 +34,10 @@ from bwe.models.seanet import (
     build_generator,
     envelope_filter_bank,
     envelope_head_active,
+    envelope_head_variables,
     gain_pair_kernel,
     generator_delay_samples,
+    generator_parts,
     spectrum_kernel,
 )
 from bwe.streaming import to_streaming
@@ -271,6 +273,34 @@ def test_head_phase_trains_the_head_alone_on_the_envelope_loss(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(frozen, after))
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])  # one fixed batch: the head must fit it
     assert envelope_head_active(trainer.generator)
+
+
+@pytest.mark.parametrize("cfg", [CFG, RELATIVE_CFG], ids=["absolute-levels", "relative-levels"])
+def test_the_head_is_held_by_handles_in_every_mode_not_by_layer_names(cfg):
+    """What the head's phase trains and what switches it on come from the handles build_generator attaches
+    (model.bwe_parts): exactly the standalone predictor's trainable variables, in every mode, whatever the
+    layers are called."""
+    predictor = build_envelope_predictor(cfg)
+    model = build_generator(cfg, Modes.TRAINING)
+    head = envelope_head_variables(model)
+    assert [(v.path, tuple(v.shape)) for v in head] == [(v.path, tuple(v.shape))
+                                                         for v in predictor.trainable_variables]
+    assert envelope_head_variables(predictor) == predictor.trainable_variables
+    parts = generator_parts(model)
+    for mode in (Modes.NON_STREAM_INFERENCE, Modes.STREAM_INTERNAL_STATE_INFERENCE,
+                 Modes.STREAM_EXTERNAL_STATE_INFERENCE):
+        rebuilt = to_streaming(model, mode)
+        rebuilt_parts, layers = generator_parts(rebuilt), {id(layer) for layer in rebuilt.layers}
+        assert {id(layer) for layer in rebuilt_parts.envelope_predictor} <= layers
+        assert id(rebuilt_parts.head_switch) in layers and id(rebuilt_parts.highband_gain) in layers
+        assert [layer.name for layer in rebuilt_parts.envelope_predictor] == [
+            layer.name for layer in parts.envelope_predictor]
+    for i, layer in enumerate(model.layers):  # names no longer say which layers are the head's
+        layer.name = f"renamed_{i}"
+    assert [id(v) for v in envelope_head_variables(model)] == [id(v) for v in head]
+    assert not envelope_head_active(model)
+    activate_envelope_head(model)
+    assert envelope_head_active(model) and float(parts.head_switch.active.numpy()) == 1.0
 
 
 @pytest.mark.parametrize("schedule", ["constant", "cosine"])  # the optimizers' checkpointed state differs

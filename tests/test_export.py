@@ -255,6 +255,34 @@ def test_highband_gain_scales_the_generated_band_only(exported, audio, tmp_path)
     assert spectrum[freqs < 3000].sum() < 1e-3 * spectrum[freqs > 4000].sum()
 
 
+@pytest.mark.parametrize("overrides", [[], ["model.envelope_bands=4", "model.envelope_crossfade=32"]],
+                         ids=["headless", "envelope-head"])
+def test_highband_gain_scales_exactly_the_layer_the_model_names(overrides):
+    """export.highband_gain scales the layer each model's handle names (model.bwe_parts.highband_gain: the
+    output conv, or the head's gain-pairs conv) and nothing else, whatever the layers are called."""
+    from bwe.export import scale_highband
+    from bwe.models.seanet import build_generator, generator_parts
+
+    recipe = load_recipe(RECIPE, overrides + ["export.highband_gain=0.5"])
+    generator = build_generator(recipe.model, Modes.TRAINING)
+    models = [to_streaming(generator, Modes.NON_STREAM_INFERENCE),
+              to_streaming(generator, Modes.STREAM_EXTERNAL_STATE_INFERENCE)]
+    expected = "envelope_gain_pairs" if recipe.model.envelope_bands else "output_conv"
+    for model in models:
+        assert generator_parts(model).highband_gain is model.get_layer(expected)
+        for i, layer in enumerate(model.layers):
+            layer.name = f"renamed_{i}"
+    before = [[w.copy() for w in layer.get_weights()] for model in models for layer in model.layers]
+    scale_highband(models, recipe)
+    after = [layer.get_weights() for model in models for layer in model.layers]
+    scaled = [generator_parts(model).highband_gain for model in models]
+    assert all(layer.get_weights() for layer in scaled)
+    for layer, old, new in zip([layer for model in models for layer in model.layers], before, after):
+        factor = 0.5 if any(layer is s for s in scaled) else 1.0
+        for a, b in zip(old, new):
+            np.testing.assert_array_equal(b, a * factor)
+
+
 def test_highband_gain_needs_the_highband_residual(tmp_path, capsys):
     from bwe.config import RecipeError
 

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-import types
 
 import numpy as np
 import pytest
@@ -93,7 +92,7 @@ def test_run_dir_refuses_a_foreign_folder(tmp_path):
 @pytest.mark.parametrize("name", sorted(f for f in os.listdir(os.path.join(REPO, "recipes")) if f.endswith(".yaml")))
 def test_shipped_recipes_load_and_fit_their_segments(name):
     from bwe.models.seanet import generator_delay_samples
-    from bwe.train import check_lengths
+    from bwe.training.state import check_lengths
 
     recipe = load_recipe(os.path.join(REPO, "recipes", name))
     check_lengths(recipe, generator_delay_samples(recipe.model))
@@ -136,7 +135,7 @@ def test_exponent_floats_without_a_dot_are_numbers():
 
 def test_segments_too_short_for_the_stfts_are_refused():
     from bwe.config import RecipeError
-    from bwe.train import check_lengths
+    from bwe.training.state import check_lengths
 
     recipe = load_recipe(TINY, ["data.segment_samples=512"])
     with pytest.raises(RecipeError, match=r"data.segment_samples: 512 .* discriminators.stft_fft_sizes \(512\)"):
@@ -165,13 +164,12 @@ def test_cli_rejects_missing_data_dirs_and_bad_keys_with_the_key_path(tmp_path, 
 
 def test_targets_are_delayed_like_the_generator_output():
     """A generator that is a perfect causal model (target delayed by `delay`) must align with zero error."""
-    from bwe.train import Trainer
+    from bwe.training.steps import align
 
     delay = 16
     target = tf.constant(np.random.default_rng(0).normal(size=(2, 512, 1)).astype(np.float32))
     delayed = tf.pad(target, [[0, 0], [delay, 0], [0, 0]])[:, :512]
-    fake = types.SimpleNamespace(generator=lambda nb, training: delayed, delay=delay, tf=tf)
-    estimate, aligned_target = Trainer._align(fake, None, target)
+    estimate, aligned_target = align(lambda nb, training: delayed, delay, None, target)
     assert estimate.shape == aligned_target.shape == (2, 512 - delay, 1)
     np.testing.assert_array_equal(estimate.numpy(), aligned_target.numpy())
 
@@ -315,7 +313,7 @@ def test_cli_trains_survives_kill_9_resumes_and_exports(tmp_path, corpus):
                                                                                          "ckpt-30.index"]
     history = [json.loads(line) for line in (run / "valid_history.jsonl").read_text().splitlines()]
     assert history[-1]["step"] == 30 and all(np.isfinite(h["lsd"]) and np.isfinite(h["lsd_hf"]) for h in history)
-    from bwe.train import PESQ_AVAILABLE
+    from bwe.training.validation import PESQ_AVAILABLE
 
     if PESQ_AVAILABLE:  # .ci/run installs the eval extra, which brings pesq
         assert all(1.0 <= h["pesq_wb"] <= 4.65 for h in history)

@@ -23,11 +23,13 @@ Structure (Li et al. 2021, "Real-time speech frequency bandwidth extension"; Sou
    long (the offline model).
 
 All convolutions are causal (``cfg.causal``) or centred. The same function builds every mode (see
-`bwe.layers.Modes`); layer names are fixed so weights can be copied by name between modes.
+`bwe.layers.Modes`); layer names are fixed so weights can be copied by name between modes. Nothing
+else goes by name: the layers that training and export act on are held by `GeneratorParts`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import keras
@@ -118,21 +120,14 @@ def band_split_kernel(taps: int) -> np.ndarray:
     return np.stack([delay, delay - lowpass], axis=1)[:, :, None].astype(np.float32)
 
 
-# Sample groups for the streaming models' convs with one input or output channel at the full rate,
+# Sample groups: the streaming models' convs with one input or output channel at the full rate are
 # computed over groups of samples (`CausalConv1D` sample_groups): the same conv, 2-7x faster in XNNPACK.
+# Each such conv passes its group where it is created, with its timing beside it: per call on one
+# block's worth of input (65536 samples at 16 kHz, 32768 at 8 kHz), 2 threads, direct -> grouped.
 # In the default model (8 channels at the full rate) each grouped kernel stays under 1024 weights,
 # the size below which dynamic-range int8 leaves a conv float, so its int8 exports quantise what they
-# did before; a wider model's grouped input and output convs may be quantised. The times are per
-# call on one block's worth of input (65536 samples at 16 kHz, 32768 at 8 kHz), 2 threads, direct ->
-# grouped. Every group divides the 16 ms streaming frame (128 samples at 8 kHz, 256 at 16 kHz).
-SAMPLE_GROUPS = {
-    "upsampler": 8,  # 1 -> 1 transposed, stride 2, 33 taps (a 1 -> 2 conv of 17 taps at 8 kHz): 0.13 -> 0.04 ms
-    "input_conv": 2,  # 1 -> 8 channels, 7 taps: 0.16 -> 0.11 ms
-    "output_conv": 4,  # 8 -> 1, 7 taps: 0.72 -> 0.35 ms
-    "band_split": 8,  # 2 -> 1, 33 taps: 0.83 -> 0.16 ms
-    "envelope_highpass": 16,  # 1 -> 1, 33 taps: 0.45 -> 0.07 ms
-    "envelope_bands": 4,  # 1 -> 4, 33 taps: 0.47 -> 0.16 ms
-}
+# did before; a wider model's grouped input and output convs may be quantised. Every group divides
+# the 16 ms streaming frame (128 samples at 8 kHz, 256 at 16 kHz).
 
 ENVELOPE_BANK_KAISER_BETA = 4.0  # neighbouring bands >= 26 dB down at each band's centre with 33 taps
 SPECTRUM_WINDOW = 128  # input samples (16 ms at 8 kHz) of the envelope predictor's DFT: 62.5 Hz bins
@@ -185,16 +180,65 @@ def gain_pair_kernel(bands: int) -> np.ndarray:
     return kernel
 
 
+@dataclasses.dataclass(frozen=True)
+class GeneratorParts:
+    """Handles on the layers that code outside the model acts on, captured by identity as `build_generator`
+    creates them (``model.bwe_parts``; `generator_parts` reads it). What trains in the envelope head's phase
+    and what export scales never depend on a layer's name, so renaming a layer cannot silently change them.
+    (Names only serve to copy weights between modes, which fails loudly on any mismatch.)"""
+
+    # Every layer of the envelope predictor, in graph order (none without a head): the envelope head's phase
+    # trains their variables and nothing else.
+    envelope_predictor: tuple = ()
+    # The layer whose ``active`` weight switches the envelope head on (the head is the identity until then).
+    head_switch: LevelRatioGains | None = None
+    # The last linear layer before the generated band joins the output, which export.highband_gain scales:
+    # the output conv, or with an envelope head the fixed conv that hands its gains to the crossfade (the
+    # head would undo a scaled network output: it measures the bands' levels). Every generator has one; only
+    # `build_envelope_predictor`'s model, which makes no band, has none.
+    highband_gain: keras.layers.Layer | None = None
+
+
+def generator_parts(model: keras.Model) -> GeneratorParts:
+    """The `GeneratorParts` of a model from `build_generator` (any mode) or `build_envelope_predictor`."""
+    parts = getattr(model, "bwe_parts", None)
+    if not isinstance(parts, GeneratorParts):
+        raise ValueError(f"{model.name}: not built by bwe.models.seanet.build_generator or "
+                         "build_envelope_predictor (no bwe_parts)")
+    return parts
+
+
+def envelope_head_variables(model: keras.Model) -> list:
+    """The variables the envelope head's training phase trains: its predictor's trainable variables (none
+    without a head), in the order of ``model.trainable_variables`` (the order an optimizer checkpoints)."""
+    head = {id(w) for layer in generator_parts(model).envelope_predictor for w in layer.trainable_weights}
+    return [w for w in model.trainable_variables if id(w) in head]
+
+
 class _Graph:
-    """Applies layers while routing streaming state (external: extra model inputs/outputs)."""
+    """Applies layers while routing streaming state (external: extra model inputs/outputs), and keeps the
+    layers it applies inside `collecting` (how `GeneratorParts` gets its handles)."""
 
     def __init__(self, mode: Modes, batch_size: int | None):
         self.mode = mode
         self.batch_size = batch_size
         self.state_inputs: list = []
         self.state_outputs: list = []
+        self._collectors: list[list] = []
+
+    @contextlib.contextmanager
+    def collecting(self):
+        """Yields a list that receives every layer applied in the block, in order."""
+        layers: list = []
+        self._collectors.append(layers)
+        try:
+            yield layers
+        finally:
+            self._collectors.remove(layers)
 
     def __call__(self, layer, x):
+        for layers in self._collectors:
+            layers.append(layer)
         if self.mode is Modes.STREAM_EXTERNAL_STATE_INFERENCE and isinstance(layer, STREAMING_CONV_LAYERS):
             shape = layer.state_shape_for(x.shape[-1])
             if shape is not None:
@@ -209,7 +253,7 @@ class _Graph:
 def _envelope_head(cfg: ModelConfig, mode: Modes, graph: _Graph, conv, audio, network_output, interpolated):
     """The envelope head (see the module docstring): ``interpolated`` (padded to the total stride in
     offline modes) delayed plus the network's band split into ``cfg.envelope_bands`` bands, each
-    brought to the level the predictor gives it."""
+    brought to the level the predictor gives it. Returns ``(wideband, GeneratorParts)``."""
     common = dict(mode=mode, state_batch_size=graph.batch_size or 1)
     fixed = dict(use_bias=False, trainable=False, **common)
     frame = cfg.envelope_frame
@@ -220,10 +264,10 @@ def _envelope_head(cfg: ModelConfig, mode: Modes, graph: _Graph, conv, audio, ne
     # The band split's high-pass, then the bank: two short convs cost fewer MACs than their product.
     highpass = band_split_kernel(cfg.upsampler_taps)[:, 1:, :]
     h = graph(CausalConv1D(1, cfg.upsampler_taps, name="envelope_highpass",
-                           sample_groups=SAMPLE_GROUPS["envelope_highpass"],
+                           sample_groups=16,  # 1 -> 1, 33 taps: 0.45 -> 0.07 ms
                            kernel_initializer=keras.initializers.Constant(highpass), **fixed), network_output)
     bands = graph(CausalConv1D(cfg.envelope_bands, cfg.envelope_filter_taps, name="envelope_bands",
-                               sample_groups=SAMPLE_GROUPS["envelope_bands"],
+                               sample_groups=4,  # 1 -> 4, 33 taps: 0.47 -> 0.16 ms
                                kernel_initializer=keras.initializers.Constant(envelope_filter_bank(cfg)),
                                **fixed), h)
     if lookahead:
@@ -233,68 +277,78 @@ def _envelope_head(cfg: ModelConfig, mode: Modes, graph: _Graph, conv, audio, ne
     if not mode.is_streaming:
         head_input = PadTimeToMultiple(total_stride(cfg) // UPSAMPLE_FACTOR, mode=mode,
                                        name="envelope_pad_input")(audio)
-    predicted = _envelope_predictor(cfg, graph, conv, head_input)
+    with graph.collecting() as predictor_layers:
+        predicted = _envelope_predictor(cfg, graph, conv, head_input)
     measured = FrameLevels(frame, name="envelope_band_levels")(bands)
-    gains = LevelRatioGains(name="envelope_gain")([predicted, measured])
-    pairs = graph(CausalConv1D(2 * cfg.envelope_bands, 2, name="envelope_gain_pairs",
-                               kernel_initializer=keras.initializers.Constant(gain_pair_kernel(cfg.envelope_bands)),
-                               **fixed), gains)
+    switch = LevelRatioGains(name="envelope_gain")
+    gain_pairs = CausalConv1D(2 * cfg.envelope_bands, 2, name="envelope_gain_pairs",
+                              kernel_initializer=keras.initializers.Constant(gain_pair_kernel(cfg.envelope_bands)),
+                              **fixed)
+    pairs = graph(gain_pairs, switch([predicted, measured]))
     gains = CrossfadeGains(frame, cfg.envelope_crossfade, name="envelope_crossfade")(pairs)
     high = ApplyBandGains(name="envelope_apply")([bands, gains])
-    return AddSignals(name="wideband")([low, high])
+    parts = GeneratorParts(highband_gain=gain_pairs, envelope_predictor=tuple(predictor_layers), head_switch=switch)
+    return AddSignals(name="wideband")([low, high]), parts
 
 
 def _envelope_predictor(cfg: ModelConfig, graph: _Graph, conv, audio):
     """``audio`` [batch, T8, 1] (T8 a multiple of the frame) -> each band's predicted level for each
     envelope frame, [batch, T8 / (envelope_frame / 2), envelope_bands], in standardised bels of its
-    mean square (`bwe.layers.envelope.standardised_bels`)."""
+    mean square (`bwe.layers.envelope.standardised_bels`). Every layer goes through ``graph``, so that
+    `_envelope_head` collects them all: the head's training phase trains exactly these."""
     fixed = dict(use_bias=False, trainable=False, mode=graph.mode, state_batch_size=graph.batch_size or 1)
     spectrum = graph(CausalConv1D(SPECTRUM_WINDOW + 2, SPECTRUM_WINDOW, strides=cfg.envelope_frame // UPSAMPLE_FACTOR,
                                   name="envelope_spectrum",
                                   kernel_initializer=keras.initializers.Constant(spectrum_kernel()), **fixed),
                      audio)
-    g = LogPowerSpectrum(name="envelope_log_spectrum")(spectrum)
+    g = graph(LogPowerSpectrum(name="envelope_log_spectrum"), spectrum)
     if cfg.envelope_relative_levels:
-        level = SpectrumLevel(name="envelope_input_level")(spectrum)
+        level = graph(SpectrumLevel(name="envelope_input_level"), spectrum)
         change = graph(CausalConv1D(1, 2, name="envelope_level_change",
                                     kernel_initializer=keras.initializers.Constant([[[-1.0]], [[1.0]]]), **fixed),
                        level)
         # tanh: an onset from silence (or the first frame) reads the same at any recording level.
-        change = keras.layers.Activation("tanh", name="envelope_level_change_tanh")(change)
-        g = keras.layers.Concatenate(name="envelope_features")(
-            [ShiftByLevel(-1.0, name="envelope_relative_spectrum")([g, level]), change])
+        change = graph(keras.layers.Activation("tanh", name="envelope_level_change_tanh"), change)
+        relative = graph(ShiftByLevel(-1.0, name="envelope_relative_spectrum"), [g, level])
+        g = graph(keras.layers.Concatenate(name="envelope_features"), [relative, change])
     g = graph(conv("envelope_project", cfg.envelope_channels, 1), g)
     for i, dilation in enumerate(cfg.envelope_dilations):
-        y = keras.layers.ELU(name=f"envelope_elu{i}")(g)
+        y = graph(keras.layers.ELU(name=f"envelope_elu{i}"), g)
         y = graph(conv(f"envelope_conv{i}", cfg.envelope_channels, 3, dilation=dilation), y)
-        g = AddSignals(name=f"envelope_res{i}")([g, y])
-    g = keras.layers.ELU(name="envelope_output_elu")(g)
+        g = graph(AddSignals(name=f"envelope_res{i}"), [g, y])
+    g = graph(keras.layers.ELU(name="envelope_output_elu"), g)
     levels = graph(conv1d(True, cfg.envelope_bands, 1, name="envelope_level", mode=graph.mode,
                           state_batch_size=graph.batch_size or 1), g)
     if cfg.envelope_relative_levels:
-        levels = ShiftByLevel(1.0, name="envelope_absolute_levels")([levels, level])
+        levels = graph(ShiftByLevel(1.0, name="envelope_absolute_levels"), [levels, level])
     return levels
 
 
 def build_envelope_predictor(cfg: ModelConfig) -> keras.Model:
     """The generator's envelope predictor alone, for training mode: ``[B, T8, 1]`` 8 kHz audio (T8 a
     multiple of ``envelope_frame / 2``) -> ``[B, frames, envelope_bands]`` predicted levels. Its layers
-    carry the generator's names, so weights fitted here copy into a generator by name."""
+    carry the generator's names, so weights fitted here copy into a generator by name. It carries
+    ``bwe_parts`` too (its layers the predictor; no switch, no band to scale), so `envelope_head_variables`
+    and `activate_envelope_head` (a no-op) apply to it as to a generator."""
     if not cfg.envelope_bands:
         raise ModelConfigError("model.envelope_bands: 0 has no envelope predictor to build")
     graph = _Graph(Modes.TRAINING, None)
     audio = keras.Input(batch_shape=(None, None, 1), name="audio")
-    return keras.Model(audio, _envelope_predictor(cfg, graph, _conv_maker(cfg, Modes.TRAINING, 1), audio),
-                       name="envelope_predictor")
+    with graph.collecting() as layers:
+        levels = _envelope_predictor(cfg, graph, _conv_maker(cfg, Modes.TRAINING, 1), audio)
+    model = keras.Model(audio, levels, name="envelope_predictor")
+    model.bwe_parts = GeneratorParts(envelope_predictor=tuple(layers))
+    return model
 
 
 def _conv_maker(cfg: ModelConfig, mode: Modes, state_batch: int):
-    """``conv(name, filters, kernel, stride=1, dilation=1)`` for the generator's trainable convs in ``mode``."""
+    """``conv(name, filters, kernel, stride=1, dilation=1, sample_groups=1)`` for the generator's trainable
+    convs in ``mode``. Sample groups only apply to causal convs (a centred model never streams)."""
     conv_args = dict(mode=mode, state_batch_size=state_batch, weight_norm=cfg.weight_norm and mode is Modes.TRAINING,
                      pad_mode=cfg.pad_mode)
 
-    def conv(name, filters, kernel, stride=1, dilation=1):
-        grouped = dict(sample_groups=SAMPLE_GROUPS[name]) if cfg.causal and name in SAMPLE_GROUPS else {}
+    def conv(name, filters, kernel, stride=1, dilation=1, sample_groups=1):
+        grouped = dict(sample_groups=sample_groups) if cfg.causal and sample_groups > 1 else {}
         return conv1d(cfg.causal, filters, kernel, strides=stride, dilation_rate=dilation, name=name, **conv_args,
                       **grouped)
 
@@ -302,15 +356,17 @@ def _conv_maker(cfg: ModelConfig, mode: Modes, state_batch: int):
 
 
 def activate_envelope_head(model: keras.Model) -> None:
-    """Switch the envelope head on (its gains were all 1 until now): the start of its training phase."""
-    for layer in model.layers:
-        if isinstance(layer, LevelRatioGains):
-            layer.active.assign(1.0)
+    """Switch the envelope head on (its gains were all 1 until now): the start of its training phase.
+    A model without a head is left as it is."""
+    switch = generator_parts(model).head_switch
+    if switch is not None:
+        switch.active.assign(1.0)
 
 
 def envelope_head_active(model: keras.Model) -> bool:
     """Whether the model has an envelope head and it is switched on."""
-    return any(isinstance(layer, LevelRatioGains) and float(layer.active.numpy()) == 1.0 for layer in model.layers)
+    switch = generator_parts(model).head_switch
+    return switch is not None and float(switch.active.numpy()) == 1.0
 
 
 def build_generator(
@@ -335,7 +391,8 @@ def build_generator(
       A functional keras.Model. Offline modes: ``[B, T8, 1] -> [B, 2*T8, 1]``. Internal state: the
       same on one frame, call ``reset_generator_states(model)`` between utterances. External state:
       inputs ``[audio, *states]`` and outputs ``[audio, *new_states]``; the state names are in
-      ``model.state_input_names`` / ``model.state_output_names``, shapes in ``model.inputs``.
+      ``model.state_input_names`` / ``model.state_output_names``, shapes in ``model.inputs``. Every
+      model carries ``model.bwe_parts`` (`GeneratorParts`): handles on the layers training and export act on.
     """
     mode = Modes.parse(mode)
     hop = total_stride(cfg)
@@ -352,7 +409,8 @@ def build_generator(
     audio = keras.Input(batch_shape=(batch_size, input_samples, 1), name="audio")
     upsampler = CausalConv1DTranspose(
         1, cfg.upsampler_taps, strides=UPSAMPLE_FACTOR, use_bias=False, trainable=False, name="upsampler",
-        sample_groups=SAMPLE_GROUPS["upsampler"],
+        # Sample groups: 1 -> 1 transposed, stride 2, 33 taps (a 1 -> 2 conv of 17 taps at 8 kHz): 0.13 -> 0.04 ms.
+        sample_groups=8,
         kernel_initializer=keras.initializers.Constant(interpolation_filter(cfg.upsampler_taps)[:, None, None]),
         **common)
     interpolated = graph(upsampler, audio)
@@ -360,18 +418,20 @@ def build_generator(
     if not mode.is_streaming:
         padded_interpolated = PadTimeToMultiple(hop, mode=mode, name="pad_to_stride")(interpolated)
     conv = _conv_maker(cfg, mode, common["state_batch_size"])
-    h = _seanet_body(cfg, mode, graph, conv, padded_interpolated)
+    h, output_conv = _seanet_body(cfg, mode, graph, conv, padded_interpolated)
     if cfg.envelope_bands:
-        wideband = _envelope_head(cfg, mode, graph, conv, audio, h, padded_interpolated)
+        wideband, parts = _envelope_head(cfg, mode, graph, conv, audio, h, padded_interpolated)
         if not mode.is_streaming:
             wideband = CropTimeToReference(mode=mode, name="crop_to_input")([wideband, interpolated])
     else:
         wideband = _headless_output(cfg, mode, graph, h, interpolated)
-    return _functional_model(cfg, mode, graph, audio, wideband)
+        parts = GeneratorParts(highband_gain=output_conv)
+    return _functional_model(cfg, mode, graph, audio, wideband, parts)
 
 
 def _seanet_body(cfg: ModelConfig, mode: Modes, graph, conv, h):
-    """The SEANet encoder/decoder on the (padded) interpolated signal: its one-channel output."""
+    """The SEANet encoder/decoder on the (padded) interpolated signal: its one-channel output, and the
+    output conv that makes it (without an envelope head, the last linear layer of the generated band)."""
     conv_args = dict(mode=mode, state_batch_size=graph.batch_size or 1,
                      weight_norm=cfg.weight_norm and mode is Modes.TRAINING, pad_mode="constant")
 
@@ -387,7 +447,8 @@ def _seanet_body(cfg: ModelConfig, mode: Modes, graph, conv, h):
         return AddSignals(name=f"{prefix}_add")([h, y])
 
     channels = block_channels(cfg)
-    h = graph(conv("input_conv", channels[0], cfg.kernel_size), h)
+    # Sample groups: 1 -> 8 channels, 7 taps: 0.16 -> 0.11 ms.
+    h = graph(conv("input_conv", channels[0], cfg.kernel_size, sample_groups=2), h)
     skips = []
     for b, stride in enumerate(cfg.strides):
         for u, dilation in enumerate(cfg.dilations):
@@ -407,7 +468,8 @@ def _seanet_body(cfg: ModelConfig, mode: Modes, graph, conv, h):
         for u, dilation in enumerate(cfg.dilations):
             h = residual_unit(f"dec{b}_res{u}", h, dilation)
     h = elu("output_elu")(h)
-    return graph(conv("output_conv", 1, cfg.last_kernel_size), h)
+    output_conv = conv("output_conv", 1, cfg.last_kernel_size, sample_groups=4)  # 8 -> 1, 7 taps: 0.72 -> 0.35 ms
+    return graph(output_conv, h), output_conv
 
 
 def _headless_output(cfg: ModelConfig, mode: Modes, graph, h, interpolated):
@@ -419,14 +481,16 @@ def _headless_output(cfg: ModelConfig, mode: Modes, graph, h, interpolated):
         return AddSignals(name="wideband")([interpolated, h])
     band_split = CausalConv1D(
         1, cfg.upsampler_taps, use_bias=False, trainable=False, name="band_split",
-        sample_groups=SAMPLE_GROUPS["band_split"], mode=mode, state_batch_size=graph.batch_size or 1,
+        sample_groups=8,  # 2 -> 1, 33 taps: 0.83 -> 0.16 ms
+        mode=mode, state_batch_size=graph.batch_size or 1,
         kernel_initializer=keras.initializers.Constant(band_split_kernel(cfg.upsampler_taps)))
     both = keras.layers.Concatenate(axis=-1, name="interpolated_and_residual")([interpolated, h])
     return graph(band_split, both)
 
 
-def _functional_model(cfg: ModelConfig, mode: Modes, graph, audio, wideband) -> keras.Model:
-    """The keras.Model, with the state names the streaming runtime feeds and the config it was built from."""
+def _functional_model(cfg: ModelConfig, mode: Modes, graph, audio, wideband, parts: GeneratorParts) -> keras.Model:
+    """The keras.Model, with the state names the streaming runtime feeds, the config it was built from and
+    the handles on its parts."""
     if mode is Modes.STREAM_EXTERNAL_STATE_INFERENCE:
         model = keras.Model([audio] + graph.state_inputs, [wideband] + graph.state_outputs,
                             name=f"seanet_{mode.value}")
@@ -438,6 +502,7 @@ def _functional_model(cfg: ModelConfig, mode: Modes, graph, audio, wideband) -> 
         model.state_output_names = []
     model.bwe_model_config = dataclasses.replace(cfg)
     model.bwe_mode = mode
+    model.bwe_parts = parts  # a plain dataclass: no checkpoint dependency, the checkpoint format is unchanged
     return model
 
 
