@@ -71,9 +71,9 @@ def load_model(model_dir: str | None, int8: bool = False, threads: int = 1, stre
     except ModelError as e:
         raise EnhanceError(str(e)) from None
     meta = model.metadata
-    if meta.get("input_rate") != INPUT_RATE or meta.get("output_rate") != OUTPUT_RATE:
+    if meta.input_rate != INPUT_RATE or meta.output_rate != OUTPUT_RATE:
         raise EnhanceError(
-            f"{model_dir}: model metadata says {meta.get('input_rate')} Hz -> {meta.get('output_rate')} Hz;"
+            f"{model_dir}: model metadata says {meta.input_rate} Hz -> {meta.output_rate} Hz;"
             f" bwe-enhance needs {INPUT_RATE} Hz -> {OUTPUT_RATE} Hz"
         )
     return model

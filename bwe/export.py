@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import shutil
 import sys
@@ -44,7 +43,18 @@ import numpy as np
 from bwe import __version__
 from bwe.config import Recipe, RecipeError, load_recipe, recipe_to_dict
 from bwe.files import staging_folder
-from bwe.runtime import FORMAT_VERSION, METADATA_FILE
+from bwe.metadata import (
+    FORMAT_VERSION,
+    METADATA_FILE,
+    ExportChecks,
+    Int8Calibration,
+    ModelFile,
+    ModelMetadata,
+    StateTensor,
+    TensorNames,
+)
+from bwe.runtime import StatefulRunner, StreamSession
+
 AUDIO_NAME = "audio"
 DEFAULT_BLOCK_FRAMES = 256  # 4.096 s per call: ~15 % faster per second of audio than 64 frames (1.024 s)
 # Export refuses to finish if a float TFLite file is further than this from the TF model:
@@ -53,6 +63,9 @@ FLOAT_TOLERANCE = 1e-4
 SAMPLE_WAV = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained", "sample_8k.wav")
 CALIBRATION_GAINS_DB = (0.0, -12.0, 6.0)
 CALIBRATION_FILES = 50
+# Each file key's signature: the one of the SavedModel it was converted from.
+SIGNATURES = {"offline": "serving_default", "streaming": "streaming", "streaming_int8": "streaming",
+              "block": "block", "block_int8": "block"}
 INT8_DESCRIPTIONS = {
     "dynamic": "dynamic range: int8 weights, activations quantised per call from their actual range",
     "full": "full integer: int8 weights and activations, ranges calibrated on speech",
@@ -163,24 +176,12 @@ def calibration_audio(calibration_dir: str | None, frames: int, frame: int) -> t
 # ---- TFLite helpers (LiteRT, no TensorFlow needed) ----------------------------------------------
 
 
-def run_stream_tflite(path: str, audio: np.ndarray, state_names: list[tuple[str, str]], frame: int,
-                      record: bool = False):
-    """Stream ``audio`` through a streaming .tflite frame by frame (LiteRT). Returns (output, records)."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=path, num_threads=1)
-    runner = interpreter.get_signature_runner("streaming")
-    inputs = runner.get_input_details()
-    states = {name_in: np.zeros(inputs[name_in]["shape"], np.float32) for name_in, _ in state_names}
-    out, records = [], []
-    for start in range(0, len(audio), frame):
-        feed = {AUDIO_NAME: audio[None, start : start + frame, None].astype(np.float32), **states}
-        if record:
-            records.append({k: v.copy() for k, v in feed.items()})
-        result = runner(**feed)
-        out.append(result[AUDIO_NAME][0, :, 0])
-        states = {name_in: result[name_out] for name_in, name_out in state_names}
-    return np.concatenate(out), records
+def _stream_tflite(path: str, signature: str, states: tuple[StateTensor, ...], audio: np.ndarray,
+                  record: list | None = None) -> np.ndarray:
+    """``audio`` through a stateful .tflite (streaming or block) from the zero state, in calls of the
+    file's own length, with bwe.runtime's loop; ``record`` collects each call's inputs (`StreamSession`)."""
+    runner = StatefulRunner(path, signature, states, AUDIO_NAME, AUDIO_NAME, num_threads=1)
+    return StreamSession(runner).process(audio, record)
 
 
 def _run_offline_tflite(path: str, audio: np.ndarray) -> np.ndarray:
@@ -195,16 +196,14 @@ def _run_offline_tflite(path: str, audio: np.ndarray) -> np.ndarray:
     return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0, :, 0]
 
 
-def _tensor_names(path: str, key: str) -> dict:
+def _tensor_names(path: str, key: str) -> TensorNames:
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=path)
     runner = interpreter.get_signature_runner(key)
     details = {d["index"]: d["name"] for d in interpreter.get_tensor_details()}
-    return {
-        "inputs": {name: details[d["index"]] for name, d in runner.get_input_details().items()},
-        "outputs": {name: details[d["index"]] for name, d in runner.get_output_details().items()},
-    }
+    return TensorNames(inputs={name: details[d["index"]] for name, d in runner.get_input_details().items()},
+                       outputs={name: details[d["index"]] for name, d in runner.get_output_details().items()})
 
 
 def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
@@ -249,15 +248,15 @@ def _frozen_signature(model, specs, output_names):
     return signature
 
 
-def _write_saved_model(path, offline, stream, block, state_specs):
+def _write_saved_model(path, offline, stream, block, states: tuple[StateTensor, ...]):
     """SavedModel (weights frozen) with signatures serving_default (offline), streaming and block."""
     import tensorflow as tf
 
     def streaming_specs(length):
         specs = [tf.TensorSpec([1, length, 1], tf.float32, name=AUDIO_NAME)]
-        return specs + [tf.TensorSpec(shape, tf.float32, name=name) for name, _, shape in state_specs]
+        return specs + [tf.TensorSpec(s.shape, tf.float32, name=s.input) for s in states]
 
-    outputs = [AUDIO_NAME] + [name for _, name, _ in state_specs]
+    outputs = [AUDIO_NAME] + [s.output for s in states]
     signatures = {
         "serving_default": _frozen_signature(offline, [tf.TensorSpec([1, None, 1], tf.float32, name=AUDIO_NAME)],
                                              [AUDIO_NAME]),
@@ -313,7 +312,7 @@ def export_generator(
     block_frames: int = DEFAULT_BLOCK_FRAMES,
     source: str = "",
     log=print,
-) -> dict:
+) -> ModelMetadata:
     """Export a TRAINING-mode generator (see module docstring). Returns the metadata written."""
     from bwe.layers.modes import Modes
     from bwe.streaming import to_streaming
@@ -334,30 +333,30 @@ def export_generator(
         stream = to_streaming(generator, Modes.STREAM_EXTERNAL_STATE_INFERENCE)
         block = to_streaming(generator, Modes.STREAM_EXTERNAL_STATE_INFERENCE, frames_per_call=block_frames)
         scale_highband((offline, stream, block), recipe)
-        state_specs = [(name_in, name_out, tuple(t.shape)) for name_in, name_out, t in
-                       zip(stream.state_input_names, stream.state_output_names, stream.inputs[1:])]
+        states = tuple(StateTensor(input=name_in, output=name_out, shape=tuple(t.shape), dtype="float32")
+                       for name_in, name_out, t in
+                       zip(stream.state_input_names, stream.state_output_names, stream.inputs[1:]))
         saved_model = os.path.join(tmp, "saved_model")
         log("writing SavedModel")
-        _write_saved_model(saved_model, offline, stream, block, state_specs)
-        files, calibration = _convert_files(saved_model, tmp, recipe, state_specs, calibration_dir, log)
+        _write_saved_model(saved_model, offline, stream, block, states)
+        files, calibration = _convert_files(saved_model, tmp, recipe, states, calibration_dir, log)
         log("checking the exported files")
-        checks = _check_files(tmp, files, offline, state_specs, block_frames)
-        checks["int8_calibration"] = calibration
-        metadata = _describe(recipe, tmp, files, state_specs, block_frames, checks, source)
-        with open(os.path.join(tmp, METADATA_FILE), "w", encoding="utf-8") as f:
-            json.dump(metadata, f, indent=2)
+        checks = _check_files(tmp, files, offline, states, block_frames, calibration)
+        metadata = _describe(recipe, tmp, files, states, block_frames, checks, source)
+        metadata.write(os.path.join(tmp, METADATA_FILE))
         _replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     log(f"exported to {out_dir} in {time.time() - started:.1f} s "
-        f"(float error {max(checks['max_abs_error_vs_tensorflow'].values()):.2g}, "
-        f"int8 SNR {checks['int8_snr_db_vs_float']:.1f} dB, 4-8 kHz {checks['int8_highband_snr_db_vs_float']:.1f} dB)")
+        f"(float error {max(checks.max_abs_error_vs_tensorflow.values()):.2g}, "
+        f"int8 SNR {checks.int8_snr_db_vs_float:.1f} dB, 4-8 kHz {checks.int8_highband_snr_db_vs_float:.1f} dB)")
     return metadata
 
 
-def _convert_files(saved_model: str, tmp: str, recipe: Recipe, state_specs, calibration_dir, log) -> tuple:
-    """The TFLite files into ``tmp``: (file key -> file name, the int8 calibration's description or None)."""
+def _convert_files(saved_model: str, tmp: str, recipe: Recipe, states: tuple[StateTensor, ...], calibration_dir,
+                   log) -> tuple[dict[str, str], Int8Calibration | None]:
+    """The TFLite files into ``tmp``: (file key -> file name, what int8 was calibrated on or None)."""
     from bwe.models.seanet import FRAME_INPUT_SAMPLES
 
     files = {"offline": "offline.tflite", "streaming": "streaming.tflite", "block": "block.tflite",
@@ -374,9 +373,9 @@ def _convert_files(saved_model: str, tmp: str, recipe: Recipe, state_specs, cali
         frames = recipe.export.int8_calibration_frames
         calib, calib_desc = calibration_audio(calibration_dir, frames, FRAME_INPUT_SAMPLES)
         log(f"calibrating int8 on {frames} frames ({calib_desc})")
-        _, records = run_stream_tflite(os.path.join(tmp, files["streaming"]), calib,
-                                       [(a, b) for a, b, _ in state_specs], FRAME_INPUT_SAMPLES, record=True)
-        calibration = {"frames": frames, "audio": calib_desc}
+        records = []
+        _stream_tflite(os.path.join(tmp, files["streaming"]), SIGNATURES["streaming"], states, calib, record=records)
+        calibration = Int8Calibration(frames=frames, audio=calib_desc)
 
         def representative():
             yield from records
@@ -397,42 +396,72 @@ def _convert_files(saved_model: str, tmp: str, recipe: Recipe, state_specs, cali
     return files, calibration
 
 
-def _check_files(tmp: str, files: dict, offline, state_specs, block_frames: int) -> dict:
+def _check_files(tmp: str, files: dict[str, str], offline, states: tuple[StateTensor, ...], block_frames: int,
+                 calibration: Int8Calibration | None) -> ExportChecks:
     """Float files against TensorFlow (refusing a broken conversion), int8 SNRs against float, on audio
     calibration did not start with."""
     from bwe.models.seanet import FRAME_INPUT_SAMPLES, OUTPUT_RATE
 
-    state_names = [(a, b) for a, b, _ in state_specs]
     check, _ = calibration_audio(None, 40, FRAME_INPUT_SAMPLES)
     check = check[::-1].copy()
     reference = np.asarray(offline(check[None, :, None]))[0, :, 0]
     block_check = np.tile(check, block_frames // 40 + 1)[: block_frames * FRAME_INPUT_SAMPLES]
     block_ref = np.asarray(offline(block_check[None, :, None]))[0, :, 0]
-    streamed, _ = run_stream_tflite(os.path.join(tmp, files["streaming"]), check, state_names, FRAME_INPUT_SAMPLES)
+
+    def run(key: str, audio: np.ndarray) -> np.ndarray:  # a call per frame, or one call of the block file
+        return _stream_tflite(os.path.join(tmp, files[key]), SIGNATURES[key], states, audio)
+
     errors = {
         "offline": float(np.max(np.abs(_run_offline_tflite(os.path.join(tmp, files["offline"]), check) - reference))),
-        "streaming": float(np.max(np.abs(streamed - reference))),
-        "block": float(np.max(np.abs(_run_block(os.path.join(tmp, files["block"]), block_check, state_specs)
-                                     - block_ref))),
+        "streaming": float(np.max(np.abs(run("streaming", check) - reference))),
+        "block": float(np.max(np.abs(run("block", block_check) - block_ref))),
     }
     for name, error in errors.items():
         if not error <= FLOAT_TOLERANCE:
             raise ExportError(f"{files[name]} differs from the TensorFlow model by {error:.3g} "
                               f"(> {FLOAT_TOLERANCE}): the conversion is broken, not exporting")
-    int8_out, _ = run_stream_tflite(os.path.join(tmp, files["streaming_int8"]), check, state_names,
-                                    FRAME_INPUT_SAMPLES)
-    checks = {"max_abs_error_vs_tensorflow": errors,
-              "int8_snr_db_vs_float": round(snr_db(reference, int8_out), 2),
-              "int8_highband_snr_db_vs_float": round(snr_db(highband(reference, OUTPUT_RATE),
-                                                            highband(int8_out, OUTPUT_RATE)), 2)}
+    int8_out = run("streaming_int8", check)
+    return ExportChecks(
+        max_abs_error_vs_tensorflow=errors,
+        int8_snr_db_vs_float=round(snr_db(reference, int8_out), 2),
+        int8_highband_snr_db_vs_float=round(snr_db(highband(reference, OUTPUT_RATE),
+                                                   highband(int8_out, OUTPUT_RATE)), 2),
+        block_int8_snr_db_vs_float=(round(snr_db(block_ref, run("block_int8", block_check)), 2)
+                                    if "block_int8" in files else None),
+        int8_calibration=calibration,
+    )
+
+
+# What metadata.json says in words (constant across exports).
+LATENCY_NOTE = ("a frame of 16 ms must be buffered before its output exists, and the output lags the input by "
+                "delay_samples: the group delays of the fixed linear-phase filters (the interpolator, the band "
+                "split and, with an envelope head, its filter bank) plus the envelope predictor's look-ahead "
+                "(lookahead_ms)")
+OFFLINE_RUNTIME_NOTE = ("bwe.runtime runs whole files through block.tflite with the states carried between blocks "
+                        "(then frame by frame for the remainder): bounded memory, output identical to one-piece "
+                        "processing; int8: block_int8.tflite (if present) and streaming_int8.tflite the same way")
+
+
+def _file_entries(files: dict[str, str], int8_mode: str, block_frames: int) -> dict[str, ModelFile]:
+    """metadata.json's ``files``: each written file and how to call it."""
+    def entry(key: str, **details) -> ModelFile:
+        return ModelFile(file=files[key], signature=SIGNATURES[key], **details)
+
+    int8 = {"dtype": "int8", "quantization": INT8_DESCRIPTIONS[int8_mode], "io_dtype": "float32"}
+    entries = {
+        "offline": entry("offline", dtype="float32", input_shape=(1, -1, 1),
+                         note="resize the time axis with resize_tensor_input"),
+        "streaming": entry("streaming", dtype="float32", frames_per_call=1),
+        "streaming_int8": entry("streaming_int8", frames_per_call=1, **int8),
+        "block": entry("block", dtype="float32", frames_per_call=block_frames),
+    }
     if "block_int8" in files:
-        block_int8_out = _run_block(os.path.join(tmp, files["block_int8"]), block_check, state_specs)
-        checks["block_int8_snr_db_vs_float"] = round(snr_db(block_ref, block_int8_out), 2)
-    return checks
+        entries["block_int8"] = entry("block_int8", frames_per_call=block_frames, **int8)
+    return entries
 
 
-def _describe(recipe: Recipe, tmp: str, files: dict, state_specs, block_frames: int, checks: dict,
-              source: str) -> dict:
+def _describe(recipe: Recipe, tmp: str, files: dict[str, str], states: tuple[StateTensor, ...], block_frames: int,
+              checks: ExportChecks, source: str) -> ModelMetadata:
     """metadata.json's content: everything a runtime needs, and what the export measured."""
     from bwe.models.seanet import (
         FRAME_INPUT_SAMPLES,
@@ -447,64 +476,36 @@ def _describe(recipe: Recipe, tmp: str, files: dict, state_specs, block_frames: 
     cfg = recipe.model
     delay = generator_delay_samples(cfg)
     frame_ms = 1000.0 * FRAME_INPUT_SAMPLES / INPUT_RATE
-    int8 = {"dtype": "int8", "quantization": INT8_DESCRIPTIONS[recipe.export.int8_mode], "io_dtype": "float32"}
-    return {
-        "format_version": FORMAT_VERSION,
-        "bwe_version": __version__,
-        "input_rate": INPUT_RATE,
-        "output_rate": OUTPUT_RATE,
-        "frame_input_samples": FRAME_INPUT_SAMPLES,
-        "frame_output_samples": FRAME_OUTPUT_SAMPLES,
-        "frame_ms": frame_ms,
-        "delay_samples": delay,
-        "delay_ms": 1000.0 * delay / OUTPUT_RATE,
-        "architectural_latency_ms": frame_ms + 1000.0 * delay / OUTPUT_RATE,
-        "lookahead_ms": 1000.0 * cfg.envelope_lookahead_frames * cfg.envelope_frame / OUTPUT_RATE
-                        if cfg.envelope_bands else 0.0,
-        "latency_note": ("a frame of 16 ms must be buffered before its output exists, and the output lags the "
-                         "input by delay_samples: the group delays of the fixed linear-phase filters (the "
-                         "interpolator, the band split and, with an envelope head, its filter bank) plus the "
-                         "envelope predictor's look-ahead (lookahead_ms)"),
-        "audio_input": AUDIO_NAME,
-        "audio_output": AUDIO_NAME,
-        "files": {
-            "offline": {"file": files["offline"], "signature": "serving_default", "dtype": "float32",
-                        "input_shape": [1, -1, 1], "note": "resize the time axis with resize_tensor_input"},
-            "streaming": {"file": files["streaming"], "signature": "streaming", "dtype": "float32",
-                          "frames_per_call": 1},
-            "streaming_int8": {"file": files["streaming_int8"], "signature": "streaming", "frames_per_call": 1,
-                               **int8},
-            "block": {"file": files["block"], "signature": "block", "dtype": "float32",
-                      "frames_per_call": block_frames},
-            **({"block_int8": {"file": files["block_int8"], "signature": "block", "frames_per_call": block_frames,
-                               **int8}} if "block_int8" in files else {}),
-        },
-        "offline_runtime": ("bwe.runtime runs whole files through block.tflite with the states carried "
-                            "between blocks (then frame by frame for the remainder): bounded memory, output "
-                            "identical to one-piece processing; int8: block_int8.tflite (if present) and "
-                            "streaming_int8.tflite the same way"),
-        "states": [{"input": a, "output": b, "shape": list(shape), "dtype": "float32"}
-                   for a, b, shape in state_specs],
-        "tensor_names": {key: _tensor_names(os.path.join(tmp, files[key]), sig) for key, sig in
-                         (("streaming", "streaming"), ("streaming_int8", "streaming"), ("block", "block"),
-                          ("offline", "serving_default"), ("block_int8", "block")) if key in files},
-        "highband_gain": recipe.export.highband_gain,
-        "params": count_params(cfg),
-        "macs_per_frame": macs_per_frame(cfg),
-        "causal": cfg.causal,
-        "checks": checks,
-        "source": source,
-        "recipe": recipe_to_dict(recipe),
-    }
-
-
-def _run_block(path: str, audio: np.ndarray, state_specs) -> np.ndarray:
-    from ai_edge_litert.interpreter import Interpreter
-
-    runner = Interpreter(model_path=path, num_threads=1).get_signature_runner("block")
-    feed = {name_in: np.zeros(shape, np.float32) for name_in, _, shape in state_specs}
-    result = runner(**{AUDIO_NAME: audio[None, :, None].astype(np.float32)}, **feed)
-    return result[AUDIO_NAME][0, :, 0]
+    # The order exports have always listed tensor_names in (not that of `files`).
+    tensor_name_keys = [key for key in ("streaming", "streaming_int8", "block", "offline", "block_int8") if key in files]
+    return ModelMetadata(
+        format_version=FORMAT_VERSION,
+        bwe_version=__version__,
+        input_rate=INPUT_RATE,
+        output_rate=OUTPUT_RATE,
+        frame_input_samples=FRAME_INPUT_SAMPLES,
+        frame_output_samples=FRAME_OUTPUT_SAMPLES,
+        frame_ms=frame_ms,
+        delay_samples=delay,
+        delay_ms=1000.0 * delay / OUTPUT_RATE,
+        architectural_latency_ms=frame_ms + 1000.0 * delay / OUTPUT_RATE,
+        lookahead_ms=(1000.0 * cfg.envelope_lookahead_frames * cfg.envelope_frame / OUTPUT_RATE
+                      if cfg.envelope_bands else 0.0),
+        latency_note=LATENCY_NOTE,
+        audio_input=AUDIO_NAME,
+        audio_output=AUDIO_NAME,
+        files=_file_entries(files, recipe.export.int8_mode, block_frames),
+        offline_runtime=OFFLINE_RUNTIME_NOTE,
+        states=states,
+        tensor_names={key: _tensor_names(os.path.join(tmp, files[key]), SIGNATURES[key]) for key in tensor_name_keys},
+        highband_gain=recipe.export.highband_gain,
+        params=count_params(cfg),
+        macs_per_frame=macs_per_frame(cfg),
+        causal=cfg.causal,
+        checks=checks,
+        source=source,
+        recipe=recipe_to_dict(recipe),
+    )
 
 
 def _replace_dir(tmp: str, out_dir: str) -> None:

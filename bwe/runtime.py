@@ -6,9 +6,10 @@
     out_256 = session.process(frame_128)  # 128 samples at 8 kHz in -> 256 samples at 16 kHz out
     session.reset()                       # before the next, unrelated utterance
 
-Everything is driven by ``metadata.json``: file names, tensor names and the list of state tensors
-(fed back from each call's outputs to the next call's inputs, starting at zeros). Sessions return
-the model's raw output, which lags the input by ``metadata["delay_samples"]`` 16 kHz samples;
+Everything is driven by ``metadata.json`` (`bwe.metadata.ModelMetadata`): file names, tensor names
+and the list of state tensors (fed back from each call's outputs to the next call's inputs, starting
+at zeros). Sessions return the model's raw output, which lags the input by ``metadata.delay_samples``
+16 kHz samples;
 ``ExportedModel.__call__`` and ``ExportedModel.aligned()`` (for audio that arrives in pieces, e.g. a
 file read in blocks) remove that lag by dropping the first ``delay_samples`` outputs and flushing
 the model with zeros.
@@ -22,20 +23,18 @@ frame model share one state layout.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import tempfile
+from collections.abc import Sequence
 
 import numpy as np
 
-METADATA_FILE = "metadata.json"
-FORMAT_VERSION = 1  # of metadata.json; bwe-export writes it, this reader refuses any other
+from bwe.metadata import METADATA_FILE, MetadataError, ModelMetadata, StateTensor
+
 # LiteRT's C++ logger announces every XNNPACK delegate on file descriptor 2, which Python cannot
 # silence: in a pipe like ``arecord | bwe-enhance --streaming - - | aplay`` that line is noise.
 DELEGATE_NOTICE = "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
-REQUIRED_KEYS = ("input_rate", "output_rate", "frame_input_samples", "frame_output_samples", "delay_samples",
-                 "audio_input", "audio_output", "states", "files")
 
 
 class ModelError(RuntimeError):
@@ -80,10 +79,15 @@ def without_delegate_notice():
                 sys.stderr.flush()
 
 
-class _StatefulRunner:
-    """One .tflite with external state: binds signature names to tensor indices once, then runs."""
+class StatefulRunner:
+    """One .tflite with external state: binds the audio and state tensors once, then runs calls.
 
-    def __init__(self, path: str, signature: str, metadata: dict, num_threads: int):
+    The one loop step every LiteRT user of an export shares (sessions, the export's own checks, the
+    timing tool): ``run`` = `feed`, `invoke`, `fetch`, kept apart so that the invoke can be timed alone.
+    """
+
+    def __init__(self, path: str, signature: str, states: Sequence[StateTensor], audio_input: str,
+                 audio_output: str, num_threads: int = 1):
         self.path = path
         self.interpreter = _interpreter(path, num_threads)
         with without_delegate_notice():
@@ -93,41 +97,58 @@ class _StatefulRunner:
         except ValueError:
             raise ModelError(f"{path}: no signature {signature!r}") from None
         inputs, outputs = runner.get_input_details(), runner.get_output_details()
-        audio_in, audio_out = metadata["audio_input"], metadata["audio_output"]
         try:
-            self.audio_in = inputs[audio_in]["index"]
-            self.audio_out = outputs[audio_out]["index"]
-            self.state_pairs = [(inputs[s["input"]]["index"], outputs[s["output"]]["index"])
-                                for s in metadata["states"]]
-            shapes = [tuple(s["shape"]) for s in metadata["states"]]
+            self.audio_in = inputs[audio_input]["index"]
+            self.audio_out = outputs[audio_output]["index"]
+            self.state_pairs = [(inputs[s.input]["index"], outputs[s.output]["index"]) for s in states]
         except KeyError as e:
             raise ModelError(f"{path}: tensor {e} named in {METADATA_FILE} is not in the model") from None
-        for shape, state in zip(shapes, metadata["states"]):
-            actual = tuple(int(d) for d in inputs[state["input"]]["shape"])
-            if actual != shape:
-                raise ModelError(f"{path}: state {state['input']} has shape {actual}, metadata says {shape}")
-        self.frame_in = int(inputs[audio_in]["shape"][1])
-        self.zero_states = [np.zeros(shape, np.float32) for shape in shapes]
+        for state in states:
+            actual = tuple(int(d) for d in inputs[state.input]["shape"])
+            if actual != state.shape:
+                raise ModelError(f"{path}: state {state.input} has shape {actual}, metadata says {state.shape}")
+        # Signature names of the inputs, in feed order: what `feed_dict` keys its arrays by.
+        self.input_names = [audio_input] + [s.input for s in states]
+        self.frame_in = int(inputs[audio_input]["shape"][1])
+        self.zero_states = [np.zeros(s.shape, np.float32) for s in states]
 
-    def run(self, frame: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """One call: ``frame`` [frame_in] float32 and the states in; output [2*frame_in] and new states out."""
+    def feed(self, frame: np.ndarray, states: list[np.ndarray]) -> None:
+        """Set the inputs of one call: ``frame`` [frame_in] float32 and the states."""
         interpreter = self.interpreter
         interpreter.set_tensor(self.audio_in, frame.reshape(1, -1, 1))
         for (index, _), state in zip(self.state_pairs, states):
             interpreter.set_tensor(index, state)
-        interpreter.invoke()
+
+    def invoke(self) -> None:
+        self.interpreter.invoke()
+
+    def fetch(self) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The outputs of the last call: audio [2*frame_in] and the new states."""
+        interpreter = self.interpreter
         new_states = [interpreter.get_tensor(out) for _, out in self.state_pairs]
         return interpreter.get_tensor(self.audio_out).reshape(-1), new_states
+
+    def run(self, frame: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One call: ``frame`` [frame_in] float32 and the states in; output [2*frame_in] and new states out."""
+        self.feed(frame, states)
+        self.invoke()
+        return self.fetch()
+
+    def feed_dict(self, frame: np.ndarray, states: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """One call's inputs by signature name, copied: e.g. a TFLite converter's representative dataset."""
+        arrays = [frame.reshape(1, -1, 1)] + list(states)
+        return {name: np.array(array, np.float32) for name, array in zip(self.input_names, arrays)}
 
 
 class StreamSession:
     """Frame-by-frame processing with the model's state kept between calls.
 
     ``process(x)`` takes any whole number of frames (``frame_input_samples`` each, 8 kHz) and returns
-    twice as many 16 kHz samples: the raw model output, lagging the input by ``delay_samples``.
+    twice as many 16 kHz samples: the raw model output, lagging the input by ``delay_samples``. A
+    session over a block runner alone runs whole blocks (its "frame" is then a block).
     """
 
-    def __init__(self, frame_runner: _StatefulRunner, block_runner: _StatefulRunner | None = None):
+    def __init__(self, frame_runner: StatefulRunner, block_runner: StatefulRunner | None = None):
         self._frame = frame_runner
         self._block = block_runner
         self.frame_input_samples = frame_runner.frame_in
@@ -139,7 +160,8 @@ class StreamSession:
         """Forget the past: the next call starts from the all-zero state, as at the start of a stream."""
         self._states = [s.copy() for s in self._frame.zero_states]
 
-    def process(self, x: np.ndarray) -> np.ndarray:
+    def process(self, x: np.ndarray, record: list | None = None) -> np.ndarray:
+        """``x`` through the model; with ``record``, each call's inputs are appended to it (`feed_dict`)."""
         x = np.asarray(x, dtype=np.float32).reshape(-1)
         if len(x) % self.frame_input_samples:
             raise ValueError(f"process: got {len(x)} samples, need a multiple of {self.frame_input_samples} "
@@ -147,17 +169,22 @@ class StreamSession:
         out = np.empty(2 * len(x), np.float32)
         start = 0
         if self._block is not None:
-            step = self._block.frame_in
-            while len(x) - start >= step:
-                y, self._states = self._block.run(x[start : start + step], self._states)
-                out[2 * start : 2 * (start + step)] = y
-                start += step
-        step = self.frame_input_samples
-        while start < len(x):
-            y, self._states = self._frame.run(x[start : start + step], self._states)
+            start = self._run_calls(self._block, x, start, out, record)
+        self._run_calls(self._frame, x, start, out, record)
+        return out
+
+    def _run_calls(self, runner: StatefulRunner, x: np.ndarray, start: int, out: np.ndarray,
+                   record: list | None) -> int:
+        """As many whole calls of ``runner`` as fit from ``start``; returns where they stopped."""
+        step = runner.frame_in
+        while len(x) - start >= step:
+            frame = x[start : start + step]
+            if record is not None:
+                record.append(runner.feed_dict(frame, self._states))
+            y, self._states = runner.run(frame, self._states)
             out[2 * start : 2 * (start + step)] = y
             start += step
-        return out
+        return start
 
 
 class AlignedStream:
@@ -224,38 +251,33 @@ class ExportedModel:
         if not os.path.isfile(meta_path):
             raise ModelError(f"{meta_path}: not found (is {self.model_dir} a bwe-export folder?)")
         try:
-            with open(meta_path, encoding="utf-8") as f:
-                self.metadata = json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
-            raise ModelError(f"{meta_path}: unreadable ({e})") from None
-        if self.metadata.get("format_version") != FORMAT_VERSION:
-            raise ModelError(f"{meta_path}: format_version {self.metadata.get('format_version')!r}, this bwe reads "
-                             f"{FORMAT_VERSION} (export the model again with this version's bwe-export)")
-        missing = [k for k in REQUIRED_KEYS if k not in self.metadata]
-        if missing:
-            raise ModelError(f"{meta_path}: missing keys {missing}")
-        files = self.metadata["files"]
+            self.metadata = ModelMetadata.load(meta_path)
+        except MetadataError as e:
+            raise ModelError(str(e)) from None
+        files = self.metadata.files
         for key in ("streaming", "block") + (("streaming_int8",) if int8 else ()):
             if key not in files:
                 raise ModelError(f"{meta_path}: files.{key} missing")
-            if not os.path.isfile(os.path.join(self.model_dir, files[key]["file"])):
-                raise ModelError(f"{os.path.join(self.model_dir, files[key]['file'])}: not found ({meta_path} lists it)")
+            path = os.path.join(self.model_dir, files[key].file)
+            if not os.path.isfile(path):
+                raise ModelError(f"{path}: not found ({meta_path} lists it)")
         self.int8 = int8
         self.num_threads = num_threads
-        self.delay_samples = int(self.metadata["delay_samples"])
-        self.frame_input_samples = int(self.metadata["frame_input_samples"])
-        self._runners: dict[str, _StatefulRunner] = {}
+        self.delay_samples = self.metadata.delay_samples
+        self.frame_input_samples = self.metadata.frame_input_samples
+        self._runners: dict[str, StatefulRunner] = {}
 
-    def _runner(self, key: str) -> _StatefulRunner:
+    def runner(self, key: str) -> StatefulRunner:
+        """The runner of the file listed as ``key`` in metadata.json (e.g. "streaming"), built once."""
         if key not in self._runners:
-            entry = self.metadata["files"][key]
-            self._runners[key] = _StatefulRunner(os.path.join(self.model_dir, entry["file"]), entry["signature"],
-                                                 self.metadata, self.num_threads)
+            meta, entry = self.metadata, self.metadata.files[key]
+            self._runners[key] = StatefulRunner(os.path.join(self.model_dir, entry.file), entry.signature,
+                                                meta.states, meta.audio_input, meta.audio_output, self.num_threads)
         return self._runners[key]
 
     def stream(self) -> StreamSession:
         """A frame-by-frame session on ``streaming.tflite`` (or the int8 one)."""
-        return StreamSession(self._runner("streaming_int8" if self.int8 else "streaming"))
+        return StreamSession(self.runner("streaming_int8" if self.int8 else "streaming"))
 
     def block_stream(self) -> StreamSession:
         """Like `stream`, but whole blocks go through the block model for speed (float: the same output).
@@ -265,10 +287,10 @@ class ExportedModel:
         ``streaming_int8.tflite``'s), else ``streaming_int8.tflite`` frame by frame.
         """
         if self.int8:
-            if "block_int8" not in self.metadata["files"]:
+            if "block_int8" not in self.metadata.files:
                 return self.stream()
-            return StreamSession(self._runner("streaming_int8"), self._runner("block_int8"))
-        return StreamSession(self._runner("streaming"), self._runner("block"))
+            return StreamSession(self.runner("streaming_int8"), self.runner("block_int8"))
+        return StreamSession(self.runner("streaming"), self.runner("block"))
 
     def aligned(self, streaming: bool = False) -> AlignedStream:
         """A delay-compensated session: `stream` (frame by frame) or `block_stream` (whole blocks)."""

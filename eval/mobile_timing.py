@@ -27,6 +27,9 @@ import time
 
 import numpy as np
 
+from bwe.metadata import ModelMetadata
+from bwe.runtime import ExportedModel, ModelError, StatefulRunner, without_delegate_notice
+
 FRAME_MS = 16.0
 
 
@@ -36,36 +39,21 @@ def _percentiles(times_s: list[float]) -> dict:
             "p99": float(np.percentile(ms, 99)), "mean": float(ms.mean())}
 
 
-def time_streaming(path: str, meta: dict, threads: int, frames: int, warmup: int, seed: int = 0) -> dict:
-    """Time ``frames`` streaming calls of one .tflite file; returns invoke/step percentiles."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    from bwe.runtime import without_delegate_notice
-
-    interpreter = Interpreter(model_path=path, num_threads=threads)
-    with without_delegate_notice():  # LiteRT's "Created ... XNNPACK delegate" line is not a figure
-        interpreter.allocate_tensors()
-    runner = interpreter.get_signature_runner("streaming")
-    inputs, outputs = runner.get_input_details(), runner.get_output_details()
-    audio_in = inputs[meta["audio_input"]]["index"]
-    audio_out = outputs[meta["audio_output"]]["index"]
-    pairs = [(inputs[s["input"]]["index"], outputs[s["output"]]["index"]) for s in meta["states"]]
-    del runner
-    n = meta["frame_input_samples"]
+def time_streaming(runner: StatefulRunner, frames: int, warmup: int, seed: int = 0) -> dict:
+    """Time ``frames`` calls of one streaming runner, after ``warmup`` untimed ones, with the states fed
+    back; returns invoke/step percentiles. The step is the runner's `feed`, `invoke` and `fetch`: what
+    `StatefulRunner.run` does for every frame of a session."""
     rng = np.random.default_rng(seed)
-    audio = (0.1 * rng.standard_normal((warmup + frames, 1, n, 1))).astype(np.float32)
-    states = [np.zeros(s["shape"], np.float32) for s in meta["states"]]
+    audio = (0.1 * rng.standard_normal((warmup + frames, runner.frame_in))).astype(np.float32)
+    states = [s.copy() for s in runner.zero_states]
     invoke_t, step_t = [], []
     for i in range(warmup + frames):
         t0 = time.perf_counter()
-        interpreter.set_tensor(audio_in, audio[i])
-        for (index, _), state in zip(pairs, states):
-            interpreter.set_tensor(index, state)
+        runner.feed(audio[i], states)
         t1 = time.perf_counter()
-        interpreter.invoke()
+        runner.invoke()
         t2 = time.perf_counter()
-        interpreter.get_tensor(audio_out)
-        states = [interpreter.get_tensor(out) for _, out in pairs]
+        _, states = runner.fetch()
         t3 = time.perf_counter()
         if i >= warmup:
             invoke_t.append(t2 - t1)
@@ -73,18 +61,16 @@ def time_streaming(path: str, meta: dict, threads: int, frames: int, warmup: int
     return {"invoke": _percentiles(invoke_t), "step": _percentiles(step_t)}
 
 
-def time_offline(model_dir: str, meta: dict, threads: int, seconds: float) -> dict:
+def time_offline(model_dir: str, meta: ModelMetadata, threads: int, seconds: float) -> dict:
     """Real-time factors of offline.tflite (one call) and bwe.runtime (blocks) on ``seconds`` of audio."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from bwe.runtime import ExportedModel, without_delegate_notice
-
-    rate = meta["input_rate"]
+    rate, frame = meta.input_rate, meta.frame_input_samples
     x = (0.1 * np.random.default_rng(1).standard_normal(int(seconds * rate))).astype(np.float32)
-    x = x[: len(x) // meta["frame_input_samples"] * meta["frame_input_samples"]]
+    x = x[: len(x) // frame * frame]
     offline_s = None
-    if "offline" in meta["files"]:  # the bundled default model leaves offline.tflite out
-        interpreter = Interpreter(model_path=os.path.join(model_dir, meta["files"]["offline"]["file"]),
+    if "offline" in meta.files:  # the bundled default model leaves offline.tflite out
+        interpreter = Interpreter(model_path=os.path.join(model_dir, meta.files["offline"].file),
                                   num_threads=threads)
         index = interpreter.get_input_details()[0]["index"]
         interpreter.resize_tensor_input(index, [1, len(x), 1])
@@ -97,11 +83,11 @@ def time_offline(model_dir: str, meta: dict, threads: int, seconds: float) -> di
     duration = len(x) / rate
     result = {"seconds": duration, "offline_tflite_rtf": None if offline_s is None else offline_s / duration}
     variants = [("runtime_blocks_rtf", False)] + ([("runtime_blocks_int8_rtf", True)]
-                                                  if "block_int8" in meta["files"] else [])
+                                                  if "block_int8" in meta.files else [])
     for key, int8 in variants:
         model = ExportedModel(model_dir, int8=int8, num_threads=threads)
         # Warm up both interpreters (a block and a frame): a first invoke packs the weights.
-        model(x[: (meta["files"]["block"]["frames_per_call"] + 1) * meta["frame_input_samples"]])
+        model(x[: (meta.files["block"].frames_per_call + 1) * frame])
         times = []
         for _ in range(3):
             t0 = time.perf_counter()
@@ -111,25 +97,24 @@ def time_offline(model_dir: str, meta: dict, threads: int, seconds: float) -> di
     return result
 
 
-def macs_per_layer(meta: dict) -> dict[str, int]:
+def macs_per_layer(meta: ModelMetadata) -> dict[str, int]:
     from bwe.config import recipe_from_dict
     from bwe.models.seanet import macs_per_layer as per_layer
 
-    return per_layer(recipe_from_dict(meta["recipe"]).model)
+    return per_layer(recipe_from_dict(meta.recipe).model)
 
 
 def run(model_dir: str, threads: int = 1, frames: int = 2000, warmup: int = 200, offline_seconds: float = 60.0,
         per_layer: bool = False) -> dict:
-    with open(os.path.join(model_dir, "metadata.json"), encoding="utf-8") as f:
-        meta = json.load(f)
-    macs = int(meta["macs_per_frame"])
+    model = ExportedModel(model_dir, num_threads=threads)
+    meta = model.metadata
+    macs = meta.macs_per_frame
     report = {"model_dir": os.path.abspath(model_dir), "threads": threads, "frames": frames, "warmup": warmup,
-              "params": meta.get("params"), "macs_per_frame": macs, "frame_ms": FRAME_MS, "streaming": {}}
+              "params": meta.params, "macs_per_frame": macs, "frame_ms": FRAME_MS, "streaming": {}}
     for key in ("streaming", "streaming_int8"):
-        entry = meta["files"].get(key)
-        if entry is None:
+        if key not in meta.files:
             continue
-        result = time_streaming(os.path.join(model_dir, entry["file"]), meta, threads, frames, warmup)
+        result = time_streaming(model.runner(key), frames, warmup)
         p50 = result["invoke"]["p50"]
         result["rtf_invoke_p50"] = p50 / FRAME_MS
         result["rtf_step_p50"] = result["step"]["p50"] / FRAME_MS
@@ -188,7 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.frames < 1 or args.threads < 1 or args.warmup < 0:
         print("mobile_timing: --frames and --threads must be >= 1, --warmup >= 0", file=sys.stderr)
         return 2
-    report = run(args.model_dir, args.threads, args.frames, args.warmup, args.offline_seconds, args.per_layer)
+    try:
+        report = run(args.model_dir, args.threads, args.frames, args.warmup, args.offline_seconds, args.per_layer)
+    except ModelError as e:
+        print(f"mobile_timing: {e}", file=sys.stderr)
+        return 2
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0
 

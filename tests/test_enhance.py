@@ -119,13 +119,13 @@ def test_chunked_reading_equals_one_piece(tmp_path, model_dir, model, capsys, mo
     sf.write(src, x, 8000, subtype="FLOAT")
     reference = model(x)
     calls = {}
-    original_run = runtime._StatefulRunner.run
+    original_run = runtime.StatefulRunner.run
 
     def counting_run(self, frame, states):
         calls[len(frame)] = calls.get(len(frame), 0) + 1
         return original_run(self, frame, states)
 
-    monkeypatch.setattr(runtime._StatefulRunner, "run", counting_run)
+    monkeypatch.setattr(runtime.StatefulRunner, "run", counting_run)
     monkeypatch.setattr(enhance, "READ_BLOCK_SECONDS", 0.0371)
     assert run_cli([src, dst, "--model", model_dir, "--subtype", "FLOAT"], capsys)[0] == 0
     y, _ = sf.read(dst, dtype="float32")
@@ -401,8 +401,8 @@ def test_files_go_through_the_offline_bundle_and_streams_through_the_streaming_o
     from bwe.enhance import default_model_dir
 
     offline, streaming = ExportedModel(default_model_dir(False)), ExportedModel(default_model_dir(True))
-    assert offline.metadata["lookahead_ms"] > 0 and streaming.metadata["lookahead_ms"] == 0
-    assert streaming.metadata["architectural_latency_ms"] < 21.0
+    assert offline.metadata.lookahead_ms > 0 and streaming.metadata.lookahead_ms == 0
+    assert streaming.metadata.architectural_latency_ms < 21.0
 
 
 def _highband_frame_levels_db(y: np.ndarray) -> np.ndarray:
@@ -428,7 +428,7 @@ def test_bundled_int8_model_matches_the_float_one_on_the_bundled_sample(bundle):
     x, _ = sf.read(os.path.join(REPO, "bwe", "pretrained", "sample_8k.wav"), dtype="float32")
     float_model, int8_model = ExportedModel(bundled), ExportedModel(bundled, int8=True)
     y_float, y_int8 = float_model(x), int8_model(x)
-    assert "block_int8" not in float_model.metadata["files"]
+    assert "block_int8" not in float_model.metadata.files
     assert int8_model.block_stream()._block is None  # int8 files run frame by frame
     assert snr_db(y_float, y_int8) >= 40.0
     float_levels, int8_levels = _highband_frame_levels_db(y_float), _highband_frame_levels_db(y_int8)

@@ -401,7 +401,7 @@ def test_exported_head_has_no_block_int8_and_int8_files_run_frame_by_frame(expor
 
     _, root = exported_head
     model = ExportedModel(str(root / "gain1.0"), int8=True)
-    assert "block_int8" not in model.metadata["files"]
+    assert "block_int8" not in model.metadata.files
     assert not os.path.exists(root / "gain1.0" / "block_int8.tflite")
     assert model.block_stream()._block is None
     x = speech_like(10 * 128 / 8000, rate=8000, seed=12)

@@ -39,3 +39,22 @@ def test_json_report_covers_float_int8_and_whole_signal_paths():
 def test_refuses_a_folder_without_metadata(tmp_path):
     result = _run(tmp_path)
     assert result.returncode == 2 and "no metadata.json" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_refuses_a_folder_with_unreadable_metadata(tmp_path):
+    _, _, out_dir = exported_tiny()
+    with open(os.path.join(out_dir, "metadata.json"), encoding="utf-8") as f:
+        meta = json.load(f)
+    (tmp_path / "metadata.json").write_text(json.dumps(dict(meta, format_version=2)))
+    result = _run(tmp_path)
+    assert result.returncode == 2 and "format_version 2, this bwe reads 1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_time_streaming_times_the_runtimes_runner():
+    from bwe.runtime import ExportedModel
+    from eval.mobile_timing import time_streaming
+
+    _, _, out_dir = exported_tiny()
+    result = time_streaming(ExportedModel(out_dir).runner("streaming"), frames=20, warmup=2)
+    assert 0 < result["invoke"]["p50"] <= result["step"]["p50"]

@@ -35,7 +35,7 @@ def test_offline_call_is_delay_compensated(exported, n):
     x = speech_like(n / 8000 if n > 200 else 0.025, rate=8000, seed=n)[:n]
     y = model(x)
     assert y.shape == (2 * n,) and y.dtype == np.float32
-    delay = model.metadata["delay_samples"]
+    delay = model.metadata.delay_samples
     reference = _tf_reference(generator, x, 2 * n + delay + 512)[delay : delay + 2 * n]
     assert np.max(np.abs(y - reference)) <= 1e-4
 
@@ -57,7 +57,7 @@ def test_long_input_runs_in_blocks_and_equals_one_piece(exported):
     np.testing.assert_allclose(frame_by_frame, y_one_piece, atol=1e-5)
     # And the whole-signal offline.tflite agrees.
     meta = model.metadata
-    interpreter = Interpreter(model_path=os.path.join(out_dir, meta["files"]["offline"]["file"]))
+    interpreter = Interpreter(model_path=os.path.join(out_dir, meta.files["offline"].file))
     index = interpreter.get_input_details()[0]["index"]
     padded = np.concatenate([x, np.zeros(128, np.float32)])
     interpreter.resize_tensor_input(index, [1, len(padded), 1])
@@ -65,7 +65,7 @@ def test_long_input_runs_in_blocks_and_equals_one_piece(exported):
     interpreter.set_tensor(index, padded[None, :, None])
     interpreter.invoke()
     offline = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0, :, 0]
-    delay = meta["delay_samples"]
+    delay = meta.delay_samples
     assert np.max(np.abs(offline[delay : delay + len(y_one_piece)] - y_one_piece)) <= 1e-4
 
 
@@ -86,6 +86,24 @@ def test_stream_session_and_reset(exported):
         session.process(np.zeros(100, np.float32))
 
 
+def test_session_records_each_calls_inputs(exported):
+    """`process(x, record=...)` (int8 calibration's representative data) keeps what each call was fed."""
+    _, _, out_dir = exported
+    model = ExportedModel(out_dir)
+    x = speech_like(3 * 128 / 8000, rate=8000, seed=5)
+    session, records = model.stream(), []
+    session.process(x, record=records)
+    runner = model.runner("streaming")
+    assert len(records) == 3
+    assert [list(r) for r in records] == [runner.input_names] * 3
+    meta = model.metadata
+    np.testing.assert_array_equal(records[1][meta.audio_input], x[None, 128:256, None])
+    assert all(not np.any(records[0][s.input]) for s in meta.states)  # a stream starts at zeros
+    _, states = runner.run(x[:128], [np.zeros(s.shape, np.float32) for s in meta.states])
+    for state, recorded in zip(states, [records[1][s.input] for s in meta.states]):
+        np.testing.assert_array_equal(recorded, state)  # the second call got the first call's states
+
+
 def test_int8_session(exported):
     _, _, out_dir = exported
     x = speech_like(0.256, rate=8000, seed=3)
@@ -100,7 +118,7 @@ def test_int8_whole_file_runs_block_int8(exported):
     x = speech_like(1.5, rate=8000, seed=4)
     model = ExportedModel(out_dir, int8=True)
     session = model.block_stream()
-    assert session._block is model._runner("block_int8")  # the fast path, not frame by frame
+    assert session._block is model.runner("block_int8")  # the fast path, not frame by frame
     y_float, y_int8 = ExportedModel(out_dir)(x), model(x)
     assert y_int8.shape == y_float.shape == (2 * len(x),)
     assert 10 * np.log10(np.sum(y_float**2) / np.sum((y_float - y_int8) ** 2)) >= 25.0
@@ -159,6 +177,11 @@ def test_bad_model_folders(exported, tmp_path):
     del meta["states"]
     (broken / "metadata.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match=r"missing keys \['states'\]"):
+        ExportedModel(broken)
+    meta = json.load(open(os.path.join(out_dir, "metadata.json"), encoding="utf-8"))
+    meta["states"][0]["shape"] = "1x31"
+    (broken / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match=r"metadata.json: states\[0\].shape is '1x31', expected a list"):
         ExportedModel(broken)
     meta = json.load(open(os.path.join(out_dir, "metadata.json"), encoding="utf-8"))
     meta["states"][0]["input"] = "no_such_state"
