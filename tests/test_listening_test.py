@@ -662,7 +662,10 @@ def test_serve_runs_php_until_ctrl_c_and_says_where_the_ratings_are(prepared, tm
     command = [sys.executable, "-m", "eval.listening_test", "serve",
                "--test", test_dir, "--webmushra", fake_webmushra(tmp_path), "--port", "0"]
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=repo)
+    # Ctrl-C is the user's way to stop it; a test run started in the background of a shell without job
+    # control inherits SIGINT ignored, so the child gets the default back.
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=repo,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         lines = []
         while not any("/?config=" in line for line in lines):
