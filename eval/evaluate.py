@@ -445,28 +445,27 @@ def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "file"
 
 
-def report_section(result: SetResult, source: str, figures: dict[str, str], n_files: int) -> list[str]:
-    """Markdown for one set: how its input was made, the tables, and its figures."""
-    summary = summarize(result.rows, result.visqol)
-    visqol = result.visqol
-    perceptual = [m for m in metrics_of(visqol) if m in PERCEPTUAL]
-    lines = []
+def _input_lines(result: SetResult, source: str, n_files: int) -> list[str]:
+    """How a set's input was made: the references and the degradation, or the real pairs."""
     if result.name == DATA_SET:
-        lines += [
+        return [
             f"References: `{source}`, {n_files} files scored"
             + (f", {len(result.skipped)} skipped as shorter than {LSD_N_FFT // 2 + 1} samples." if result.skipped else "."),
             f"Input: each reference degraded by the fixed evaluation channel (Chebyshev I, order {EVAL_FILTER_ORDER}, "
             f"{EVAL_RIPPLE_DB} dB ripple, {EVAL_CUTOFF_HZ:.0f} Hz, zero-phase; soxr to 8 kHz).",
         ]
-    else:
-        lines += [
-            f"Pairs: `{source}`, {n_files} pairs scored"
-            + (f", {len(result.skipped)} skipped as shorter than {LSD_N_FFT // 2 + 1} samples" if result.skipped else "")
-            + (f", {len(result.unpaired)} files without a counterpart." if result.unpaired else "."),
-            "Input: the real 8 kHz recording. Each pair is aligned once (cross-correlation of the reference with the "
-            "input played at 16 kHz) and the same shift is applied to every system's output.",
-        ]
-    lines += [
+    return [
+        f"Pairs: `{source}`, {n_files} pairs scored"
+        + (f", {len(result.skipped)} skipped as shorter than {LSD_N_FFT // 2 + 1} samples" if result.skipped else "")
+        + (f", {len(result.unpaired)} files without a counterpart." if result.unpaired else "."),
+        "Input: the real 8 kHz recording. Each pair is aligned once (cross-correlation of the reference with the "
+        "input played at 16 kHz) and the same shift is applied to every system's output.",
+    ]
+
+
+def _score_tables(summary: dict[str, dict], perceptual: Sequence[str], visqol: bool) -> list[str]:
+    """The metrics used, the table of means per system and the table of their confidence intervals."""
+    lines = [
         "Metrics: `bwe.metrics` (LSD: n_fft 2048, hop 512, Hann, log10 power; LSD-LF 0-4 kHz, LSD-HF 4-8 kHz; "
         "WB-PESQ P.862.2" + ("; ViSQOL v3 speech mode" if visqol else "") + "). Means over files; lower LSD and "
         "higher PESQ" + (" and ViSQOL" if visqol else "") + " are better.",
@@ -497,19 +496,31 @@ def report_section(result: SetResult, source: str, figures: dict[str, str], n_fi
         "not scored" + (" (the same for ViSQOL: no speech patch found)" if visqol else "")
         + ". A median delay other than +0 samples means a system's output is not time-aligned with its input.",
     ]
-    by_folder = summarize_by_folder(result.rows, visqol) if result.name == DATA_SET else {}
-    if by_folder:
-        lines += [
-            "",
-            "By first-level folder (a corpus that mixes sources shows here which of them a system does worse on):",
-            "",
-            "| folder | system | files | LSD | LSD-HF |" + "".join(f" {METRIC_LABELS[m]} |" for m in perceptual),
-            "|---|---|---:|---:|---:|" + "---:|" * len(perceptual),
-        ]
-        for folder, systems in by_folder.items():
-            for model, s in systems.items():
-                lines.append(f"| {folder} | {model} | {s['files']} | {s['lsd']:.3f} | {s['lsd_hf']:.3f} |"
-                             + "".join(f" {_mean(s, m)} |" for m in perceptual))
+    return lines
+
+
+def _folder_lines(result: SetResult, perceptual: Sequence[str]) -> list[str]:
+    """The simulated set's table per first-level folder; nothing when there is none (or for pairs)."""
+    by_folder = summarize_by_folder(result.rows, result.visqol) if result.name == DATA_SET else {}
+    if not by_folder:
+        return []
+    lines = [
+        "",
+        "By first-level folder (a corpus that mixes sources shows here which of them a system does worse on):",
+        "",
+        "| folder | system | files | LSD | LSD-HF |" + "".join(f" {METRIC_LABELS[m]} |" for m in perceptual),
+        "|---|---|---:|---:|---:|" + "---:|" * len(perceptual),
+    ]
+    for folder, systems in by_folder.items():
+        for model, s in systems.items():
+            lines.append(f"| {folder} | {model} | {s['files']} | {s['lsd']:.3f} | {s['lsd_hf']:.3f} |"
+                         + "".join(f" {_mean(s, m)} |" for m in perceptual))
+    return lines
+
+
+def _file_notes_and_figures(result: SetResult, summary: dict[str, dict], figures: dict[str, str]) -> list[str]:
+    """The pairs' alignment shifts, the skipped and unpaired files, and the figures."""
+    lines = []
     if result.name == PAIRS_SET and summary:
         offsets = sorted({r.offset for r in result.rows if r.offset is not None})
         lines += ["", f"Pair alignment shifts (samples at 16 kHz): {offsets[0]:+d} to {offsets[-1]:+d}."]
@@ -517,7 +528,7 @@ def report_section(result: SetResult, source: str, figures: dict[str, str], n_fi
         lines += ["", "Skipped (too short for the LSD STFT): " + ", ".join(f"`{s}`" for s in result.skipped)]
     if result.unpaired:
         lines += ["", "Not paired: " + ", ".join(f"`{s}`" for s in result.unpaired)]
-    boxes = [f"![{METRIC_LABELS[m]}]({figures[m]})" for m in metrics_of(visqol) if m in figures]
+    boxes = [f"![{METRIC_LABELS[m]}]({figures[m]})" for m in metrics_of(result.visqol) if m in figures]
     if boxes:
         lines += ["", "Per-file distributions:", "", " ".join(boxes)]
     spectra = [(k[len("spec:") :], v) for k, v in figures.items() if k.startswith("spec:")]
@@ -525,6 +536,14 @@ def report_section(result: SetResult, source: str, figures: dict[str, str], n_fi
         lines += ["", "Spectrograms (reference / input / each system):", ""]
         lines += [f"![{name}]({path})" for name, path in spectra]
     return lines
+
+
+def report_section(result: SetResult, source: str, figures: dict[str, str], n_files: int) -> list[str]:
+    """Markdown for one set: how its input was made, the tables, and its figures."""
+    summary = summarize(result.rows, result.visqol)
+    perceptual = [m for m in metrics_of(result.visqol) if m in PERCEPTUAL]
+    return (_input_lines(result, source, n_files) + _score_tables(summary, perceptual, result.visqol)
+            + _folder_lines(result, perceptual) + _file_notes_and_figures(result, summary, figures))
 
 
 def make_figures(result: SetResult, out: str) -> dict[str, str]:

@@ -393,6 +393,272 @@ def _clip_candidates(data_dir: str | None, pairs: Sequence[str] | None,
     return [candidates[i] for i in order]
 
 
+def _check_prepare_arguments(models: Sequence[str], data_dir: str | None, out_dir: str, trials: int, test_id: str,
+                             pairs: Sequence[str] | None, max_offset_ms: float) -> str:
+    """Refuse bad ``prepare`` arguments before anything runs; returns the flag that names the clips' source."""
+    if (data_dir is None) == (not pairs):
+        raise ListeningTestError("give either --data or --pairs NB_DIR WB_DIR")
+    if max_offset_ms < 0:
+        raise ListeningTestError(f"--max-offset-ms must be 0 or more, got {max_offset_ms}")
+    source_flag = f"--data {data_dir}" if data_dir is not None else f"--pairs {' '.join(pairs)}"
+    if not models:
+        raise ListeningTestError("give at least one --model (sinc, folding or an exported model folder)")
+    if trials < 1:
+        raise ListeningTestError(f"--trials must be at least 1, got {trials}")
+    if not test_id.replace("_", "").replace("-", "").isalnum():
+        raise ListeningTestError(f"--test-id {test_id!r}: use letters, digits, '_' and '-' only")
+    try:
+        check_new_folder(out_dir, f"--out {out_dir}")
+    except EvaluationError as e:
+        raise ListeningTestError(str(e)) from None
+    return source_flag
+
+
+def _named_systems(models: Sequence[str]) -> tuple[list[tuple[str, System]], list[str]]:
+    """The systems of ``--model`` and their names, checked: unique, not a condition's name, few enough."""
+    systems = [resolve_system(spec) for spec in models]
+    names = [name for name, _ in systems]
+    reserved = {HIDDEN_REFERENCE, *ANCHORS}
+    for name in names:
+        if name in reserved or names.count(name) > 1:
+            raise ListeningTestError(f"--model name {name!r} is reserved or used twice; name it with NAME=SPEC")
+    n_conditions = len(reserved) + len(systems)
+    if n_conditions > MAX_CONDITIONS:
+        raise ListeningTestError(
+            f"{n_conditions} conditions per trial (hidden reference, 2 anchors, {len(systems)} models); "
+            f"MUSHRA (and webMUSHRA) allow at most {MAX_CONDITIONS}"
+        )
+    if "sinc" in names:
+        warnings.warn(
+            f"'sinc' as a model is the same signal as the narrowband anchor {NARROWBAND_ANCHOR!r}; "
+            "both are kept (a consistency check of the assessors)",
+            stacklevel=3,  # the caller of prepare
+        )
+    return systems, names
+
+
+@dataclass(frozen=True)
+class _TrialSettings:
+    """What every trial of one ``prepare`` run shares."""
+
+    work: str  # the staging folder
+    audio_rel: str  # the audio folder, relative to work
+    systems: Sequence[tuple[str, System]]
+    max_offset: int  # samples at RATE
+    target_lufs: float
+    trials: int
+    shuffle_per_assessor: bool
+    data_dir: str | None
+    pairs: Sequence[str] | None
+
+
+@dataclass(frozen=True)
+class _Excerpt:
+    """One trial's conditions, cut and faded, and where the cut lies in the source file."""
+
+    conditions: dict[str, np.ndarray]
+    start: int  # samples at RATE from the start of the file
+    stop: int
+    at_pauses: bool
+    lag: int | None  # a real pair's lag; None for a simulated input
+
+
+class _Unusable(Exception):
+    """A clip no excerpt can be cut from; the message names it."""
+
+
+def _cut_excerpt(path: str, narrow_path: str | None, settings: _TrialSettings) -> _Excerpt:
+    """Choose the excerpt of a clip and make its conditions; raises _Unusable for a clip too short."""
+    systems = settings.systems
+    # Where x starts in the source file: a real pair's aligned reference may have lost its
+    # first samples to the lag; the key gives times in the file.
+    file_start, lag = 0, None
+    x, _ = load_audio(path, target_rate=RATE)
+    # A real pair: the systems run on the whole narrowband recording (prompts are short). One
+    # too short to play is left to choose_excerpt to refuse, before any system runs on it.
+    if narrow_path is not None and len(x) >= MIN_SECONDS * RATE:
+        conditions, lag = paired_conditions(x, narrow_path, systems, settings.max_offset)
+        x, lo, file_start = conditions[HIDDEN_REFERENCE], 0, max(0, -lag)
+    try:
+        start, stop, at_pauses = choose_excerpt(x)
+    except ListeningTestError as e:
+        raise _Unusable(f"{path}: {e}") from None
+    if narrow_path is None:
+        # The systems see one second of context on each side of the excerpt (streaming models
+        # warm up, filters settle); the cut is made afterwards, identically for all conditions.
+        margin = RATE
+        lo, hi = max(0, start - margin), min(len(x), stop + margin)
+        if (hi - lo) % 2:  # an even length keeps the 16 kHz and 8 kHz sample counts exact
+            if lo > 0:
+                lo -= 1
+            elif hi > stop:
+                hi -= 1
+        conditions = make_conditions(x[lo:hi], systems)
+    cut = {name: fade(y[start - lo : stop - lo]) for name, y in conditions.items()}
+    return _Excerpt(cut, file_start + start, file_start + stop, at_pauses, lag)
+
+
+def _write_stimuli(matched: dict[str, np.ndarray], trial_dir: str, trial_rel: str,
+                   rng: np.random.Generator) -> tuple[dict[str, str], dict[str, str]]:
+    """Write a trial's reference and its conditions as C1..Cn in a random order.
+
+    Returns webMUSHRA's stimuli (label: file) and the key's stimuli (label: condition).
+    """
+    blinded = list(matched)
+    order = rng.permutation(len(blinded))
+    stimulus_names = {}
+    os.makedirs(trial_dir)
+    save_audio(os.path.join(trial_dir, "reference.wav"), matched[HIDDEN_REFERENCE], RATE)
+    stimuli_config = {}
+    for cond_index in order:
+        condition = blinded[cond_index]
+        if condition == HIDDEN_REFERENCE:
+            # webMUSHRA adds the reference file as the hidden reference itself.
+            continue
+        label = f"C{len(stimuli_config) + 1}"
+        save_audio(os.path.join(trial_dir, f"{label}.wav"), matched[condition], RATE)
+        stimuli_config[label] = f"{trial_rel}/{label}.wav"
+        stimulus_names[label] = condition
+    stimulus_names[WEBMUSHRA_REFERENCE] = HIDDEN_REFERENCE
+    return stimuli_config, stimulus_names
+
+
+def _make_trial(settings: _TrialSettings, number: int, path: str, narrow_path: str | None,
+                rng: np.random.Generator) -> tuple[dict, dict]:
+    """Make trial ``number`` (1-based) from a clip; returns its webMUSHRA page and its key entry.
+
+    Raises _Unusable for a clip too short for an excerpt, before anything is written.
+    """
+    excerpt = _cut_excerpt(path, narrow_path, settings)
+    trial_id = f"trial_{number:02d}"
+    try:
+        matched, level, gains = loudness_match(excerpt.conditions, RATE, settings.target_lufs)
+    except ListeningTestError as e:
+        raise ListeningTestError(f"{path}: {e}") from None
+    trial_rel = f"{settings.audio_rel}/{trial_id}"
+    stimuli_config, stimulus_names = _write_stimuli(matched, os.path.join(settings.work, trial_rel), trial_rel, rng)
+    page = {
+        "type": "mushra",
+        "id": trial_id,
+        # With a per-assessor shuffle a page number would be wrong, so it only shows in fixed order.
+        "name": "MUSHRA" if settings.shuffle_per_assessor else f"Trial {number} of {settings.trials}",
+        "content": TRIAL_PAGE,
+        "showWaveform": True,
+        "enableLooping": True,
+        "reference": f"{trial_rel}/reference.wav",
+        "createAnchor35": False,
+        "createAnchor70": False,
+        "randomize": True,
+        "showConditionNames": False,
+        "stimuli": stimuli_config,
+    }
+    source_dir = settings.data_dir if narrow_path is None else settings.pairs[1]
+    entry = {
+        "source": os.path.relpath(path, source_dir) if os.path.isdir(source_dir) else os.path.basename(path),
+        **({} if narrow_path is None else {"narrowband_source": os.path.relpath(narrow_path, settings.pairs[0]),
+                                           "lag_samples": int(excerpt.lag)}),
+        "start_s": round(excerpt.start / RATE, 4),
+        "stop_s": round(excerpt.stop / RATE, 4),
+        "cut_at_pauses": bool(excerpt.at_pauses),
+        "loudness_lufs": round(level, 3),
+        "gain_db": {name: round(float(g), 3) for name, g in gains.items()},
+        "stimuli": stimulus_names,
+    }
+    return page, entry
+
+
+def _progress_bar(total: int, progress: bool):
+    """A tqdm bar over the trials (hidden unless ``progress``), or None without tqdm."""
+    try:
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc="trials", unit="trial", disable=not progress)
+    except ImportError:  # tqdm is a dependency of bwe; this only guards a stripped install
+        return None
+
+
+def _make_trials(settings: _TrialSettings, candidates: Sequence[tuple[str, str | None]], rng: np.random.Generator,
+                 progress: bool, source_flag: str) -> tuple[list[dict], dict[str, dict]]:
+    """Make trials from the candidates in order until there are enough; returns the pages and the key's trials."""
+    key_trials: dict[str, dict] = {}
+    pages = []
+    skipped = []
+    bar = _progress_bar(settings.trials, progress)
+    for path, narrow_path in candidates:
+        if len(key_trials) == settings.trials:
+            break
+        try:
+            page, entry = _make_trial(settings, len(key_trials) + 1, path, narrow_path, rng)
+        except _Unusable as e:
+            skipped.append(str(e))
+            continue
+        pages.append(page)
+        key_trials[page["id"]] = entry
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    if len(key_trials) < settings.trials:
+        detail = f"; skipped: {'; '.join(skipped[:5])}" if skipped else ""
+        raise ListeningTestError(
+            f"{source_flag}: only {len(key_trials)} of the {settings.trials} requested trials could be made "
+            f"from {len(candidates)} files (each needs at least {MIN_SECONDS:g} s){detail}"
+        )
+    return pages, key_trials
+
+
+def _webmushra_config(test_id: str, pages: list[dict], shuffle_per_assessor: bool) -> dict:
+    """webMUSHRA's test configuration: instructions, volume, the trial pages, finish."""
+    trial_pages: list = (["random"] + pages) if shuffle_per_assessor else pages
+    return {
+        "testname": "Speech bandwidth extension (MUSHRA)",
+        "testId": test_id,
+        "bufferSize": 2048,
+        "stopOnErrors": True,
+        "showButtonPreviousPage": False,
+        "remoteService": "service/write.php",
+        "pages": [
+            {"type": "generic", "id": "instructions", "name": "Instructions", "content": START_PAGE},
+            {
+                "type": "volume",
+                "id": "volume",
+                "name": "Volume",
+                "content": "Play the example and set a comfortable listening level. Keep it for the whole test.",
+                "stimulus": pages[0]["reference"],
+                "defaultVolume": 0.5,
+            },
+            trial_pages,
+            {
+                "type": "finish",
+                "name": "Thank you",
+                "content": "Thank you for taking part. Press Send to store your ratings.",
+                "showResults": False,
+                "writeResults": True,
+                # Without it a failed submission (server down, results/ not writable) looks like success.
+                "showErrors": True,
+                "questionnaire": [{"type": "text", "label": "Assessor code", "name": "assessor"}],
+            },
+        ],
+    }
+
+
+def _key_dict(test_id: str, seed: int, target_lufs: float, names: list[str], models: Sequence[str],
+              pairs: Sequence[str] | None, key_trials: dict[str, dict]) -> dict:
+    """The key (key.json): what the blinded names of every trial stand for, and how the test was made."""
+    return {
+        "format": KEY_FORMAT,
+        "test_id": test_id,
+        "seed": seed,
+        "rate": RATE,
+        "target_lufs": target_lufs,
+        "systems": names,
+        "models": list(models),
+        "narrowband_input": "real recordings (--pairs)" if pairs else "the fixed evaluation degradation",
+        "anchors": list(ANCHORS),
+        "trials": key_trials,
+    }
+
+
 def prepare(
     models: Sequence[str],
     data_dir: str | None,
@@ -416,197 +682,23 @@ def prepare(
     and ``out_dir/key.json`` (keep it away from the assessors). Everything is written to a
     temporary folder first and renamed into place, so a failed run leaves nothing behind.
     """
-    if (data_dir is None) == (not pairs):
-        raise ListeningTestError("give either --data or --pairs NB_DIR WB_DIR")
-    if max_offset_ms < 0:
-        raise ListeningTestError(f"--max-offset-ms must be 0 or more, got {max_offset_ms}")
-    source_flag = f"--data {data_dir}" if data_dir is not None else f"--pairs {' '.join(pairs)}"
-    if not models:
-        raise ListeningTestError("give at least one --model (sinc, folding or an exported model folder)")
-    if trials < 1:
-        raise ListeningTestError(f"--trials must be at least 1, got {trials}")
-    if not test_id.replace("_", "").replace("-", "").isalnum():
-        raise ListeningTestError(f"--test-id {test_id!r}: use letters, digits, '_' and '-' only")
-    try:
-        check_new_folder(out_dir, f"--out {out_dir}")
-    except EvaluationError as e:
-        raise ListeningTestError(str(e)) from None
-
-    systems = [resolve_system(spec) for spec in models]
-    names = [name for name, _ in systems]
-    reserved = {HIDDEN_REFERENCE, *ANCHORS}
-    for name in names:
-        if name in reserved or names.count(name) > 1:
-            raise ListeningTestError(f"--model name {name!r} is reserved or used twice; name it with NAME=SPEC")
-    n_conditions = len(reserved) + len(systems)
-    if n_conditions > MAX_CONDITIONS:
-        raise ListeningTestError(
-            f"{n_conditions} conditions per trial (hidden reference, 2 anchors, {len(systems)} models); "
-            f"MUSHRA (and webMUSHRA) allow at most {MAX_CONDITIONS}"
-        )
-    if "sinc" in names:
-        warnings.warn(
-            f"'sinc' as a model is the same signal as the narrowband anchor {NARROWBAND_ANCHOR!r}; "
-            "both are kept (a consistency check of the assessors)",
-            stacklevel=2,
-        )
-
+    source_flag = _check_prepare_arguments(models, data_dir, out_dir, trials, test_id, pairs, max_offset_ms)
+    systems, names = _named_systems(models)
     rng = np.random.default_rng(seed)
     candidates = _clip_candidates(data_dir, pairs, rng)
     work = staging_folder(out_dir)
     try:
         audio_rel = f"configs/resources/audio/{test_id}"
         os.makedirs(os.path.join(work, audio_rel))
-        key_trials: dict[str, dict] = {}
-        pages = []
-        skipped = []
-        try:
-            from tqdm import tqdm
-
-            bar = tqdm(total=trials, desc="trials", unit="trial", disable=not progress)
-        except ImportError:  # tqdm is a dependency of bwe; this only guards a stripped install
-            bar = None
-        max_offset = int(round(max_offset_ms * RATE / 1000.0))
-        for path, narrow_path in candidates:
-            if len(key_trials) == trials:
-                break
-            # Where x starts in the source file: a real pair's aligned reference may have lost its
-            # first samples to the lag; the key gives times in the file.
-            file_start = 0
-            x, _ = load_audio(path, target_rate=RATE)
-            # A real pair: the systems run on the whole narrowband recording (prompts are short). One
-            # too short to play is left to choose_excerpt to refuse, before any system runs on it.
-            if narrow_path is not None and len(x) >= MIN_SECONDS * RATE:
-                conditions, lag = paired_conditions(x, narrow_path, systems, max_offset)
-                x, lo, file_start = conditions[HIDDEN_REFERENCE], 0, max(0, -lag)
-            try:
-                start, stop, at_pauses = choose_excerpt(x)
-            except ListeningTestError as e:
-                skipped.append(f"{path}: {e}")
-                continue
-            trial_id = f"trial_{len(key_trials) + 1:02d}"
-            if narrow_path is None:
-                # The systems see one second of context on each side of the excerpt (streaming models
-                # warm up, filters settle); the cut is made afterwards, identically for all conditions.
-                margin = RATE
-                lo, hi = max(0, start - margin), min(len(x), stop + margin)
-                if (hi - lo) % 2:  # an even length keeps the 16 kHz and 8 kHz sample counts exact
-                    if lo > 0:
-                        lo -= 1
-                    elif hi > stop:
-                        hi -= 1
-                conditions = make_conditions(x[lo:hi], systems)
-            cut = {name: fade(y[start - lo : stop - lo]) for name, y in conditions.items()}
-            try:
-                matched, level, gains = loudness_match(cut, RATE, target_lufs)
-            except ListeningTestError as e:
-                raise ListeningTestError(f"{path}: {e}") from None
-            blinded = list(conditions)
-            order = rng.permutation(len(blinded))
-            stimulus_names = {}
-            trial_rel = f"{audio_rel}/{trial_id}"
-            os.makedirs(os.path.join(work, trial_rel))
-            save_audio(os.path.join(work, trial_rel, "reference.wav"), matched[HIDDEN_REFERENCE], RATE)
-            stimuli_config = {}
-            for cond_index in order:
-                condition = blinded[cond_index]
-                if condition == HIDDEN_REFERENCE:
-                    # webMUSHRA adds the reference file as the hidden reference itself.
-                    continue
-                label = f"C{len(stimuli_config) + 1}"
-                save_audio(os.path.join(work, trial_rel, f"{label}.wav"), matched[condition], RATE)
-                stimuli_config[label] = f"{trial_rel}/{label}.wav"
-                stimulus_names[label] = condition
-            stimulus_names[WEBMUSHRA_REFERENCE] = HIDDEN_REFERENCE
-            pages.append(
-                {
-                    "type": "mushra",
-                    "id": trial_id,
-                    # With a per-assessor shuffle a page number would be wrong, so it only shows in fixed order.
-                    "name": "MUSHRA" if shuffle_per_assessor else f"Trial {len(key_trials) + 1} of {trials}",
-                    "content": TRIAL_PAGE,
-                    "showWaveform": True,
-                    "enableLooping": True,
-                    "reference": f"{trial_rel}/reference.wav",
-                    "createAnchor35": False,
-                    "createAnchor70": False,
-                    "randomize": True,
-                    "showConditionNames": False,
-                    "stimuli": stimuli_config,
-                }
-            )
-            source_dir = data_dir if narrow_path is None else pairs[1]
-            key_trials[trial_id] = {
-                "source": os.path.relpath(path, source_dir) if os.path.isdir(source_dir) else os.path.basename(path),
-                **({} if narrow_path is None else {"narrowband_source": os.path.relpath(narrow_path, pairs[0]),
-                                                   "lag_samples": int(lag)}),
-                "start_s": round((file_start + start) / RATE, 4),
-                "stop_s": round((file_start + stop) / RATE, 4),
-                "cut_at_pauses": bool(at_pauses),
-                "loudness_lufs": round(level, 3),
-                "gain_db": {name: round(float(g), 3) for name, g in gains.items()},
-                "stimuli": stimulus_names,
-            }
-            if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
-        if len(key_trials) < trials:
-            detail = f"; skipped: {'; '.join(skipped[:5])}" if skipped else ""
-            raise ListeningTestError(
-                f"{source_flag}: only {len(key_trials)} of the {trials} requested trials could be made "
-                f"from {len(candidates)} files (each needs at least {MIN_SECONDS:g} s){detail}"
-            )
-
-        first_reference = pages[0]["reference"]
-        trial_pages: list = (["random"] + pages) if shuffle_per_assessor else pages
-        config = {
-            "testname": "Speech bandwidth extension (MUSHRA)",
-            "testId": test_id,
-            "bufferSize": 2048,
-            "stopOnErrors": True,
-            "showButtonPreviousPage": False,
-            "remoteService": "service/write.php",
-            "pages": [
-                {"type": "generic", "id": "instructions", "name": "Instructions", "content": START_PAGE},
-                {
-                    "type": "volume",
-                    "id": "volume",
-                    "name": "Volume",
-                    "content": "Play the example and set a comfortable listening level. Keep it for the whole test.",
-                    "stimulus": first_reference,
-                    "defaultVolume": 0.5,
-                },
-                trial_pages,
-                {
-                    "type": "finish",
-                    "name": "Thank you",
-                    "content": "Thank you for taking part. Press Send to store your ratings.",
-                    "showResults": False,
-                    "writeResults": True,
-                    # Without it a failed submission (server down, results/ not writable) looks like success.
-                    "showErrors": True,
-                    "questionnaire": [{"type": "text", "label": "Assessor code", "name": "assessor"}],
-                },
-            ],
-        }
+        settings = _TrialSettings(work, audio_rel, systems, int(round(max_offset_ms * RATE / 1000.0)), target_lufs,
+                                  trials, shuffle_per_assessor, data_dir, pairs)
+        pages, key_trials = _make_trials(settings, candidates, rng, progress, source_flag)
         write_text_atomic(
             os.path.join(work, "configs", f"{test_id}.yaml"),
             "# webMUSHRA configuration written by bwe's python -m eval.listening_test prepare; see eval/README.md\n"
-            + webmushra_yaml(config),
+            + webmushra_yaml(_webmushra_config(test_id, pages, shuffle_per_assessor)),
         )
-        key = {
-            "format": KEY_FORMAT,
-            "test_id": test_id,
-            "seed": seed,
-            "rate": RATE,
-            "target_lufs": target_lufs,
-            "systems": names,
-            "models": list(models),
-            "narrowband_input": "real recordings (--pairs)" if pairs else "the fixed evaluation degradation",
-            "anchors": list(ANCHORS),
-            "trials": key_trials,
-        }
+        key = _key_dict(test_id, seed, target_lufs, names, models, pairs, key_trials)
         write_text_atomic(os.path.join(work, "key.json"), json.dumps(key, indent=2) + "\n")
         os.rename(work, out_dir)
     except BaseException:
@@ -754,6 +846,92 @@ def _fmt_p(p: float) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def _conditions_in_order(used: Sequence[Rating], key: dict | None) -> tuple[list[str], list[str]]:
+    """The systems rated (the key's order, else sorted) and every condition in report order.
+
+    Report order: hidden reference, systems, anchors, then anything else rated, sorted.
+    """
+    present = {r.condition for r in used}
+    if key is not None:
+        systems = [s for s in key["systems"] if s in present]
+    else:
+        systems = sorted(c for c in present if c != HIDDEN_REFERENCE and c not in ANCHORS)
+    order = [HIDDEN_REFERENCE] + systems + [a for a in ANCHORS if a in present]
+    order += sorted(present - set(order))
+    return systems, order
+
+
+def _condition_stats(used: Sequence[Rating], order: Sequence[str]) -> dict[str, dict]:
+    """Per condition: number of ratings, mean with its 95 % confidence interval, standard deviation."""
+    stats = {}
+    for condition in order:
+        scores = [r.score for r in used if r.condition == condition]
+        mean, lo, hi = mean_ci95(scores)
+        stats[condition] = {"n": len(scores), "mean": mean, "ci95_low": lo, "ci95_high": hi, "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else float("nan")}
+    return stats
+
+
+def _screening_lines(results_csv: str, screening: dict[str, dict], kept: Sequence[str]) -> list[str]:
+    """The report's title and its post-screening table."""
+    lines = [
+        "# MUSHRA listening test",
+        "",
+        f"Ratings: `{results_csv}`. Assessors: {len(screening)}, kept after post-screening: {len(kept)}.",
+        "",
+        "## Post-screening (ITU-R BS.1534-3)",
+        "",
+        "An assessor is excluded who rated the hidden reference below 90 in more than 15 % of the trials.",
+        "",
+        "| assessor | trials | hidden ref. < 90 | fraction | excluded |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for assessor, row in screening.items():
+        lines.append(
+            f"| {assessor} | {row['trials']} | {row['reference_below_90']} | {100 * row['fraction']:.0f} % | "
+            f"{'**yes**' if row['excluded'] else 'no'} |"
+        )
+    return lines
+
+
+def _score_lines(stats: dict[str, dict]) -> list[str]:
+    """The report's table of scores per condition, and the box plot."""
+    lines = [
+        "",
+        "## Scores (kept assessors)",
+        "",
+        "Mean and 95 % confidence interval of the mean (Student t, n - 1 degrees of freedom) over all "
+        "ratings of a condition (assessors x trials).",
+        "",
+        "| condition | n | mean | 95 % CI |",
+        "|---|---:|---:|---|",
+    ]
+    for condition, s in stats.items():
+        lines.append(f"| {condition} | {s['n']} | {_fmt(s['mean'])} | [{_fmt(s['ci95_low'])}, {_fmt(s['ci95_high'])}] |")
+    return lines + ["", "![MUSHRA scores per condition](ratings.png)", ""]
+
+
+def _wilcoxon_lines(tests: Sequence[dict]) -> list[str]:
+    """The report's table of paired comparisons; nothing without any."""
+    if not tests:
+        return []
+    lines = [
+        "## Paired comparisons between systems",
+        "",
+        "Two-sided Wilcoxon signed-rank tests on the scores of the same assessor and trial; "
+        "p-values Holm-corrected over all pairs.",
+        "",
+        "| A | B | pairs | median A - B | W | p | p (Holm) |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for t in tests:
+        lines.append(
+            f"| {t['a']} | {t['b']} | {t['n']} | {_fmt(t['median_difference'])} | {_fmt(t['statistic'])} | "
+            f"{_fmt_p(t['p'])} | {_fmt_p(t['p_holm'])} |"
+        )
+    lines.append("")
+    return lines
+
+
 def analyze(results_csv: str, out_dir: str, key_path: str | None = None, assessor_column: str | None = None) -> dict:
     """Screen, summarise and test the ratings; writes report.md, summary.json, ratings.png in ``out_dir``."""
     from eval.plots import boxplot
@@ -768,18 +946,8 @@ def analyze(results_csv: str, out_dir: str, key_path: str | None = None, assesso
     kept_set = set(kept)
     used = [r for r in ratings if r.assessor in kept_set]
 
-    present = {r.condition for r in used}
-    if key is not None:
-        systems = [s for s in key["systems"] if s in present]
-    else:
-        systems = sorted(c for c in present if c != HIDDEN_REFERENCE and c not in ANCHORS)
-    order = [HIDDEN_REFERENCE] + systems + [a for a in ANCHORS if a in present]
-    order += sorted(present - set(order))
-    stats = {}
-    for condition in order:
-        scores = [r.score for r in used if r.condition == condition]
-        mean, lo, hi = mean_ci95(scores)
-        stats[condition] = {"n": len(scores), "mean": mean, "ci95_low": lo, "ci95_high": hi, "std": float(np.std(scores, ddof=1)) if len(scores) > 1 else float("nan")}
+    systems, order = _conditions_in_order(used, key)
+    stats = _condition_stats(used, order)
     tests = paired_tests(used, systems)
 
     os.makedirs(out_dir, exist_ok=True)
@@ -801,53 +969,7 @@ def analyze(results_csv: str, out_dir: str, key_path: str | None = None, assesso
         "wilcoxon": tests,
     }
     write_text_atomic(os.path.join(out_dir, "summary.json"), json.dumps(nan_to_none(summary), indent=2) + "\n")
-
-    lines = [
-        "# MUSHRA listening test",
-        "",
-        f"Ratings: `{results_csv}`. Assessors: {len(screening)}, kept after post-screening: {len(kept)}.",
-        "",
-        "## Post-screening (ITU-R BS.1534-3)",
-        "",
-        "An assessor is excluded who rated the hidden reference below 90 in more than 15 % of the trials.",
-        "",
-        "| assessor | trials | hidden ref. < 90 | fraction | excluded |",
-        "|---|---:|---:|---:|---|",
-    ]
-    for assessor, row in screening.items():
-        lines.append(
-            f"| {assessor} | {row['trials']} | {row['reference_below_90']} | {100 * row['fraction']:.0f} % | "
-            f"{'**yes**' if row['excluded'] else 'no'} |"
-        )
-    lines += [
-        "",
-        "## Scores (kept assessors)",
-        "",
-        "Mean and 95 % confidence interval of the mean (Student t, n - 1 degrees of freedom) over all "
-        "ratings of a condition (assessors x trials).",
-        "",
-        "| condition | n | mean | 95 % CI |",
-        "|---|---:|---:|---|",
-    ]
-    for condition, s in stats.items():
-        lines.append(f"| {condition} | {s['n']} | {_fmt(s['mean'])} | [{_fmt(s['ci95_low'])}, {_fmt(s['ci95_high'])}] |")
-    lines += ["", "![MUSHRA scores per condition](ratings.png)", ""]
-    if tests:
-        lines += [
-            "## Paired comparisons between systems",
-            "",
-            "Two-sided Wilcoxon signed-rank tests on the scores of the same assessor and trial; "
-            "p-values Holm-corrected over all pairs.",
-            "",
-            "| A | B | pairs | median A - B | W | p | p (Holm) |",
-            "|---|---|---:|---:|---:|---:|---:|",
-        ]
-        for t in tests:
-            lines.append(
-                f"| {t['a']} | {t['b']} | {t['n']} | {_fmt(t['median_difference'])} | {_fmt(t['statistic'])} | "
-                f"{_fmt_p(t['p'])} | {_fmt_p(t['p_holm'])} |"
-            )
-        lines.append("")
+    lines = _screening_lines(results_csv, screening, kept) + _score_lines(stats) + _wilcoxon_lines(tests)
     write_text_atomic(os.path.join(out_dir, "report.md"), "\n".join(lines))
     return summary
 
