@@ -231,6 +231,16 @@ def unpack_package(dpkg_deb: str, deb: str, target: str) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def fetch_and_unpack(raw: str, packages: Sequence[str], apt_update: bool = False) -> None:
+    """Every package downloaded into ``raw/debs`` and unpacked into ``raw/PACKAGE``, reusing what is there
+    (dpkg-deb is only needed when something is left to unpack)."""
+    debs = fetch_packages(os.path.join(raw, "debs"), packages, apt_update)
+    if not all(os.path.isdir(os.path.join(raw, package)) for package in debs):
+        dpkg_deb = find_tool("dpkg-deb")
+        for package, deb in debs.items():
+            unpack_package(dpkg_deb, deb, os.path.join(raw, package))
+
+
 def decode_g722(ffmpeg: str, path: str) -> None:
     """Decode one G.722 prompt to a 16 kHz wav beside it (same name, ``.wav``)."""
     with replacing(os.path.splitext(path)[0] + ".wav", suffix=".wav") as tmp:
@@ -334,11 +344,7 @@ def build_corpus(dest: str | os.PathLike, apt_update: bool = False, jobs: int | 
         return BuildResult(entries=read_corpus_tsv(tsv), reused=True)
     jobs = jobs or os.cpu_count() or 1
     raw = os.path.join(dest, ".raw")
-    debs = fetch_packages(os.path.join(raw, "debs"), PACKAGES, apt_update)
-    if not all(os.path.isdir(os.path.join(raw, package)) for package in debs):
-        dpkg_deb = find_tool("dpkg-deb")
-        for package, deb in debs.items():
-            unpack_package(dpkg_deb, deb, os.path.join(raw, package))
+    fetch_and_unpack(raw, PACKAGES, apt_update)
     decode_g722_prompts(raw, jobs)
     result = convert_recordings(raw, dest, jobs)
     if not result.entries:

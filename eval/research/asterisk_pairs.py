@@ -23,26 +23,17 @@ import os
 import shutil
 import sys
 
-from bwe.data.debian_corpus import DebianCorpusError, corpus_key, fetch_packages, find_tool, unpack_package
+from bwe.data.debian_corpus import DebianCorpusError, corpus_key, fetch_and_unpack
 
 PROG = "python -m eval.research asterisk-pairs"
 LANGUAGES = ("en", "es", "fr", "ru")
-
-
-def ensure_narrowband_packages(raw: str) -> None:
-    """The 8 kHz prompt packages, fetched and unpacked beside the corpus's own (as the corpus build does)."""
-    packages = [f"asterisk-core-sounds-{lang}-wav" for lang in LANGUAGES]
-    debs = fetch_packages(os.path.join(raw, "debs"), packages)
-    dpkg_deb = find_tool("dpkg-deb")
-    for package, deb in debs.items():
-        unpack_package(dpkg_deb, deb, os.path.join(raw, package))
 
 
 def build_pairs(corpus: str, out: str, split: str) -> int:
     raw = os.path.join(corpus, ".raw")
     if not os.path.isdir(raw):
         raise SystemExit(f"error: {raw} not found; keep the corpus's .raw/ folder to build real pairs")
-    ensure_narrowband_packages(raw)
+    fetch_and_unpack(raw, [f"asterisk-core-sounds-{lang}-wav" for lang in LANGUAGES])
     wideband = {}
     for path in glob.glob(os.path.join(corpus, split, "asterisk-g722", "*.wav")):
         wideband[os.path.splitext(path)[0].rsplit("_", 1)[-1]] = path
