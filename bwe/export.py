@@ -2,6 +2,7 @@
 
     bwe-export RUN_DIR OUT_DIR                       a training run (checkpoints/best, else latest)
     bwe-export CHECKPOINT_PREFIX OUT_DIR [--recipe FILE]
+    bwe-export EXPORTED_DIR OUT_DIR                  an exported folder (its metadata.json and weights)
     bwe-export --recipe FILE --random-init OUT_DIR [--seed N]   (tests and benchmarks)
 
 OUT_DIR receives:
@@ -22,7 +23,10 @@ OUT_DIR receives:
 * ``block_int8.tflite`` (``int8_mode: dynamic``, models without an envelope head): the block model
   with int8 weights, the fast path for files with ``--int8``;
 * ``metadata.json``: rates, frame sizes, latency, delay, tensor names, the state list in feed order
-  (all start at zeros), parameter/MAC counts, the resolved recipe and measured export checks.
+  (all start at zeros), parameter/MAC counts, the resolved recipe and measured export checks;
+* ``generator.weights.h5``: the TRAINING generator's Keras weights (before ``export.highband_gain``),
+  so that an exported folder is itself a SOURCE: export it again with other ``--set export.*`` values,
+  or start a training run from it (``train.init_from``).
 
 Everything is written into a temporary folder beside OUT_DIR and renamed into place at the end, so
 a failed export leaves any previous OUT_DIR untouched.
@@ -56,6 +60,7 @@ from bwe.metadata import (
 from bwe.runtime import StatefulRunner, StreamSession
 
 AUDIO_NAME = "audio"
+WEIGHTS_FILE = "generator.weights.h5"
 DEFAULT_BLOCK_FRAMES = 256  # 4.096 s per call: ~15 % faster per second of audio than 64 frames (1.024 s)
 # Export refuses to finish if a float TFLite file is further than this from the TF model:
 # it catches converter traps that silently drop weights.
@@ -108,7 +113,10 @@ def resolve_checkpoint(source: str) -> str:
 
 
 def load_generator(source: str, recipe_path: str | None = None):
-    """Restore the TRAINING generator from a run dir / checkpoint. Returns (model, recipe, prefix)."""
+    """Restore the TRAINING generator from a run dir, a checkpoint or an exported folder.
+    Returns (model, recipe, what was loaded)."""
+    if os.path.isfile(os.path.join(source, METADATA_FILE)):
+        return _load_exported_generator(source)
     import tensorflow as tf
 
     from bwe.models.seanet import build_generator
@@ -128,6 +136,28 @@ def load_generator(source: str, recipe_path: str | None = None):
     if not any(key.startswith("generator/") for key in reader.get_variable_to_shape_map()):
         raise ExportError(f"{prefix}: the checkpoint holds no 'generator' object")
     return generator, recipe, prefix
+
+
+def _load_exported_generator(folder: str):
+    """The generator of an exported folder: its metadata.json's recipe and its ``WEIGHTS_FILE``."""
+    from bwe.config import recipe_from_dict
+    from bwe.metadata import MetadataError
+    from bwe.models.seanet import build_generator
+
+    weights = os.path.join(folder, WEIGHTS_FILE)
+    if not os.path.isfile(weights):
+        raise ExportError(f"{folder}: an exported model without {WEIGHTS_FILE} (exported by an older bwe-export); "
+                          "export it again from its training run")
+    try:
+        recipe = recipe_from_dict(ModelMetadata.load(os.path.join(folder, METADATA_FILE)).recipe)
+    except (MetadataError, RecipeError) as e:
+        raise ExportError(f"{folder}: {e}") from None
+    generator = build_generator(recipe.model)
+    try:
+        generator.load_weights(weights)
+    except ValueError as e:
+        raise ExportError(f"{weights}: does not match the model of {METADATA_FILE} ({e})") from None
+    return generator, recipe, weights
 
 
 # ---- calibration audio -------------------------------------------------------------------------
@@ -333,6 +363,7 @@ def export_generator(
         stream = to_streaming(generator, Modes.STREAM_EXTERNAL_STATE_INFERENCE)
         block = to_streaming(generator, Modes.STREAM_EXTERNAL_STATE_INFERENCE, frames_per_call=block_frames)
         scale_highband((offline, stream, block), recipe)
+        generator.save_weights(os.path.join(tmp, WEIGHTS_FILE))
         states = tuple(StateTensor(input=name_in, output=name_out, shape=tuple(t.shape), dtype="float32")
                        for name_in, name_out, t in
                        zip(stream.state_input_names, stream.state_output_names, stream.inputs[1:]))

@@ -463,3 +463,23 @@ def test_bundled_model_was_trained_with_the_shipped_recipe(bundle):
         recipe["data"].pop("train_dir")
         recipe["data"].pop("valid_dir")
     assert bundled == shipped
+
+
+@pytest.mark.parametrize("bundle", sorted(BUNDLES))
+def test_bundled_weights_are_the_bundled_model(bundle):
+    """generator.weights.h5 beside each bundle is the generator its .tflite files were exported from:
+    loaded through bwe-export's loader (recipe from metadata.json) and run in TensorFlow, it gives the
+    bundled streaming file's output, so fine-tuning and re-exporting start from the shipped model."""
+    from bwe.export import load_generator, scale_highband
+    from bwe.layers.modes import Modes
+    from bwe.streaming import to_streaming
+
+    bundled = os.path.join(REPO, "bwe", BUNDLES[bundle][0])
+    generator, recipe, _ = load_generator(bundled)
+    offline = to_streaming(generator, Modes.NON_STREAM_INFERENCE)
+    scale_highband((offline,), recipe)
+    x, _ = sf.read(os.path.join(REPO, "bwe", "pretrained", "sample_8k.wav"), dtype="float32")
+    x = x[: len(x) // 128 * 128]
+    expected = np.asarray(offline(x[None, :, None]))[0, :, 0]
+    streamed = ExportedModel(bundled).stream().process(x)
+    assert np.max(np.abs(streamed - expected)) < 1e-4 * max(1.0, np.max(np.abs(expected)))

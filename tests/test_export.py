@@ -135,6 +135,32 @@ def test_int8_within_documented_bound(exported, audio):
     assert sizes["streaming_int8"] < sizes["streaming"]
 
 
+def test_exported_folder_is_a_source_that_exports_the_same_model(exported, tmp_path):
+    """The weights an export writes restore the generator exactly, and exporting the folder again
+    with another export.* setting gives the same float files' output."""
+    generator, _, out_dir, _ = exported
+    loaded, recipe, source = export_module.load_generator(out_dir)
+    assert source.endswith(export_module.WEIGHTS_FILE)
+    for a, b in zip(generator.weights, loaded.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    again = str(tmp_path / "again")
+    assert main([out_dir, again, "--block-frames", "8", "--set", "export.highband_gain=1.0", "-q"]) == 0
+    with open(os.path.join(again, "metadata.json"), encoding="utf-8") as f:
+        assert json.load(f)["source"].endswith(export_module.WEIGHTS_FILE)
+    with open(os.path.join(out_dir, "streaming.tflite"), "rb") as a, open(os.path.join(again, "streaming.tflite"), "rb") as b:
+        assert a.read() == b.read()
+
+
+def test_exported_folder_without_weights_is_refused(exported, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "old"
+    shutil.copytree(exported[2], folder)
+    os.remove(folder / export_module.WEIGHTS_FILE)
+    assert main([str(folder), str(tmp_path / "out"), "-q"]) == 2
+    assert "without generator.weights.h5" in capsys.readouterr().err
+
+
 def test_saved_model_signatures(exported, audio):
     generator, _, out_dir, _ = exported
     loaded = tf.saved_model.load(os.path.join(out_dir, "saved_model"))
