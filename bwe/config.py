@@ -172,18 +172,21 @@ def _check_positive(path: str, value: float) -> None:
         raise RecipeError(f"{path}: must be > 0, got {value!r}")
 
 
-INT8_MODES = ("dynamic", "full")
+INT8_MODES = ("dynamic", "full", "16x8")
+INTEGER_MODES = ("full", "16x8")  # every tensor integer, ranges calibrated on speech
 
 
 @dataclass
 class ExportConfig:
     # How streaming_int8.tflite is quantised. 'dynamic': int8 weights, activations quantised per call
     # from their actual range (XNNPACK's int8 kernels on CPU). 'full': every tensor int8 with ranges
-    # calibrated once (what integer-only NPUs/DSPs need). TFLite has one scale per activation tensor,
-    # and this model's tensors carry the low band ~30 dB above the high band it generates, so 'full'
-    # leaves the high band only a few dB above its quantisation noise: use it only for such hardware.
+    # calibrated once (what integer-only NPUs/DSPs need); '16x8': the same with int16 activations and
+    # int8 weights. TFLite has one scale per activation tensor, and the generator's tensors carry
+    # content far louder than the band it generates (see docs/export-and-stream.md), so both integer
+    # modes lose most of the generated band: use them only for such hardware, and check the SNRs the
+    # export records.
     int8_mode: str = "dynamic"
-    int8_calibration_frames: int = 400  # 'full' only: frames streamed through the float model to calibrate
+    int8_calibration_frames: int = 400  # 'full' and '16x8' only: frames streamed through the float model to calibrate
     # Scales the generated 4-8 kHz band of the exported files (the network's output layer, which reaches
     # the output only through the band-split high-pass, or with an envelope head the conv that hands on
     # its gains; the interpolated input is untouched; needs model.highband_residual). Below 1 trades

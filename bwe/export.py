@@ -45,7 +45,7 @@ import time
 import numpy as np
 
 from bwe import __version__
-from bwe.config import Recipe, RecipeError, load_recipe, recipe_to_dict
+from bwe.config import INTEGER_MODES, Recipe, RecipeError, load_recipe, recipe_to_dict
 from bwe.files import staging_folder
 from bwe.metadata import (
     FORMAT_VERSION,
@@ -60,6 +60,7 @@ from bwe.metadata import (
 from bwe.runtime import StatefulRunner, StreamSession
 
 AUDIO_NAME = "audio"
+INTEGER_SAVED_MODEL = "integer_saved_model"  # in the staging folder only: the source of integer conversion
 WEIGHTS_FILE = "generator.weights.h5"
 DEFAULT_BLOCK_FRAMES = 256  # 4.096 s per call: ~15 % faster per second of audio than 64 frames (1.024 s)
 # Export refuses to finish if a float TFLite file is further than this from the TF model:
@@ -74,6 +75,7 @@ SIGNATURES = {"offline": "serving_default", "streaming": "streaming", "streaming
 INT8_DESCRIPTIONS = {
     "dynamic": "dynamic range: int8 weights, activations quantised per call from their actual range",
     "full": "full integer: int8 weights and activations, ranges calibrated on speech",
+    "16x8": "full integer: int8 weights, int16 activations, ranges calibrated on speech",
 }
 
 
@@ -296,8 +298,19 @@ def _write_saved_model(path, offline, stream, block, states: tuple[StateTensor, 
     tf.saved_model.save(tf.Module(), path, signatures=signatures)
 
 
-def _convert(saved_model: str, key: str, quantize: bool = False, representative=None) -> bytes:
-    """Float TFLite; with ``quantize``, int8 weights, and with ``representative`` too, int8 everywhere."""
+def _write_integer_saved_model(path, integer, states: tuple[StateTensor, ...]):
+    """SavedModel with the one signature integer conversion reads: ``streaming`` built with integer_ops."""
+    import tensorflow as tf
+
+    specs = [tf.TensorSpec([1, integer.inputs[0].shape[1], 1], tf.float32, name=AUDIO_NAME)]
+    specs += [tf.TensorSpec(s.shape, tf.float32, name=s.input) for s in states]
+    signature = _frozen_signature(integer, specs, [AUDIO_NAME] + [s.output for s in states])
+    tf.saved_model.save(tf.Module(), path, signatures={"streaming": signature})
+
+
+def _convert(saved_model: str, key: str, quantize: bool = False, representative=None, int16: bool = False) -> bytes:
+    """Float TFLite; with ``quantize``, int8 weights; with ``representative`` too, integer everywhere
+    (int8 activations, or int16 with ``int16``), refusing any op the quantiser cannot make integer."""
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=[key])
@@ -305,8 +318,27 @@ def _convert(saved_model: str, key: str, quantize: bool = False, representative=
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if representative is not None:
         converter.representative_dataset = representative
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8 if int16
+            else tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     return converter.convert()
+
+
+def float_ops(model: bytes) -> list[str]:
+    """The ops of a TFLite model that compute in float32: every op but QUANTIZE taking a float input
+    and DEQUANTIZE giving a float output (the float I/O of an integer model, and dequantised constants)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=model)
+    dtypes = {t["index"]: np.dtype(t["dtype"]) for t in interpreter.get_tensor_details()}
+    found = []
+    for op in interpreter._get_ops_details():
+        if op["op_name"] in ("QUANTIZE", "DEQUANTIZE"):
+            continue
+        tensors = [i for i in list(op["inputs"]) + list(op["outputs"]) if i >= 0]
+        if any(dtypes[i] == np.float32 for i in tensors):
+            found.append(op["op_name"])
+    return found
 
 
 def scale_highband(models, recipe: Recipe) -> None:
@@ -362,7 +394,9 @@ def export_generator(
         offline = to_streaming(generator, Modes.NON_STREAM_INFERENCE)
         stream = to_streaming(generator, Modes.STREAM_EXTERNAL_STATE_INFERENCE)
         block = to_streaming(generator, Modes.STREAM_EXTERNAL_STATE_INFERENCE, frames_per_call=block_frames)
-        scale_highband((offline, stream, block), recipe)
+        integer = (to_streaming(generator, Modes.STREAM_EXTERNAL_STATE_INFERENCE, integer_ops=True)
+                   if recipe.export.int8_mode in INTEGER_MODES else None)
+        scale_highband([m for m in (offline, stream, block, integer) if m is not None], recipe)
         generator.save_weights(os.path.join(tmp, WEIGHTS_FILE))
         states = tuple(StateTensor(input=name_in, output=name_out, shape=tuple(t.shape), dtype="float32")
                        for name_in, name_out, t in
@@ -370,6 +404,8 @@ def export_generator(
         saved_model = os.path.join(tmp, "saved_model")
         log("writing SavedModel")
         _write_saved_model(saved_model, offline, stream, block, states)
+        if integer is not None:
+            _write_integer_saved_model(os.path.join(tmp, INTEGER_SAVED_MODEL), integer, states)
         files, calibration = _convert_files(saved_model, tmp, recipe, states, calibration_dir, log)
         log("checking the exported files")
         checks = _check_files(tmp, files, offline, states, block_frames, calibration)
@@ -398,22 +434,30 @@ def _convert_files(saved_model: str, tmp: str, recipe: Recipe, states: tuple[Sta
             f.write(_convert(saved_model, signature))
 
     int8_mode = recipe.export.int8_mode
-    representative, calibration = None, None
-    if int8_mode == "full":
+    representative, calibration, source = None, None, saved_model
+    if int8_mode in INTEGER_MODES:
         # Calibration data: the float streaming model's own inputs and states, frame by frame.
         frames = recipe.export.int8_calibration_frames
         calib, calib_desc = calibration_audio(calibration_dir, frames, FRAME_INPUT_SAMPLES)
-        log(f"calibrating int8 on {frames} frames ({calib_desc})")
+        log(f"calibrating {int8_mode} on {frames} frames ({calib_desc})")
         records = []
         _stream_tflite(os.path.join(tmp, files["streaming"]), SIGNATURES["streaming"], states, calib, record=records)
         calibration = Int8Calibration(frames=frames, audio=calib_desc)
+        source = os.path.join(tmp, INTEGER_SAVED_MODEL)
 
         def representative():
             yield from records
 
     log(f"converting {files['streaming_int8']} ({int8_mode} int8)")
+    model = _convert(source, "streaming", quantize=True, representative=representative, int16=int8_mode == "16x8")
+    left_in_float = float_ops(model) if int8_mode in INTEGER_MODES else []
+    if left_in_float:
+        raise ExportError(f"export.int8_mode={int8_mode}: the converter left {sorted(set(left_in_float))} in float32, "
+                          "so the file would not be integer-only; not exporting")
     with open(os.path.join(tmp, files["streaming_int8"]), "wb") as f:
-        f.write(_convert(saved_model, "streaming", quantize=True, representative=representative))
+        f.write(model)
+    if int8_mode in INTEGER_MODES:
+        shutil.rmtree(source)
     # Dynamic range needs no calibration, so the block model could get an int8 twin for fast files;
     # but it quantises each call's input with one scale, and over 256 frames that scale is set by
     # the loudest: an envelope head then reads quiet frames' spectra wrong (4-8 kHz frame levels off

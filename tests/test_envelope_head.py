@@ -122,6 +122,9 @@ def test_gains_bring_each_band_to_its_predicted_level_and_are_limited():
     slope = tape.gradient(y, x).numpy()
     inside = np.abs(x.numpy()) <= EXACT_LOG_GAIN
     np.testing.assert_array_equal(y.numpy()[inside], x.numpy()[inside])
+    bent = np.sign(x.numpy()) * (EXACT_LOG_GAIN + (MAX_LOG_GAIN - EXACT_LOG_GAIN)
+                                 * np.tanh((np.abs(x.numpy()) - EXACT_LOG_GAIN) / (MAX_LOG_GAIN - EXACT_LOG_GAIN)))
+    np.testing.assert_allclose(y.numpy()[~inside], bent[~inside], rtol=1e-6)
     assert np.all(np.abs(y.numpy()) <= MAX_LOG_GAIN) and np.all(slope > 0) and np.all(np.diff(y.numpy()) > 0)
 
 

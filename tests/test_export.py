@@ -231,6 +231,30 @@ def test_full_integer_int8_is_calibrated_and_reported(tmp_path):
     assert not os.path.exists(out / "block_int8.tflite")
 
 
+def test_16x8_export_is_integer_only_with_int16_activations(exported, tmp_path):
+    """export.int8_mode=16x8: every op computes in integers (float32 only in the QUANTIZE/DEQUANTIZE at
+    the interface), the activations are int16 and the weights int8, read off the flatbuffer; the
+    dynamic-range file, whose activations are float, is what the same check flags."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    out = tmp_path / "int16"
+    assert main(["--recipe", RECIPE, "--random-init", str(out), "--set", "export.int8_mode=16x8",
+                 "--set", "export.int8_calibration_frames=40", "--block-frames", "8", "-q"]) == 0
+    model = (out / "streaming_int8.tflite").read_bytes()
+    assert export_module.float_ops(model) == []
+    interpreter = Interpreter(model_content=model)
+    dtypes = {t["index"]: np.dtype(t["dtype"]) for t in interpreter.get_tensor_details()}
+    convs = [op for op in interpreter._get_ops_details() if op["op_name"] == "CONV_2D"]
+    assert convs and all(dtypes[op["inputs"][0]] == np.int16 and dtypes[op["inputs"][1]] == np.int8
+                         and dtypes[op["outputs"][0]] == np.int16 for op in convs)
+    with open(out / "metadata.json", encoding="utf-8") as f:
+        meta = json.load(f)
+    assert meta["files"]["streaming_int8"]["quantization"].startswith("full integer: int8 weights, int16")
+    assert not os.path.exists(out / export_module.INTEGER_SAVED_MODEL)
+    dynamic = open(os.path.join(exported[2], "streaming_int8.tflite"), "rb").read()
+    assert "CONV_2D" in export_module.float_ops(dynamic)
+
+
 def test_highband_keeps_only_bins_above_cutoff():
     t = np.arange(1600) / 16000
     low, high = np.sin(2 * np.pi * 1000 * t), 0.1 * np.sin(2 * np.pi * 6000 * t)

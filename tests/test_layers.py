@@ -383,3 +383,16 @@ def test_check_streamable_refuses_centred_layer():
     model = keras.Model(inputs, CenteredConv1D(2, 3, name="mid")(inputs))
     with pytest.raises(NotStreamableError, match="'mid' .* is centred"):
         check_streamable(model)
+
+
+@pytest.mark.parametrize("integer_ops", [False, True])
+def test_elu_both_forms_are_elu_with_its_gradient(integer_ops):
+    from bwe.layers.activations import ELU
+
+    x = tf.Variable(np.linspace(-8, 8, 321, dtype=np.float32))
+    with tf.GradientTape() as tape:
+        y = ELU(integer_ops)(x)
+    golden = np.where(x.numpy() > 0, x.numpy(), np.expm1(x.numpy()))
+    np.testing.assert_allclose(y.numpy(), golden, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(tape.gradient(y, x).numpy(), np.where(x.numpy() > 0, 1.0, np.exp(x.numpy())), atol=1e-6)
+    assert ELU.from_config(ELU(integer_ops).get_config()).integer_ops is integer_ops

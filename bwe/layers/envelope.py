@@ -35,7 +35,7 @@ class FrameLevels(keras.layers.Layer):
     def call(self, x):
         shape = tf.shape(x)
         frames = tf.reshape(x, tf.stack([shape[0], shape[1] // self.frame, self.frame, x.shape[-1]]))
-        return standardised_bels(tf.reduce_mean(tf.square(frames), axis=2))
+        return standardised_bels(tf.reduce_mean(frames * frames, axis=2))
 
     def compute_output_shape(self, input_shape):
         length = input_shape[1]
@@ -51,14 +51,21 @@ def standardised_bels(mean_square):
     return (bels - LEVEL_CENTRE) / LEVEL_SPREAD
 
 
+def _power(x):
+    """Each bin's power from ``[..., 2 * bins]`` (real parts, then imaginary parts). Products rather than
+    tf.square, which integer TFLite conversion leaves in float."""
+    bins = x.shape[-1] // 2
+    real, imaginary = x[..., :bins], x[..., bins:]
+    return real * real + imaginary * imaginary
+
+
 @keras.saving.register_keras_serializable(package="bwe")
 class LogPowerSpectrum(keras.layers.Layer):
     """``[batch, frames, 2 * bins]`` (real parts, then imaginary parts, of a DFT per frame) ->
     ``[batch, frames, bins]``: each bin's power as standardised bels (`standardised_bels`)."""
 
     def call(self, x):
-        bins = x.shape[-1] // 2
-        return standardised_bels(tf.square(x[..., :bins]) + tf.square(x[..., bins:]))
+        return standardised_bels(_power(x))
 
     def compute_output_shape(self, input_shape):
         return input_shape[:-1] + (input_shape[-1] // 2,)
@@ -70,9 +77,7 @@ class SpectrumLevel(keras.layers.Layer):
     ``[batch, frames, 1]``: the frame's mean power over its bins, in standardised bels."""
 
     def call(self, x):
-        bins = x.shape[-1] // 2
-        power = tf.square(x[..., :bins]) + tf.square(x[..., bins:])
-        return standardised_bels(tf.reduce_mean(power, axis=-1, keepdims=True))
+        return standardised_bels(tf.reduce_mean(_power(x), axis=-1, keepdims=True))
 
     def compute_output_shape(self, input_shape):
         return input_shape[:-1] + (1,)
@@ -103,10 +108,10 @@ class ShiftByLevel(keras.layers.Layer):
 
 def soft_limit(x, exact, limit):
     """``x`` where ``|x| <= exact``; beyond, ``exact + (limit - exact) tanh((|x| - exact) / (limit - exact))``
-    with x's sign: continuous with slope 1 at ``exact``, never reaching ``limit``."""
-    excess = tf.maximum(tf.abs(x) - exact, 0.0)
-    bent = exact + (limit - exact) * tf.tanh(excess / (limit - exact))
-    return tf.where(tf.abs(x) <= exact, x, tf.sign(x) * bent)
+    with x's sign: continuous with slope 1 at ``exact``, never reaching ``limit``. Written as the clipped
+    part plus the bent excess (tanh is odd), from ops that integer TFLite conversion quantises."""
+    core = tf.clip_by_value(x, -exact, exact)
+    return core + (limit - exact) * tf.tanh((x - core) / (limit - exact))
 
 
 @keras.saving.register_keras_serializable(package="bwe")

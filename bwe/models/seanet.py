@@ -64,6 +64,7 @@ from bwe.layers.envelope import (
     ShiftByLevel,
     SpectrumLevel,
 )
+from bwe.layers.activations import ELU
 from bwe.layers.modes import Modes
 from bwe.layers.time import AddSignals, CropTimeToReference, PadTimeToMultiple
 
@@ -219,9 +220,10 @@ class _Graph:
     """Applies layers while routing streaming state (external: extra model inputs/outputs), and keeps the
     layers it applies inside `collecting` (how `GeneratorParts` gets its handles)."""
 
-    def __init__(self, mode: Modes, batch_size: int | None):
+    def __init__(self, mode: Modes, batch_size: int | None, integer_ops: bool = False):
         self.mode = mode
         self.batch_size = batch_size
+        self.integer_ops = integer_ops  # activations in the form integer converters quantise
         self.state_inputs: list = []
         self.state_outputs: list = []
         self._collectors: list[list] = []
@@ -313,10 +315,10 @@ def _envelope_predictor(cfg: ModelConfig, graph: _Graph, conv, audio):
         g = graph(keras.layers.Concatenate(name="envelope_features"), [relative, change])
     g = graph(conv("envelope_project", cfg.envelope_channels, 1), g)
     for i, dilation in enumerate(cfg.envelope_dilations):
-        y = graph(keras.layers.ELU(name=f"envelope_elu{i}"), g)
+        y = graph(ELU(graph.integer_ops, name=f"envelope_elu{i}"), g)
         y = graph(conv(f"envelope_conv{i}", cfg.envelope_channels, 3, dilation=dilation), y)
         g = graph(AddSignals(name=f"envelope_res{i}"), [g, y])
-    g = graph(keras.layers.ELU(name="envelope_output_elu"), g)
+    g = graph(ELU(graph.integer_ops, name="envelope_output_elu"), g)
     levels = graph(conv1d(True, cfg.envelope_bands, 1, name="envelope_level", mode=graph.mode,
                           state_batch_size=graph.batch_size or 1), g)
     if cfg.envelope_relative_levels:
@@ -375,6 +377,7 @@ def build_generator(
     *,
     input_samples: int | None = None,
     batch_size: int | None = None,
+    integer_ops: bool = False,
 ) -> keras.Model:
     """Build the generator in ``mode``.
 
@@ -386,6 +389,8 @@ def build_generator(
         (128 samples) and need a multiple of ``total_stride(cfg) / 2``; offline modes default to a
         dynamic time axis (any length; padded internally to the total stride and cropped back).
       batch_size: static batch size; streaming modes default to 1.
+      integer_ops: build the activations from ops that integer (full-integer, 16x8) TFLite conversion
+        quantises (`bwe.layers.activations.ELU`); the same function, for integer exports only.
 
     Returns:
       A functional keras.Model. Offline modes: ``[B, T8, 1] -> [B, 2*T8, 1]``. Internal state: the
@@ -404,7 +409,7 @@ def build_generator(
                 f"frame of {input_samples} input samples ({input_samples * UPSAMPLE_FACTOR} at 16 kHz) is not a "
                 f"multiple of the total stride {hop}")
     common = dict(mode=mode, state_batch_size=batch_size or 1)
-    graph = _Graph(mode, batch_size)
+    graph = _Graph(mode, batch_size, integer_ops)
 
     audio = keras.Input(batch_shape=(batch_size, input_samples, 1), name="audio")
     upsampler = CausalConv1DTranspose(
@@ -436,7 +441,7 @@ def _seanet_body(cfg: ModelConfig, mode: Modes, graph, conv, h):
                      weight_norm=cfg.weight_norm and mode is Modes.TRAINING, pad_mode="constant")
 
     def elu(name):
-        return keras.layers.ELU(name=name)
+        return ELU(graph.integer_ops, name=name)
 
     def residual_unit(prefix, h, dilation):
         channels = h.shape[-1]

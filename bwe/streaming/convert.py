@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from bwe.config import ModelConfig
+from bwe.layers.activations import ELU
 from bwe.layers.conv import STREAMING_CONV_LAYERS
 from bwe.layers.envelope import (
     ApplyBandGains,
@@ -32,6 +33,7 @@ _POINTWISE_LAYERS = (
     keras.layers.Subtract,
     keras.layers.Multiply,
     keras.layers.ELU,
+    ELU,
     keras.layers.ReLU,
     keras.layers.LeakyReLU,
     keras.layers.PReLU,
@@ -119,6 +121,7 @@ def to_streaming(
     *,
     frames_per_call: int = 1,
     batch_size: int = 1,
+    integer_ops: bool = False,
 ) -> keras.Model:
     """Rebuild a generator (from `bwe.models.seanet.build_generator`) in ``mode`` with its weights.
 
@@ -128,6 +131,7 @@ def to_streaming(
       frames_per_call: streaming frame length in 16 ms frames (128 input samples each); e.g. 64 gives
         a one-second block model whose output is identical to 64 one-frame calls.
       batch_size: independent streams processed side by side (streaming modes).
+      integer_ops: activations in the form integer TFLite conversion quantises (`build_generator`).
 
     Returns:
       The rebuilt keras.Model (see ``build_generator`` for its inputs and outputs).
@@ -144,9 +148,9 @@ def to_streaming(
         if frames_per_call < 1:
             raise ValueError(f"to_streaming: frames_per_call must be >= 1, got {frames_per_call}")
         target = build_generator(cfg, mode, input_samples=FRAME_INPUT_SAMPLES * frames_per_call,
-                                 batch_size=batch_size)
+                                 batch_size=batch_size, integer_ops=integer_ops)
     elif mode is Modes.NON_STREAM_INFERENCE:
-        target = build_generator(cfg, mode)
+        target = build_generator(cfg, mode, integer_ops=integer_ops)
     else:
         raise ValueError(f"to_streaming: cannot convert to {mode.value}; build the training model directly")
     copy_weights(model, target)
