@@ -42,6 +42,7 @@ PRODUCES = {
     "python -m bwe.train recipes/tiny.yaml --run-dir runs/tiny data.train_dir=DIR data.valid_dir=DIR":
         ["runs/tiny/recipe.yaml"],
     "bwe-export runs/myrun exported/": ["exported/metadata.json"],
+    "bwe-export bwe/pretrained exported/ --set export.highband_gain=0.5": ["exported/generator.weights.h5"],
     "python -m eval.evaluate --model bwe/pretrained --model bwe/pretrained:int8 --data CORPUS/valid "
     "--pairs PAIRS/nb PAIRS/wb --out results/eval": ["results/eval/report.md"],
     "python -m eval.listening_test prepare --model bwe/pretrained --data DIR --out mushra": ["mushra/key.json"],
