@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "reference-codec": ("reference_codec", "every system against its references as given and after a G.722 round trip"),
     "band-balance": ("band_balance", "is the restored band as loud as the real one, and is there a hole?"),
     "envelope-study": ("envelope_study", "the envelope predictor trained alone: head designs side by side"),
+    "integer-snr": ("integer_snr", "where an integer export loses the signal: each tensor's SNR against float"),
     "asterisk-pairs": ("asterisk_pairs", "build real 8 kHz / 16 kHz pairs from Debian's Asterisk prompts"),
 }
 
