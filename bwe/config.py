@@ -404,6 +404,10 @@ class TrainConfig:
     # optimised with optim.envelope_lr. Before them the head stays the identity. 0 = never fitted.
     envelope_head_steps: int = 0
     max_consecutive_nonfinite: int = 20  # with nan_policy=skip, stop after this many in a row
+    # A new run (no checkpoint yet) starts its generator from these weights: an exported folder (its
+    # generator.weights.h5, e.g. bwe/pretrained to fine-tune the bundled model) or a .weights.h5 file.
+    # The model section must build the same generator. "" = random initialisation.
+    init_from: str = ""
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every", "valid_every", "checkpoint_every", "keep_checkpoints",

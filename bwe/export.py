@@ -50,6 +50,7 @@ from bwe.files import staging_folder
 from bwe.metadata import (
     FORMAT_VERSION,
     METADATA_FILE,
+    WEIGHTS_FILE,
     ExportChecks,
     Int8Calibration,
     ModelFile,
@@ -61,7 +62,6 @@ from bwe.runtime import StatefulRunner, StreamSession
 
 AUDIO_NAME = "audio"
 INTEGER_SAVED_MODEL = "integer_saved_model"  # in the staging folder only: the source of integer conversion
-WEIGHTS_FILE = "generator.weights.h5"
 DEFAULT_BLOCK_FRAMES = 256  # 4.096 s per call: ~15 % faster per second of audio than 64 frames (1.024 s)
 # Export refuses to finish if a float TFLite file is further than this from the TF model:
 # it catches converter traps that silently drop weights.

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 METADATA_FILE = "metadata.json"
+WEIGHTS_FILE = "generator.weights.h5"  # beside it: the TRAINING generator's Keras weights
 FORMAT_VERSION = 1  # bwe-export writes it; a reader refuses any other
 
 

@@ -194,6 +194,30 @@ def test_resume_takes_the_learning_rates_of_the_new_recipe(tmp_path):
     assert rates["learning_rate/discriminator"] == pytest.approx(3e-5)
 
 
+def test_a_new_run_starts_from_an_exported_folder_and_refuses_another_model(tmp_path):
+    """train.init_from: a new run's generator takes an exported folder's weights (not a resumed run's:
+    its checkpoint wins); weights of another generator, or none, are refused with the path."""
+    from bwe.train import Trainer
+    from exported_tiny import exported_tiny
+
+    generator, _, folder = exported_tiny()
+    started = Trainer(load_recipe(TINY, [f"train.init_from={folder}"]), str(tmp_path / "new"))
+    assert started.restore() == 0
+    for a, b in zip(generator.weights, started.generator.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    started.generator.weights[0].assign(started.generator.weights[0] + 1.0)
+    started._save("latest")
+    resumed = Trainer(load_recipe(TINY, [f"train.init_from={folder}"]), str(tmp_path / "new"))
+    resumed.restore()
+    np.testing.assert_array_equal(np.asarray(resumed.generator.weights[0]), np.asarray(started.generator.weights[0]))
+    other = Trainer(load_recipe(TINY, [f"train.init_from={folder}", "model.channels=8"]), str(tmp_path / "other"))
+    with pytest.raises(RunDirError, match="does not fit"):
+        other.restore()
+    missing = Trainer(load_recipe(TINY, [f"train.init_from={tmp_path}"]), str(tmp_path / "missing"))
+    with pytest.raises(RunDirError, match="does not exist"):
+        missing.restore()
+
+
 def _batch(seed, nan=False):
     wb = np.stack([speech_like(4096 / 16000, seed=seed + i) for i in range(2)])[..., None].astype(np.float32)
     nb = wb[:, ::2].copy()

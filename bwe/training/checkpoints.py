@@ -12,6 +12,7 @@ import os
 import shutil
 
 from bwe.config import Recipe
+from bwe.metadata import WEIGHTS_FILE
 from bwe.rundir import BEST_DIR, CHECKPOINT_DIR, PERIODIC_DIR, RunDirError
 from bwe.training.state import TrainingState, generator_adam
 
@@ -77,6 +78,8 @@ class RunCheckpoints:
 
         latest = tf.train.latest_checkpoint(os.path.join(self.run_dir, CHECKPOINT_DIR))
         if latest is None:
+            if self.recipe.train.init_from:
+                self._initialise_generator(self.recipe.train.init_from)
             return 0
         try:
             if self.state.envelope_optimizer is not None and not any(
@@ -93,6 +96,17 @@ class RunCheckpoints:
             self.state.generator_optimizer.learning_rate = self.recipe.optim.generator_lr
             self.state.discriminator_optimizer.learning_rate = self.recipe.optim.discriminator_lr
         return int(self.state.step.numpy())
+
+    def _initialise_generator(self, source: str) -> None:
+        """A new run's generator from ``train.init_from``: an exported folder's weights or a .weights.h5 file."""
+        weights = os.path.join(source, WEIGHTS_FILE) if os.path.isdir(source) else source
+        if not os.path.isfile(weights):
+            raise RunDirError(f"train.init_from: {weights} does not exist (give an exported folder, which holds "
+                              f"{WEIGHTS_FILE}, or a .weights.h5 file)")
+        try:
+            self.state.generator.load_weights(weights)
+        except ValueError as e:
+            raise RunDirError(f"train.init_from: {weights} does not fit this recipe's generator ({e})") from None
 
     def _restore_into_new_head(self, path: str) -> None:
         """Restore a checkpoint taken before the envelope head was added (the same recipe with
