@@ -280,20 +280,29 @@ def _frozen_signature(model, specs, output_names):
     return signature
 
 
+def _streaming_specs(length: int, states: tuple[StateTensor, ...]) -> list:
+    """Input specs of a stateful signature: ``length`` samples of audio, then the states."""
+    import tensorflow as tf
+
+    specs = [tf.TensorSpec([1, length, 1], tf.float32, name=AUDIO_NAME)]
+    return specs + [tf.TensorSpec(s.shape, tf.float32, name=s.input) for s in states]
+
+
+def _stateful_signature(model, states: tuple[StateTensor, ...]):
+    """The frozen signature of a streaming or block model: audio and states in, audio and new states out."""
+    return _frozen_signature(model, _streaming_specs(model.inputs[0].shape[1], states),
+                             [AUDIO_NAME] + [s.output for s in states])
+
+
 def _write_saved_model(path, offline, stream, block, states: tuple[StateTensor, ...]):
     """SavedModel (weights frozen) with signatures serving_default (offline), streaming and block."""
     import tensorflow as tf
 
-    def streaming_specs(length):
-        specs = [tf.TensorSpec([1, length, 1], tf.float32, name=AUDIO_NAME)]
-        return specs + [tf.TensorSpec(s.shape, tf.float32, name=s.input) for s in states]
-
-    outputs = [AUDIO_NAME] + [s.output for s in states]
     signatures = {
         "serving_default": _frozen_signature(offline, [tf.TensorSpec([1, None, 1], tf.float32, name=AUDIO_NAME)],
                                              [AUDIO_NAME]),
-        "streaming": _frozen_signature(stream, streaming_specs(stream.inputs[0].shape[1]), outputs),
-        "block": _frozen_signature(block, streaming_specs(block.inputs[0].shape[1]), outputs),
+        "streaming": _stateful_signature(stream, states),
+        "block": _stateful_signature(block, states),
     }
     tf.saved_model.save(tf.Module(), path, signatures=signatures)
 
@@ -302,10 +311,7 @@ def _write_integer_saved_model(path, integer, states: tuple[StateTensor, ...]):
     """SavedModel with the one signature integer conversion reads: ``streaming`` built with integer_ops."""
     import tensorflow as tf
 
-    specs = [tf.TensorSpec([1, integer.inputs[0].shape[1], 1], tf.float32, name=AUDIO_NAME)]
-    specs += [tf.TensorSpec(s.shape, tf.float32, name=s.input) for s in states]
-    signature = _frozen_signature(integer, specs, [AUDIO_NAME] + [s.output for s in states])
-    tf.saved_model.save(tf.Module(), path, signatures={"streaming": signature})
+    tf.saved_model.save(tf.Module(), path, signatures={"streaming": _stateful_signature(integer, states)})
 
 
 def _convert(saved_model: str, key: str, quantize: bool = False, representative=None, int16: bool = False) -> bytes:
@@ -404,9 +410,13 @@ def export_generator(
         saved_model = os.path.join(tmp, "saved_model")
         log("writing SavedModel")
         _write_saved_model(saved_model, offline, stream, block, states)
+        integer_saved_model = None
         if integer is not None:
-            _write_integer_saved_model(os.path.join(tmp, INTEGER_SAVED_MODEL), integer, states)
-        files, calibration = _convert_files(saved_model, tmp, recipe, states, calibration_dir, log)
+            integer_saved_model = os.path.join(tmp, INTEGER_SAVED_MODEL)
+            _write_integer_saved_model(integer_saved_model, integer, states)
+        files, calibration = _convert_files(saved_model, integer_saved_model, tmp, recipe, states, calibration_dir, log)
+        if integer_saved_model is not None:
+            shutil.rmtree(integer_saved_model)
         log("checking the exported files")
         checks = _check_files(tmp, files, offline, states, block_frames, calibration)
         metadata = _describe(recipe, tmp, files, states, block_frames, checks, source)
@@ -421,9 +431,10 @@ def export_generator(
     return metadata
 
 
-def _convert_files(saved_model: str, tmp: str, recipe: Recipe, states: tuple[StateTensor, ...], calibration_dir,
-                   log) -> tuple[dict[str, str], Int8Calibration | None]:
-    """The TFLite files into ``tmp``: (file key -> file name, what int8 was calibrated on or None)."""
+def _convert_files(saved_model: str, integer_saved_model: str | None, tmp: str, recipe: Recipe,
+                   states: tuple[StateTensor, ...], calibration_dir, log) -> tuple[dict[str, str], Int8Calibration | None]:
+    """The TFLite files into ``tmp``: (file key -> file name, what int8 was calibrated on or None). An
+    integer mode (``integer_saved_model`` given) converts the int8 file from it, calibrated."""
     from bwe.models.seanet import FRAME_INPUT_SAMPLES
 
     files = {"offline": "offline.tflite", "streaming": "streaming.tflite", "block": "block.tflite",
@@ -434,8 +445,8 @@ def _convert_files(saved_model: str, tmp: str, recipe: Recipe, states: tuple[Sta
             f.write(_convert(saved_model, signature))
 
     int8_mode = recipe.export.int8_mode
-    representative, calibration, source = None, None, saved_model
-    if int8_mode in INTEGER_MODES:
+    representative, calibration = None, None
+    if integer_saved_model is not None:
         # Calibration data: the float streaming model's own inputs and states, frame by frame.
         frames = recipe.export.int8_calibration_frames
         calib, calib_desc = calibration_audio(calibration_dir, frames, FRAME_INPUT_SAMPLES)
@@ -443,21 +454,19 @@ def _convert_files(saved_model: str, tmp: str, recipe: Recipe, states: tuple[Sta
         records = []
         _stream_tflite(os.path.join(tmp, files["streaming"]), SIGNATURES["streaming"], states, calib, record=records)
         calibration = Int8Calibration(frames=frames, audio=calib_desc)
-        source = os.path.join(tmp, INTEGER_SAVED_MODEL)
 
         def representative():
             yield from records
 
     log(f"converting {files['streaming_int8']} ({int8_mode} int8)")
-    model = _convert(source, "streaming", quantize=True, representative=representative, int16=int8_mode == "16x8")
-    left_in_float = float_ops(model) if int8_mode in INTEGER_MODES else []
+    model = _convert(integer_saved_model or saved_model, "streaming", quantize=True, representative=representative,
+                     int16=int8_mode == "16x8")
+    left_in_float = float_ops(model) if integer_saved_model is not None else []
     if left_in_float:
         raise ExportError(f"export.int8_mode={int8_mode}: the converter left {sorted(set(left_in_float))} in float32, "
                           "so the file would not be integer-only; not exporting")
     with open(os.path.join(tmp, files["streaming_int8"]), "wb") as f:
         f.write(model)
-    if int8_mode in INTEGER_MODES:
-        shutil.rmtree(source)
     # Dynamic range needs no calibration, so the block model could get an int8 twin for fast files;
     # but it quantises each call's input with one scale, and over 256 frames that scale is set by
     # the loudest: an envelope head then reads quiet frames' spectra wrong (4-8 kHz frame levels off

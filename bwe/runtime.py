@@ -41,13 +41,13 @@ class ModelError(RuntimeError):
     """An exported model folder is missing, incomplete or inconsistent; the message names the file."""
 
 
-def _interpreter(path: str, num_threads: int):
+def _interpreter(path: str, num_threads: int, keep_all_tensors: bool = False):
     from ai_edge_litert.interpreter import Interpreter
 
     if not os.path.isfile(path):
         raise ModelError(f"{path}: model file not found")
     try:
-        return Interpreter(model_path=path, num_threads=num_threads)
+        return Interpreter(model_path=path, num_threads=num_threads, experimental_preserve_all_tensors=keep_all_tensors)
     except (ValueError, RuntimeError) as e:
         raise ModelError(f"{path}: not a loadable TFLite model ({e})") from None
 
@@ -84,12 +84,13 @@ class StatefulRunner:
 
     The one loop step every LiteRT user of an export shares (sessions, the export's own checks, the
     timing tool): ``run`` = `feed`, `invoke`, `fetch`, kept apart so that the invoke can be timed alone.
+    ``keep_all_tensors`` keeps every intermediate tensor readable after a call (diagnostics; slower).
     """
 
     def __init__(self, path: str, signature: str, states: Sequence[StateTensor], audio_input: str,
-                 audio_output: str, num_threads: int = 1):
+                 audio_output: str, num_threads: int = 1, keep_all_tensors: bool = False):
         self.path = path
-        self.interpreter = _interpreter(path, num_threads)
+        self.interpreter = _interpreter(path, num_threads, keep_all_tensors)
         with without_delegate_notice():
             self.interpreter.allocate_tensors()
         try:

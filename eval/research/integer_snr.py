@@ -24,6 +24,7 @@ import numpy as np
 
 from bwe.data.audio import AudioError, load_audio
 from bwe.metadata import METADATA_FILE, MetadataError, ModelMetadata
+from bwe.runtime import ModelError, StatefulRunner
 
 PROG = "python -m eval.research integer-snr"
 SETTLE_FRAMES = 5  # frames before the comparison starts: the states fill from zeros
@@ -31,20 +32,16 @@ SETTLE_FRAMES = 5  # frames before the comparison starts: the states fill from z
 
 def _tensor_values(path: str, metadata: ModelMetadata, audio: np.ndarray) -> tuple[dict, list[str]]:
     """Streams ``audio`` through one file: {tensor name: [values per frame, dequantised]}, names in graph order."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=path, experimental_preserve_all_tensors=True)
-    runner = interpreter.get_signature_runner(metadata.files["streaming"].signature)
-    states = {s.input: np.zeros(s.shape, np.float32) for s in metadata.states}
-    details = interpreter.get_tensor_details()
-    frame = metadata.frame_input_samples
+    runner = StatefulRunner(path, metadata.files["streaming"].signature, metadata.states, metadata.audio_input,
+                            metadata.audio_output, keep_all_tensors=True)
+    details = runner.interpreter.get_tensor_details()
+    states = runner.zero_states
     values: dict[str, list] = {}
-    for index in range(len(audio) // frame):
-        out = runner(**{metadata.audio_input: audio[index * frame:(index + 1) * frame][None, :, None]}, **states)
-        states = {s.input: out[s.output] for s in metadata.states}
+    for index in range(len(audio) // runner.frame_in):
+        _, states = runner.run(audio[index * runner.frame_in:(index + 1) * runner.frame_in], states)
         if index >= SETTLE_FRAMES:
             for tensor in details:
-                value = _dequantised(interpreter, tensor)
+                value = _dequantised(runner.interpreter, tensor)
                 if value is not None:
                     values.setdefault(tensor["name"], []).append(value)
     return values, [t["name"] for t in details]
@@ -97,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         audio = load_audio(args.audio, 8000)[0][: args.frames * 128].astype(np.float32)
         snrs = tensor_snrs(args.folder, audio)
-    except (AudioError, MetadataError, OSError, KeyError) as e:
+    except (AudioError, MetadataError, ModelError, OSError, KeyError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     for name, snr in snrs:
