@@ -202,6 +202,30 @@ class ExportConfig:
 
 
 @dataclass
+class QuantConfig:
+    # Quantisation-aware training (bwe.layers.quant): the generator's trainable convs compute with
+    # fake-quantised kernels (symmetric, per output channel) and inputs (per tensor, so the streaming
+    # states too; ranges tracked in training). Fine-tune a float model with it (train.init_from).
+    enabled: bool = False
+    weight_bits: int = 8  # 4-8
+    activation_bits: int = 8  # 8 (int8, asymmetric) or 16 (int16, symmetric: TFLite's 16x8 mode)
+    range_momentum: float = 0.99
+
+    def __post_init__(self) -> None:
+        try:
+            self.spec()
+        except ValueError as e:
+            raise RecipeError(f"quant.{e}") from None
+
+    def spec(self):
+        """The per-layer `bwe.layers.quant.QuantSpec`, or None when QAT is off."""
+        from bwe.layers.quant import QuantSpec
+
+        spec = QuantSpec(self.weight_bits, self.activation_bits, self.range_momentum)
+        return spec if self.enabled else None
+
+
+@dataclass
 class DiscriminatorConfig:
     """GAN discriminators (bwe.models.discriminators); a list left empty switches that family off.
 
@@ -429,6 +453,7 @@ class Recipe:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
 
 
 _YAML_11_MISSED_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")

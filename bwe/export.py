@@ -128,7 +128,7 @@ def load_generator(source: str, recipe_path: str | None = None):
     if recipe_path is None:
         raise ExportError(f"{source}: no recipe.yaml found beside the checkpoint; pass --recipe FILE")
     recipe = load_recipe(recipe_path)
-    generator = build_generator(recipe.model)
+    generator = build_generator(recipe.model, quantization=recipe.quant.spec())
     try:
         status = tf.train.Checkpoint(generator=generator).restore(prefix)
         status.expect_partial().assert_existing_objects_matched()
@@ -154,7 +154,7 @@ def _load_exported_generator(folder: str):
         recipe = recipe_from_dict(ModelMetadata.load(os.path.join(folder, METADATA_FILE)).recipe)
     except (MetadataError, RecipeError) as e:
         raise ExportError(f"{folder}: {e}") from None
-    generator = build_generator(recipe.model)
+    generator = build_generator(recipe.model, quantization=recipe.quant.spec())
     try:
         generator.load_weights(weights)
     except ValueError as e:
@@ -647,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
             from bwe.models.seanet import build_generator
 
             keras.utils.set_random_seed(args.seed)
-            generator = build_generator(recipe.model)
+            generator = build_generator(recipe.model, quantization=recipe.quant.spec())
             source = f"random init (seed {args.seed}) from {args.recipe}"
         else:
             if len(args.paths) != 2:

@@ -28,11 +28,14 @@ streaming models hold (see ``bwe.streaming``), so exported graphs contain no nor
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import keras
 import tensorflow as tf
 
 from bwe.layers.modes import Modes
+from bwe.layers.quant import QuantSpec, fake_quant_activations, fake_quant_weights, tracked_range
 
 
 def effective_kernel_size(kernel_size: int, dilation: int = 1) -> int:
@@ -95,6 +98,7 @@ class _StreamingConvBase(keras.layers.Layer):
         kernel_initializer="glorot_uniform",
         padding: str | None = None,
         sample_groups: int = 1,
+        quantization: QuantSpec | dict | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -112,6 +116,9 @@ class _StreamingConvBase(keras.layers.Layer):
         self.state_batch_size = int(state_batch_size)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.sample_groups = int(sample_groups)
+        # Fake quantisation (QAT, bwe.layers.quant): the kernel per output channel, the input (and so the
+        # state, the past input of a direct conv) per tensor over a range tracked in training.
+        self.quantization = QuantSpec(**quantization) if isinstance(quantization, dict) else quantization
         if self.sample_groups > 1 and not self.causal:
             raise ValueError(f"{kind} '{self.name}': sample_groups only changes how the streaming modes compute the "
                              "conv, and a centred layer cannot stream")
@@ -215,6 +222,10 @@ class _StreamingConvBase(keras.layers.Layer):
             input_shape = input_shape[0]
         self.in_channels = self._check_input_shape(tuple(input_shape))
         self._add_kernel_weights(self.in_channels)
+        if self.quantization is not None:
+            # [low, high] of the input; [0, 0] until the first training call sets it.
+            self.input_range = self.add_weight(name="input_range", shape=(2,), initializer="zeros",
+                                               trainable=False, aggregation="mean")
         if self.mode is Modes.STREAM_INTERNAL_STATE_INFERENCE and self.state_length:
             self.state = self.add_weight(name="state", shape=(self.state_batch_size,) + self.state_shape,
                                          initializer="zeros", trainable=False)
@@ -241,11 +252,29 @@ class _StreamingConvBase(keras.layers.Layer):
         g = tf.reshape(self.kernel_g, [1, -1, 1] if self.transposed else [1, 1, -1])
         return g * self.kernel_v / norm
 
+    def conv_kernel(self) -> tf.Tensor:
+        """The kernel the conv computes with: `effective_kernel`, fake-quantised per output channel under QAT."""
+        kernel = self.effective_kernel()
+        if self.quantization is None:
+            return kernel
+        return fake_quant_weights(kernel, self.quantization.weight_bits, channel_axis=1 if self.transposed else 2)
+
+    def _quantize_input(self, x: tf.Tensor, training) -> tf.Tensor:
+        if self.quantization is None:
+            return x
+        value_range = self.input_range
+        if training:
+            value_range = tracked_range(self.input_range, x, self.quantization.range_momentum)
+        return fake_quant_activations(x, value_range, self.quantization.activation_bits)
+
     def plain_weights(self) -> dict[str, np.ndarray]:
-        """The layer's weights with weight normalisation folded in: ``{'kernel', ['bias']}``."""
+        """The layer's weights with weight normalisation folded in: ``{'kernel', ['bias'], ['input_range']}``
+        (the float kernel: a quantised target quantises it itself)."""
         weights = {"kernel": np.asarray(self.effective_kernel())}
         if self.use_bias:
             weights["bias"] = np.asarray(self.bias)
+        if self.quantization is not None:
+            weights["input_range"] = np.asarray(self.input_range)
         return weights
 
     def set_plain_weights(self, weights: dict[str, np.ndarray]) -> None:
@@ -267,6 +296,8 @@ class _StreamingConvBase(keras.layers.Layer):
             raise ValueError(f"{self.name}: bias presence differs between source and destination")
         if self.use_bias:
             self.bias.assign(np.asarray(weights["bias"], dtype=np.float32))
+        if self.quantization is not None and "input_range" in weights:  # a float source has none yet
+            self.input_range.assign(np.asarray(weights["input_range"], dtype=np.float32))
 
     def reset_states(self) -> None:
         """Zero the internal state (start of a new utterance)."""
@@ -277,11 +308,12 @@ class _StreamingConvBase(keras.layers.Layer):
     def _add_bias(self, y: tf.Tensor) -> tf.Tensor:
         return tf.nn.bias_add(y, self.bias) if self.use_bias else y
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         if self.mode is Modes.STREAM_EXTERNAL_STATE_INFERENCE and self.state_length:
             x, state = inputs
-            y, new_state = self._stream_step(x, state)
+            y, new_state = self._stream_step(self._quantize_input(x, training), state)
             return [y, new_state]
+        inputs = self._quantize_input(inputs, training)
         if self.mode is Modes.STREAM_INTERNAL_STATE_INFERENCE and self.state_length:
             y, new_state = self._stream_step(inputs, self.state)
             # The update must run even though only y is consumed downstream.
@@ -305,6 +337,7 @@ class _StreamingConvBase(keras.layers.Layer):
             state_batch_size=self.state_batch_size,
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
             sample_groups=self.sample_groups,
+            quantization=None if self.quantization is None else dataclasses.asdict(self.quantization),
         )
         return config
 
@@ -325,7 +358,7 @@ class _Conv1DMixin:
         return self.output_length(input_length) * self.kernel_size * self.in_channels * self.filters
 
     def _valid_conv(self, x: tf.Tensor) -> tf.Tensor:
-        kernel = self.effective_kernel()
+        kernel = self.conv_kernel()
         if self.strides > 1 and self.dilation_rate > 1:
             # TF's CPU kernels reject stride and dilation together: dilate, then keep every s-th output.
             y = tf.nn.conv1d(x, kernel, stride=1, padding="VALID", dilations=self.dilation_rate)
@@ -427,7 +460,7 @@ class CausalConv1D(_Conv1DMixin, _StreamingConvBase):
         offset = np.arange(taps) - lead
         row = np.where((offset >= 0) & (offset % self.dilation_rate == 0), offset // self.dilation_rate,
                        self.kernel_size)
-        dense = tf.gather(tf.pad(self.effective_kernel(), [[0, 1], [0, 0], [0, 0]]), row)
+        dense = tf.gather(tf.pad(self.conv_kernel(), [[0, 1], [0, 0], [0, 0]]), row)
         return grouped_valid_conv(full, dense, self.sample_groups, self.bias if self.use_bias else None)
 
 
@@ -513,7 +546,7 @@ class _Conv1DTransposeMixin:
         CONV_2D and RESHAPE reach TFLite, whose TRANSPOSE_CONV loses shapes on a dynamic time axis.
         """
         m, s = self._taps_per_phase, self.strides
-        kernel = self.effective_kernel()  # [k, filters, channels_in]
+        kernel = self.conv_kernel()  # [k, filters, channels_in]
         kernel = tf.pad(kernel, [[0, m * s - self.kernel_size], [0, 0], [0, 0]])
         kernel = tf.reshape(kernel, [m, s, self.filters, -1])[::-1]  # [j -> tap m-1-j, r, out, in]
         kernel = tf.transpose(kernel, [0, 3, 1, 2])  # [tap, in, r, out]

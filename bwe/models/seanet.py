@@ -66,6 +66,7 @@ from bwe.layers.envelope import (
 )
 from bwe.layers.activations import ELU
 from bwe.layers.modes import Modes
+from bwe.layers.quant import QuantSpec
 from bwe.layers.time import AddSignals, CropTimeToReference, PadTimeToMultiple
 
 SPLIT_HZ = INPUT_RATE / 2  # where the input's band ends and the generated one begins
@@ -220,10 +221,12 @@ class _Graph:
     """Applies layers while routing streaming state (external: extra model inputs/outputs), and keeps the
     layers it applies inside `collecting` (how `GeneratorParts` gets its handles)."""
 
-    def __init__(self, mode: Modes, batch_size: int | None, integer_ops: bool = False):
+    def __init__(self, mode: Modes, batch_size: int | None, integer_ops: bool = False,
+                 quantization: QuantSpec | None = None):
         self.mode = mode
         self.batch_size = batch_size
         self.integer_ops = integer_ops  # activations in the form integer converters quantise
+        self.quantization = quantization  # QAT: how the trainable convs fake-quantise (None: float)
         self.state_inputs: list = []
         self.state_outputs: list = []
         self._collectors: list[list] = []
@@ -320,7 +323,7 @@ def _envelope_predictor(cfg: ModelConfig, graph: _Graph, conv, audio):
         g = graph(AddSignals(name=f"envelope_res{i}"), [g, y])
     g = graph(ELU(graph.integer_ops, name="envelope_output_elu"), g)
     levels = graph(conv1d(True, cfg.envelope_bands, 1, name="envelope_level", mode=graph.mode,
-                          state_batch_size=graph.batch_size or 1), g)
+                          state_batch_size=graph.batch_size or 1, quantization=graph.quantization), g)
     if cfg.envelope_relative_levels:
         levels = graph(ShiftByLevel(1.0, name="envelope_absolute_levels"), [levels, level])
     return levels
@@ -337,17 +340,18 @@ def build_envelope_predictor(cfg: ModelConfig) -> keras.Model:
     graph = _Graph(Modes.TRAINING, None)
     audio = keras.Input(batch_shape=(None, None, 1), name="audio")
     with graph.collecting() as layers:
-        levels = _envelope_predictor(cfg, graph, _conv_maker(cfg, Modes.TRAINING, 1), audio)
+        levels = _envelope_predictor(cfg, graph, _conv_maker(cfg, Modes.TRAINING, 1, None), audio)
     model = keras.Model(audio, levels, name="envelope_predictor")
     model.bwe_parts = GeneratorParts(envelope_predictor=tuple(layers))
     return model
 
 
-def _conv_maker(cfg: ModelConfig, mode: Modes, state_batch: int):
+def _conv_maker(cfg: ModelConfig, mode: Modes, state_batch: int, quantization: QuantSpec | None):
     """``conv(name, filters, kernel, stride=1, dilation=1, sample_groups=1)`` for the generator's trainable
-    convs in ``mode``. Sample groups only apply to causal convs (a centred model never streams)."""
+    convs in ``mode``, fake-quantised by ``quantization`` (QAT). Sample groups only apply to causal convs (a
+    centred model never streams)."""
     conv_args = dict(mode=mode, state_batch_size=state_batch, weight_norm=cfg.weight_norm and mode is Modes.TRAINING,
-                     pad_mode=cfg.pad_mode)
+                     pad_mode=cfg.pad_mode, quantization=quantization)
 
     def conv(name, filters, kernel, stride=1, dilation=1, sample_groups=1):
         grouped = dict(sample_groups=sample_groups) if cfg.causal and sample_groups > 1 else {}
@@ -378,6 +382,7 @@ def build_generator(
     input_samples: int | None = None,
     batch_size: int | None = None,
     integer_ops: bool = False,
+    quantization: QuantSpec | None = None,
 ) -> keras.Model:
     """Build the generator in ``mode``.
 
@@ -391,6 +396,8 @@ def build_generator(
       batch_size: static batch size; streaming modes default to 1.
       integer_ops: build the activations from ops that integer (full-integer, 16x8) TFLite conversion
         quantises (`bwe.layers.activations.ELU`); the same function, for integer exports only.
+      quantization: fake-quantise the trainable convs' kernels and inputs (`bwe.layers.quant`; the recipe's
+        ``quant:`` section, `QuantConfig.spec`); None builds the float model.
 
     Returns:
       A functional keras.Model. Offline modes: ``[B, T8, 1] -> [B, 2*T8, 1]``. Internal state: the
@@ -409,7 +416,7 @@ def build_generator(
                 f"frame of {input_samples} input samples ({input_samples * UPSAMPLE_FACTOR} at 16 kHz) is not a "
                 f"multiple of the total stride {hop}")
     common = dict(mode=mode, state_batch_size=batch_size or 1)
-    graph = _Graph(mode, batch_size, integer_ops)
+    graph = _Graph(mode, batch_size, integer_ops, quantization)
 
     audio = keras.Input(batch_shape=(batch_size, input_samples, 1), name="audio")
     upsampler = CausalConv1DTranspose(
@@ -422,7 +429,7 @@ def build_generator(
     padded_interpolated = interpolated
     if not mode.is_streaming:
         padded_interpolated = PadTimeToMultiple(hop, mode=mode, name="pad_to_stride")(interpolated)
-    conv = _conv_maker(cfg, mode, common["state_batch_size"])
+    conv = _conv_maker(cfg, mode, common["state_batch_size"], quantization)
     h, output_conv = _seanet_body(cfg, mode, graph, conv, padded_interpolated)
     if cfg.envelope_bands:
         wideband, parts = _envelope_head(cfg, mode, graph, conv, audio, h, padded_interpolated)
@@ -438,7 +445,8 @@ def _seanet_body(cfg: ModelConfig, mode: Modes, graph, conv, h):
     """The SEANet encoder/decoder on the (padded) interpolated signal: its one-channel output, and the
     output conv that makes it (without an envelope head, the last linear layer of the generated band)."""
     conv_args = dict(mode=mode, state_batch_size=graph.batch_size or 1,
-                     weight_norm=cfg.weight_norm and mode is Modes.TRAINING, pad_mode="constant")
+                     weight_norm=cfg.weight_norm and mode is Modes.TRAINING, pad_mode="constant",
+                     quantization=graph.quantization)
 
     def elu(name):
         return ELU(graph.integer_ops, name=name)
@@ -506,6 +514,7 @@ def _functional_model(cfg: ModelConfig, mode: Modes, graph, audio, wideband, par
         model.state_input_names = []
         model.state_output_names = []
     model.bwe_model_config = dataclasses.replace(cfg)
+    model.bwe_quantization = graph.quantization
     model.bwe_mode = mode
     model.bwe_parts = parts  # a plain dataclass: no checkpoint dependency, the checkpoint format is unchanged
     return model

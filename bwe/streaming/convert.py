@@ -143,14 +143,15 @@ def to_streaming(
     if not isinstance(cfg, ModelConfig):
         raise ValueError("to_streaming: the model was not built by bwe.models.seanet.build_generator "
                          "(no bwe_model_config); rebuild it with build_generator and load its weights")
+    quantization = getattr(model, "bwe_quantization", None)  # a QAT model streams with the same arithmetic
     if mode.is_streaming:
         check_streamable(model)
         if frames_per_call < 1:
             raise ValueError(f"to_streaming: frames_per_call must be >= 1, got {frames_per_call}")
         target = build_generator(cfg, mode, input_samples=FRAME_INPUT_SAMPLES * frames_per_call,
-                                 batch_size=batch_size, integer_ops=integer_ops)
+                                 batch_size=batch_size, integer_ops=integer_ops, quantization=quantization)
     elif mode is Modes.NON_STREAM_INFERENCE:
-        target = build_generator(cfg, mode, integer_ops=integer_ops)
+        target = build_generator(cfg, mode, integer_ops=integer_ops, quantization=quantization)
     else:
         raise ValueError(f"to_streaming: cannot convert to {mode.value}; build the training model directly")
     copy_weights(model, target)

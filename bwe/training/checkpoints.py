@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import warnings
 
 from bwe.config import Recipe
 from bwe.metadata import WEIGHTS_FILE
@@ -104,9 +105,24 @@ class RunCheckpoints:
             raise RunDirError(f"train.init_from: {weights} does not exist (give an exported folder, which holds "
                               f"{WEIGHTS_FILE}, or a .weights.h5 file)")
         try:
-            self.state.generator.load_weights(weights)
+            with warnings.catch_warnings():  # Keras warns of each layer a mismatched file leaves out
+                warnings.simplefilter("ignore", UserWarning)
+                self.state.generator.load_weights(weights)
+            return
         except ValueError as e:
-            raise RunDirError(f"train.init_from: {weights} does not fit this recipe's generator ({e})") from None
+            if not self.recipe.quant.enabled:
+                raise RunDirError(f"train.init_from: {weights} does not fit this recipe's generator ({e})") from None
+        # QAT from a float model's weights: its kernels, by layer name; the input ranges start from the first batch.
+        from bwe.models.seanet import build_generator
+        from bwe.streaming.convert import copy_weights
+
+        float_generator = build_generator(self.recipe.model)
+        try:
+            float_generator.load_weights(weights)
+        except ValueError as e:
+            raise RunDirError(f"train.init_from: {weights} does not fit this recipe's generator, float or "
+                              f"quantised ({e})") from None
+        copy_weights(float_generator, self.state.generator)
 
     def _restore_into_new_head(self, path: str) -> None:
         """Restore a checkpoint taken before the envelope head was added (the same recipe with

@@ -108,7 +108,7 @@ def build_training_state(recipe: Recipe, strategy, delay: int) -> TrainingState:
 
     train, opt = recipe.train, recipe.optim
     with strategy.scope():
-        generator = build_generator(recipe.model)
+        generator = build_generator(recipe.model, quantization=recipe.quant.spec())
         head = envelope_head_variables(generator)
         in_head = {id(w) for w in head}
         body = [w for w in generator.trainable_variables if id(w) not in in_head]
