@@ -173,3 +173,39 @@ def test_a_qat_step_trains_a_quantised_generator_started_from_float_weights(tmp_
         assert metrics["finite"] and np.isfinite(metrics["loss/generator_total"])
     assert np.ptp(layer.input_range.numpy()) > 0
     assert not np.array_equal(layer.effective_kernel().numpy(), before)
+
+
+def test_a_qat_model_exports_its_float_twin_and_refuses_an_integer_file_it_cannot_write(tmp_path):
+    from bwe.export import ExportError, export_generator, load_generator
+    from bwe.layers.modes import Modes
+    from bwe.models.seanet import build_generator
+    from bwe.streaming.convert import to_streaming
+
+    recipe = load_recipe(TINY, ["quant.enabled=true"])
+    generator = build_generator(recipe.model, quantization=recipe.quant.spec())
+    generator(_batch(0)[0], training=True)
+    with pytest.raises(ExportError, match="int8_mode=16x8 with quant.enabled"):
+        export_generator(generator, load_recipe(TINY, ["quant.enabled=true", "export.int8_mode=16x8"]),
+                         str(tmp_path / "integer"), log=lambda message: None)
+    assert not (tmp_path / "integer").exists()
+
+    export_generator(generator, recipe, str(tmp_path / "out"), log=lambda message: None)
+    reloaded, reloaded_recipe, _ = load_generator(str(tmp_path / "out"))
+    assert reloaded_recipe.quant.enabled
+    ranges = generator.get_layer("bottleneck").input_range.numpy()
+    np.testing.assert_array_equal(reloaded.get_layer("bottleneck").input_range.numpy(), ranges)
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    x = _batch(1)[0].numpy()[:1]
+    interpreter = Interpreter(model_path=str(tmp_path / "out" / "offline.tflite"))
+    index = interpreter.get_input_details()[0]["index"]
+    interpreter.resize_tensor_input(index, list(x.shape))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(index, x)
+    interpreter.invoke()
+    exported = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    twin = to_streaming(generator, Modes.NON_STREAM_INFERENCE, quantized=False)(x).numpy()
+    np.testing.assert_allclose(exported, twin, atol=1e-4)
+    quantised = to_streaming(generator, Modes.NON_STREAM_INFERENCE)(x).numpy()
+    assert np.max(np.abs(quantised - twin)) > 1e-4

@@ -21,6 +21,11 @@ offline and streaming code paths cannot disagree about it:
   much faster when a layer has one input or output channel; a grouped conv's state is rounded up
   to whole groups.
 
+With ``quantization`` (a `bwe.layers.quant.QuantSpec`: quantisation-aware training) a layer computes
+with its kernel fake-quantised per output channel and its input fake-quantised per tensor over a range
+it tracks in training (``input_range``, copied with its weights); a direct conv's state is its past
+input, so it holds quantised values too.
+
 Weight normalisation (``kernel = g * v / ||v||``, one ``g`` per output channel) is a training-time
 reparametrisation. ``plain_weights()`` returns the folded kernel, which is what the inference and
 streaming models hold (see ``bwe.streaming``), so exported graphs contain no normalisation ops.

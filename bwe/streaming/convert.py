@@ -122,6 +122,7 @@ def to_streaming(
     frames_per_call: int = 1,
     batch_size: int = 1,
     integer_ops: bool = False,
+    quantized: bool = True,
 ) -> keras.Model:
     """Rebuild a generator (from `bwe.models.seanet.build_generator`) in ``mode`` with its weights.
 
@@ -132,6 +133,7 @@ def to_streaming(
         a one-second block model whose output is identical to 64 one-frame calls.
       batch_size: independent streams processed side by side (streaming modes).
       integer_ops: activations in the form integer TFLite conversion quantises (`build_generator`).
+      quantized: keep a QAT model's fake quantisation (False: its float twin, the same weights in float).
 
     Returns:
       The rebuilt keras.Model (see ``build_generator`` for its inputs and outputs).
@@ -143,7 +145,7 @@ def to_streaming(
     if not isinstance(cfg, ModelConfig):
         raise ValueError("to_streaming: the model was not built by bwe.models.seanet.build_generator "
                          "(no bwe_model_config); rebuild it with build_generator and load its weights")
-    quantization = getattr(model, "bwe_quantization", None)  # a QAT model streams with the same arithmetic
+    quantization = getattr(model, "bwe_quantization", None) if quantized else None
     if mode.is_streaming:
         check_streamable(model)
         if frames_per_call < 1:
