@@ -278,11 +278,15 @@ class LossConfig:
     # How much more the envelope loss (envelope_weight and the envelope head's phase) weights a band
     # too loud than one too quiet (bwe.losses.highband_envelope_loss); 1 = symmetric.
     envelope_overshoot_weight: float = 1.0
+    # Optional: the network's own output (before the band split high-passes it) kept free of 0-3.5 kHz
+    # content (bwe.losses.network_lowband_loss). A float model's output does not change, since the band
+    # split removes that band, but an integer model's tensor holds one scale for both bands; 0 = off.
+    network_lowband_weight: float = 0.0
 
     def __post_init__(self) -> None:
         _check_choice("losses.adversarial", self.adversarial, ("hinge", "lsgan"))
         for name in ("adversarial_weight", "feature_matching_weight", "reconstruction_weight", "mel_weight",
-                     "envelope_weight"):
+                     "envelope_weight", "network_lowband_weight"):
             if getattr(self, name) < 0:
                 raise RecipeError(f"losses.{name}: must be >= 0, got {getattr(self, name)!r}")
         if not self.stft_fft_sizes:

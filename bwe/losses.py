@@ -175,3 +175,20 @@ def highband_envelope_loss(reference: tf.Tensor, estimate: tf.Tensor, fft_size: 
     excess = (tf.math.log(tf.maximum(est, 1e-8)) - tf.math.log(tf.maximum(ref, 1e-8))) / log10
     weights = tf.where(excess > 0, overshoot_weight, 1.0)
     return tf.reduce_mean(weights * tf.square(excess))
+
+
+def network_lowband_loss(reference: tf.Tensor, network_output: tf.Tensor, cutoff_hz: float = 3500.0,
+                         fft_size: int = 512, hop: int = 128, sample_rate: int = 16000) -> tf.Tensor:
+    """The power of ``network_output`` below ``cutoff_hz`` over the power of ``reference`` above 4 kHz,
+    both summed over the batch: how far the network's low band, which the band split removes, sits above
+    the band it is there to make (0 = none). An
+    integer model holds the network's output in one scale, so that ratio is what drowns the band."""
+    freqs = np.arange(fft_size // 2 + 1) * sample_rate / fft_size
+    low = tf.constant(freqs < cutoff_hz)
+    high = tf.constant(freqs >= 4000.0)
+    network_power = tf.square(stft_magnitude(network_output, fft_size, hop))
+    reference_power = tf.square(stft_magnitude(reference, fft_size, hop))
+    leak = tf.reduce_sum(tf.boolean_mask(network_power, low, axis=2))
+    band = tf.reduce_sum(tf.boolean_mask(reference_power, high, axis=2))
+    return leak / tf.maximum(band, 1e-6)
+

@@ -184,6 +184,21 @@ def test_highband_envelope_loss_matches_numpy_and_measures_band_level_errors_in_
         load_recipe(os.path.join(REPO, "recipes", "tiny.yaml"), ["losses.envelope_overshoot_weight=0.5"])
 
 
+def test_network_lowband_loss_matches_numpy_and_measures_a_tone_against_the_band():
+    rng = np.random.default_rng(7)
+    ref = np.stack([speech_like(0.4, seed=s) for s in (8, 9)])
+    t = np.arange(ref.shape[1]) / 16000
+    network = (ref + 0.3 * np.sin(2 * np.pi * 1000 * t) + 0.01 * rng.normal(size=ref.shape)).astype(np.float32)
+    freqs = np.arange(257) * 16000 / 512
+    net_power = np.stack([_np_stft_magnitude(x, 512, 128) ** 2 for x in network])
+    ref_power = np.stack([_np_stft_magnitude(x, 512, 128) ** 2 for x in ref])
+    want = net_power[..., freqs < 3500].sum() / ref_power[..., freqs >= 4000].sum()
+    got = losses.network_lowband_loss(tf.constant(ref[..., None]), tf.constant(network[..., None])).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-3)
+    highpassed = losses.network_lowband_loss(tf.constant(ref[..., None]), tf.constant(network[..., None] * 0))
+    assert highpassed.numpy() < 1e-6 * got  # nothing in the network's low band: (almost) nothing to pay
+
+
 def test_reconstruction_losses_reject_mismatched_shapes():
     with pytest.raises(ValueError, match="differ in shape"):
         losses.multi_resolution_stft_loss(tf.zeros([1, 1000, 1]), tf.zeros([1, 900, 1]), [256])

@@ -261,6 +261,18 @@ def test_envelope_loss_is_added_logged_and_checked(tmp_path, tiny_trainer):
         load_recipe(TINY, ["losses.envelope_weight=-1"])
 
 
+def test_network_lowband_loss_reads_the_body_output_and_trains_it(tmp_path):
+    from bwe.train import Trainer
+
+    recipe = load_recipe(TINY, ["train.warmup_steps=1", "losses.network_lowband_weight=0.5"])
+    trainer = Trainer(recipe, str(tmp_path))
+    for step in (0, 1):  # warm-up, then GAN
+        metrics = trainer.train_step(*_batch(0), step)
+        assert metrics["finite"] and metrics["loss/network_lowband"] > 0
+    with pytest.raises(RecipeError, match="losses.network_lowband_weight: must be >= 0"):
+        load_recipe(TINY, ["losses.network_lowband_weight=-1"])
+
+
 def _fit_with(trainer, batches, steps, **train_overrides):
     """Run `Trainer.fit` up to ``steps`` on a fixed cycle of batches (no files, no validation)."""
     for key, value in train_overrides.items():

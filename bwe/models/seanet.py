@@ -199,6 +199,9 @@ class GeneratorParts:
     # head would undo a scaled network output: it measures the bands' levels). Every generator has one; only
     # `build_envelope_predictor`'s model, which makes no band, has none.
     highband_gain: keras.layers.Layer | None = None
+    # The SEANet body's output conv, whose output the band split high-passes (losses.network_lowband_weight
+    # reads it). Only `build_envelope_predictor`'s model has none.
+    network_output: keras.layers.Layer | None = None
 
 
 def generator_parts(model: keras.Model) -> GeneratorParts:
@@ -438,6 +441,7 @@ def build_generator(
     else:
         wideband = _headless_output(cfg, mode, graph, h, interpolated)
         parts = GeneratorParts(highband_gain=output_conv)
+    parts = dataclasses.replace(parts, network_output=output_conv)
     return _functional_model(cfg, mode, graph, audio, wideband, parts)
 
 

@@ -31,16 +31,21 @@ def phase_of(recipe: Recipe, step: int) -> str:
 
 def align(generator, delay: int, narrowband, wideband):
     """Generator output and target with the generator's delay removed: ``[batch, 2*time8 - delay, 1]`` each."""
+    return trim_delay(generator(narrowband, training=True), delay, wideband)
+
+
+def trim_delay(estimate, delay: int, wideband):
+    """The generator's output without its first ``delay`` samples, and the target without as many at its end."""
     import tensorflow as tf
 
-    estimate = generator(narrowband, training=True)
     length = tf.shape(wideband)[1] - delay
     return estimate[:, delay:], wideband[:, :length]
 
 
-def reconstruction_terms(recipe: Recipe, target, estimate):
-    """``(terms, total)``: the multi-resolution STFT terms, and the mel and envelope terms where their weights
-    are set (``losses.*``); ``total`` is their weighted sum."""
+def reconstruction_terms(recipe: Recipe, target, estimate, network=None):
+    """``(terms, total)``: the multi-resolution STFT terms, and the mel, envelope and network low-band terms
+    where their weights are set (``losses.*``; ``network``: the body's output, `Gradients.forward`); ``total``
+    is their weighted sum."""
     from bwe import losses
 
     cfg = recipe.losses
@@ -55,6 +60,9 @@ def reconstruction_terms(recipe: Recipe, target, estimate):
         terms["envelope"] = losses.highband_envelope_loss(target, estimate,
                                                           overshoot_weight=cfg.envelope_overshoot_weight)
         total += cfg.envelope_weight * terms["envelope"]
+    if cfg.network_lowband_weight > 0:
+        terms["network_lowband"] = losses.network_lowband_loss(target, network)
+        total += cfg.network_lowband_weight * terms["network_lowband"]
     return terms, total
 
 
@@ -64,13 +72,29 @@ class Gradients:
 
     def __init__(self, state: TrainingState, recipe: Recipe, delay: int, replicas: int):
         self.state, self.recipe, self.delay, self.replicas = state, recipe, delay, replicas
+        self._with_network = None
+        if recipe.losses.network_lowband_weight > 0:
+            import keras
+
+            from bwe.models.seanet import generator_parts
+
+            generator = state.generator
+            body_output = generator_parts(generator).network_output.output
+            self._with_network = keras.Model(generator.inputs, [generator.outputs[0], body_output])
+
+    def forward(self, narrowband, wideband):
+        """``(estimate, target, network)``: `align`'s pair, and the body's output where a loss reads it."""
+        if self._with_network is None:
+            return (*align(self.state.generator, self.delay, narrowband, wideband), None)
+        estimate, network = self._with_network(narrowband, training=True)
+        return (*trim_delay(estimate, self.delay, wideband), network)
 
     def warmup(self, narrowband, wideband):
         import tensorflow as tf
 
         with tf.GradientTape() as tape:
-            estimate, target = align(self.state.generator, self.delay, narrowband, wideband)
-            terms, total = reconstruction_terms(self.recipe, target, estimate)
+            estimate, target, network = self.forward(narrowband, wideband)
+            terms, total = reconstruction_terms(self.recipe, target, estimate, network)
             scaled = total / self.replicas
         terms["generator_total"] = total
         return terms, {"generator": tape.gradient(scaled, self.state.body_variables)}
@@ -82,7 +106,7 @@ class Gradients:
 
         cfg, discriminators = self.recipe.losses, self.state.discriminators
         with tf.GradientTape(persistent=True) as tape:
-            estimate, target = align(self.state.generator, self.delay, narrowband, wideband)
+            estimate, target, network = self.forward(narrowband, wideband)
             real = discriminators(target, training=True)
             fake = discriminators(estimate, training=True)
             # The discriminator's loss only reaches discriminator weights (its gradient is taken for them only),
@@ -90,7 +114,7 @@ class Gradients:
             disc_loss = losses.discriminator_adversarial_loss(real, fake, cfg.adversarial)
             adversarial = losses.generator_adversarial_loss(fake, cfg.adversarial)
             feature_matching = losses.feature_matching_loss(real, fake)
-            terms, total = reconstruction_terms(self.recipe, target, estimate)
+            terms, total = reconstruction_terms(self.recipe, target, estimate, network)
             total += cfg.adversarial_weight * adversarial + cfg.feature_matching_weight * feature_matching
             scaled_gen, scaled_disc = total / self.replicas, disc_loss / self.replicas
         terms.update(adversarial=adversarial, feature_matching=feature_matching, generator_total=total,
