@@ -390,13 +390,6 @@ def export_generator(
                           "(the whole-signal SavedModel of a non-causal model is what training already gives)")
     if block_frames < 1:
         raise ExportError(f"--block-frames must be >= 1, got {block_frames}")
-    if recipe.quant.enabled and recipe.export.int8_mode in INTEGER_MODES:
-        # TFLite's converter moves a conv1d's per-channel FakeQuant axis through its ExpandDims and then
-        # rejects the reshape (docs/experiments/integer-models.md), so the trained arithmetic cannot be served
-        # yet; calibrating the float twin instead would silently discard it.
-        raise ExportError(f"export.int8_mode={recipe.export.int8_mode} with quant.enabled: the converter cannot write "
-                          "this QAT model's fake-quantised convs as integer ops yet; export it with "
-                          "export.int8_mode=dynamic (its float files are the model's float twin)")
     out_dir = os.path.abspath(out_dir)
     os.makedirs(os.path.dirname(out_dir), exist_ok=True)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
@@ -404,12 +397,14 @@ def export_generator(
     started = time.time()
     tmp = staging_folder(out_dir)
     try:
-        # The float files are float (a QAT model's float twin); only the integer file keeps its fake quantisation.
+        # A QAT model is converted as its float twin (FakeQuant ops do not convert: integer-models.md). Its
+        # integer file rounds the trained kernels as training did (per channel, symmetric, max |w|) and
+        # calibrates the activations' ranges on speech like any other model.
         offline = to_streaming(generator, Modes.NON_STREAM_INFERENCE, quantized=False)
         stream = to_streaming(generator, Modes.STREAM_EXTERNAL_STATE_INFERENCE, quantized=False)
         block = to_streaming(generator, Modes.STREAM_EXTERNAL_STATE_INFERENCE, frames_per_call=block_frames,
                              quantized=False)
-        integer = (to_streaming(generator, Modes.STREAM_EXTERNAL_STATE_INFERENCE, integer_ops=True)
+        integer = (to_streaming(generator, Modes.STREAM_EXTERNAL_STATE_INFERENCE, integer_ops=True, quantized=False)
                    if recipe.export.int8_mode in INTEGER_MODES else None)
         scale_highband([m for m in (offline, stream, block, integer) if m is not None], recipe)
         generator.save_weights(os.path.join(tmp, WEIGHTS_FILE))
