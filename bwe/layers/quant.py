@@ -4,7 +4,8 @@ arithmetic an integer TFLite file serves.
 - **Weights**: symmetric, one scale per output channel, ``scale = max|w| / (2^(bits-1) - 1)`` over the
   channel's other axes, the integer range narrow (``[-127, 127]`` at 8 bits), as TFLite's per-channel
   int8 convolutions store them. 4 to 8 bits.
-- **Activations** (a conv's input, and so the streaming state it keeps, which is its past input): one
+- **Activations** (a conv's input, and so the streaming state of a direct conv, its past input; a
+  transposed conv's state is a partial output sum, left in float like an accumulator): one
   range per tensor, tracked during training as an exponential moving average of each batch's minimum
   and maximum and fixed outside training. 8 bits are asymmetric ``[low, high]`` (int8 with a zero
   point, TFLite's int8 activations); 16 bits are symmetric ``±max(|low|, |high|)`` (TFLite's 16x8
@@ -13,8 +14,9 @@ arithmetic an integer TFLite file serves.
   outside (a clipped value does not move with its input). Weight ranges follow the weights and carry
   no gradient; activation ranges are statistics, not trained.
 
-Both use TensorFlow's FakeQuant ops, which the TFLite converter reads as quantisation parameters.
-Rounding is TensorFlow's: ``floor(v / scale + 0.5)`` in the shifted integer domain. TensorFlow is imported
+Both use TensorFlow's FakeQuant ops. The TFLite converter cannot yet convert them on a conv1d's kernel
+(docs/experiments/integer-models.md), so exports convert a QAT model's float twin, whose integer file
+rounds the kernels the same way. Rounding is TensorFlow's: ``floor(v / scale + 0.5)`` in the shifted integer domain. TensorFlow is imported
 where it is used, so that recipes can check a ``quant:`` section without it.
 """
 
