@@ -181,8 +181,8 @@ def network_lowband_loss(reference: tf.Tensor, network_output: tf.Tensor, cutoff
                          fft_size: int = 512, hop: int = 128, sample_rate: int = 16000) -> tf.Tensor:
     """The power of ``network_output`` below ``cutoff_hz`` over the power of ``reference`` above 4 kHz,
     both summed over the batch: how far the network's low band, which the band split removes, sits above
-    the band it is there to make (0 = none). An
-    integer model holds the network's output in one scale, so that ratio is what drowns the band."""
+    the band it is there to make (0 = none). An integer model holds the network's output in one scale,
+    so that ratio is what drowns the band."""
     freqs = np.arange(fft_size // 2 + 1) * sample_rate / fft_size
     low = tf.constant(freqs < cutoff_hz)
     high = tf.constant(freqs >= 4000.0)
@@ -191,4 +191,3 @@ def network_lowband_loss(reference: tf.Tensor, network_output: tf.Tensor, cutoff
     leak = tf.reduce_sum(tf.boolean_mask(network_power, low, axis=2))
     band = tf.reduce_sum(tf.boolean_mask(reference_power, high, axis=2))
     return leak / tf.maximum(band, 1e-6)
-

@@ -248,29 +248,20 @@ def test_nonfinite_step_applies_nothing_and_a_finite_one_trains(tiny_trainer):
     assert {"loss/adversarial", "loss/feature_matching", "loss/discriminator", "grad_norm/discriminator"} <= set(metrics)
 
 
-def test_envelope_loss_is_added_logged_and_checked(tmp_path, tiny_trainer):
+@pytest.mark.parametrize("weight, term", [("envelope_weight=3", "envelope"),
+                                          ("network_lowband_weight=0.5", "network_lowband")])  # reads the body's output
+def test_optional_losses_are_added_logged_and_checked(tmp_path, tiny_trainer, weight, term):
     from bwe.train import Trainer
 
-    assert "loss/envelope" not in tiny_trainer.train_step(*_batch(0), 0)  # off by default
-    recipe = load_recipe(TINY, ["train.warmup_steps=1", "losses.envelope_weight=3"])
+    assert f"loss/{term}" not in tiny_trainer.train_step(*_batch(0), 0)  # off by default
+    recipe = load_recipe(TINY, ["train.warmup_steps=1", f"losses.{weight}"])
     trainer = Trainer(recipe, str(tmp_path))
     for step in (0, 1):  # warm-up, then GAN
         metrics = trainer.train_step(*_batch(0), step)
-        assert metrics["finite"] and metrics["loss/envelope"] > 0
-    with pytest.raises(RecipeError, match="losses.envelope_weight: must be >= 0"):
-        load_recipe(TINY, ["losses.envelope_weight=-1"])
-
-
-def test_network_lowband_loss_reads_the_body_output_and_trains_it(tmp_path):
-    from bwe.train import Trainer
-
-    recipe = load_recipe(TINY, ["train.warmup_steps=1", "losses.network_lowband_weight=0.5"])
-    trainer = Trainer(recipe, str(tmp_path))
-    for step in (0, 1):  # warm-up, then GAN
-        metrics = trainer.train_step(*_batch(0), step)
-        assert metrics["finite"] and metrics["loss/network_lowband"] > 0
-    with pytest.raises(RecipeError, match="losses.network_lowband_weight: must be >= 0"):
-        load_recipe(TINY, ["losses.network_lowband_weight=-1"])
+        assert metrics["finite"] and metrics[f"loss/{term}"] > 0
+    name = weight.split("=")[0]
+    with pytest.raises(RecipeError, match=f"losses.{name}: must be >= 0"):
+        load_recipe(TINY, [f"losses.{name}=-1"])
 
 
 def _fit_with(trainer, batches, steps, **train_overrides):

@@ -16,8 +16,9 @@ arithmetic an integer TFLite file serves.
 
 Both use TensorFlow's FakeQuant ops. The TFLite converter cannot yet convert them on a conv1d's kernel
 (docs/experiments/integer-models.md), so exports convert a QAT model's float twin, whose integer file
-rounds the kernels the same way. Rounding is TensorFlow's: ``floor(v / scale + 0.5)`` in the shifted integer domain. TensorFlow is imported
-where it is used, so that recipes can check a ``quant:`` section without it.
+rounds the kernels the same way. Rounding is TensorFlow's: ``floor(v / scale + 0.5)`` in the shifted
+integer domain. TensorFlow is imported where it is used, so that recipes can check a ``quant:`` section
+without it.
 """
 
 from __future__ import annotations
