@@ -14,6 +14,7 @@ from bwe.layers.quant import (
     fake_quant_activations,
     fake_quant_weights,
     max_level,
+    split_for_int8,
     tracked_range,
 )
 from test_train import TINY, _batch
@@ -106,6 +107,48 @@ def test_a_quantised_conv_computes_on_the_quantised_input_and_kernel():
     layer(x * 3, training=True)
     np.testing.assert_allclose(layer.input_range.numpy(), 0.5 * first + 0.5 * np.array([3 * x.min(), 3 * x.max()]),
                                rtol=1e-6)
+
+
+def test_a_fixed_filter_split_in_two_int8_kernels_keeps_its_stop_band():
+    """The band split's high-pass rounded to int8 as one kernel leaks its stop band at -47 dB; as
+    `split_for_int8`'s two parts, each rounded with its own per-channel scale (TFLite's int8 weights),
+    it keeps the float filter's -73 dB."""
+    from bwe.models.seanet import band_split_kernel
+
+    highpass = band_split_kernel(33)[:, 1:, :]
+    coarse, fine = (part.numpy() for part in split_for_int8(tf.constant(highpass), channel_axis=2))
+    np.testing.assert_array_equal(coarse + fine, highpass)
+    rounded, _ = _numpy_weights(coarse, 8, 2)
+    np.testing.assert_allclose(rounded, coarse, rtol=0, atol=1e-9)  # the coarse part converts exactly
+
+    def stop_band_db(kernel):
+        response = np.abs(np.fft.rfft(kernel[:, 0, 0], 4096))
+        return 20 * np.log10(response[np.fft.rfftfreq(4096, 1 / 16000) < 1000].max())
+
+    assert stop_band_db(highpass) < -70
+    assert stop_band_db(_numpy_weights(highpass, 8, 2)[0]) > -50
+    assert stop_band_db(rounded + _numpy_weights(fine, 8, 2)[0]) < -70
+
+
+@pytest.mark.parametrize("groups", [1, 4])
+def test_a_conv_with_split_int8_weights_computes_the_same_conv(groups):
+    """In float the two parts' convs sum to the conv itself, offline and streamed over sample groups."""
+    import keras
+
+    from bwe.layers.conv import CausalConv1D, CausalConv1DTranspose
+    from bwe.layers.modes import Modes
+
+    x = np.random.default_rng(5).normal(size=(1, 256, 1)).astype(np.float32)
+    kernel = np.random.default_rng(6).normal(size=(9, 1, 3)).astype(np.float32)
+    common = dict(kernel_initializer=keras.initializers.Constant(kernel), use_bias=False)
+    want = CausalConv1D(3, 9, **common)(x).numpy()
+    for mode in (Modes.NON_STREAM_INFERENCE, Modes.STREAM_EXTERNAL_STATE_INFERENCE):
+        layer = CausalConv1D(3, 9, mode=mode, sample_groups=groups if mode.is_streaming else 1,
+                             split_int8_weights=True, **common)
+        got = layer(x).numpy() if not mode.is_streaming else layer([x, np.zeros((1, 8, 1), np.float32)])[0].numpy()
+        np.testing.assert_allclose(got, want, atol=1e-5 * np.abs(kernel).max())
+    with pytest.raises(ValueError, match="direct convs only"):
+        CausalConv1DTranspose(1, 4, strides=2, split_int8_weights=True)
 
 
 def _head_recipe(*overrides):

@@ -40,7 +40,7 @@ import keras
 import tensorflow as tf
 
 from bwe.layers.modes import Modes
-from bwe.layers.quant import QuantSpec, fake_quant_activations, fake_quant_weights, tracked_range
+from bwe.layers.quant import QuantSpec, fake_quant_activations, fake_quant_weights, split_for_int8, tracked_range
 
 
 def effective_kernel_size(kernel_size: int, dilation: int = 1) -> int:
@@ -104,6 +104,7 @@ class _StreamingConvBase(keras.layers.Layer):
         padding: str | None = None,
         sample_groups: int = 1,
         quantization: QuantSpec | dict | None = None,
+        split_int8_weights: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -124,6 +125,10 @@ class _StreamingConvBase(keras.layers.Layer):
         # Fake quantisation (QAT, bwe.layers.quant): the kernel per output channel, the input (and so the
         # state, the past input of a direct conv) per tensor over a range tracked in training.
         self.quantization = QuantSpec(**quantization) if isinstance(quantization, dict) else quantization
+        # For integer exports of fixed filters: the kernel as two int8 kernels (`split_for_int8`).
+        self.split_int8_weights = bool(split_int8_weights)
+        if self.split_int8_weights and self.transposed:
+            raise ValueError(f"{kind} '{self.name}': split_int8_weights is implemented for direct convs only")
         if self.sample_groups > 1 and not self.causal:
             raise ValueError(f"{kind} '{self.name}': sample_groups only changes how the streaming modes compute the "
                              "conv, and a centred layer cannot stream")
@@ -343,6 +348,7 @@ class _StreamingConvBase(keras.layers.Layer):
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
             sample_groups=self.sample_groups,
             quantization=None if self.quantization is None else dataclasses.asdict(self.quantization),
+            split_int8_weights=self.split_int8_weights,
         )
         return config
 
@@ -362,15 +368,28 @@ class _Conv1DMixin:
     def macs(self, input_length):
         return self.output_length(input_length) * self.kernel_size * self.in_channels * self.filters
 
-    def _valid_conv(self, x: tf.Tensor) -> tf.Tensor:
+    def _kernel_parts(self) -> list[tf.Tensor]:
+        """The kernels whose convs sum to this conv: `conv_kernel`, or its two int8 parts."""
         kernel = self.conv_kernel()
+        return list(split_for_int8(kernel, channel_axis=2)) if self.split_int8_weights else [kernel]
+
+    def _valid_conv(self, x: tf.Tensor) -> tf.Tensor:
+        return self._add_bias(_sum([self._unbiased_conv(x, kernel) for kernel in self._kernel_parts()]))
+
+    def _unbiased_conv(self, x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
         if self.strides > 1 and self.dilation_rate > 1:
             # TF's CPU kernels reject stride and dilation together: dilate, then keep every s-th output.
             y = tf.nn.conv1d(x, kernel, stride=1, padding="VALID", dilations=self.dilation_rate)
-            y = y[:, :: self.strides]
-        else:
-            y = tf.nn.conv1d(x, kernel, stride=self.strides, padding="VALID", dilations=self.dilation_rate)
-        return self._add_bias(y)
+            return y[:, :: self.strides]
+        return tf.nn.conv1d(x, kernel, stride=self.strides, padding="VALID", dilations=self.dilation_rate)
+
+
+def _sum(tensors: list[tf.Tensor]) -> tf.Tensor:
+    """Elementwise sum by ADD ops (integer converters do not take ADD_N; one tensor adds no op)."""
+    total = tensors[0]
+    for tensor in tensors[1:]:
+        total = total + tensor
+    return total
 
 
 def grouped_kernel_indices(taps: int, group: int) -> np.ndarray:
@@ -465,8 +484,10 @@ class CausalConv1D(_Conv1DMixin, _StreamingConvBase):
         offset = np.arange(taps) - lead
         row = np.where((offset >= 0) & (offset % self.dilation_rate == 0), offset // self.dilation_rate,
                        self.kernel_size)
-        dense = tf.gather(tf.pad(self.conv_kernel(), [[0, 1], [0, 0], [0, 0]]), row)
-        return grouped_valid_conv(full, dense, self.sample_groups, self.bias if self.use_bias else None)
+        bias = self.bias if self.use_bias else None
+        return _sum([grouped_valid_conv(full, tf.gather(tf.pad(kernel, [[0, 1], [0, 0], [0, 0]]), row),
+                                            self.sample_groups, bias if i == 0 else None)
+                         for i, kernel in enumerate(self._kernel_parts())])
 
 
 @keras.saving.register_keras_serializable(package="bwe")

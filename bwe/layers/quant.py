@@ -70,6 +70,21 @@ def fake_quant_weights(kernel: tf.Tensor, bits: int, channel_axis: int) -> tf.Te
     return tf.transpose(quantised, tf.math.invert_permutation(order))
 
 
+def split_for_int8(kernel: tf.Tensor, channel_axis: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """``kernel`` as ``(coarse, fine)``, their sum exactly ``kernel``: ``coarse`` on the per-channel int8
+    grid an integer converter rounds to (so it converts exactly), ``fine`` the rounding error. Computed
+    as two convs, the converter gives ``fine`` its own scale, 1/254 of ``coarse``'s: the sum keeps about
+    15 bits of each coefficient, so a fixed filter keeps its stop band (int8 alone: about -45 dB)."""
+    import tensorflow as tf
+
+    rank = len(kernel.shape)
+    others = [a for a in range(rank) if a != channel_axis % rank]
+    limit = tf.reduce_max(tf.abs(kernel), axis=others, keepdims=True)
+    scale = tf.maximum(limit, 1e-12) / max_level(8)
+    coarse = tf.round(kernel / scale) * scale
+    return coarse, kernel - coarse
+
+
 def activation_limits(value_range: tf.Tensor, bits: int) -> tuple[tf.Tensor, tf.Tensor]:
     """The ``(low, high)`` a tracked ``[low, high]`` quantises with: as is (widened to hold 0) at 8 bits,
     symmetric at 16."""

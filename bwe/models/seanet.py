@@ -264,6 +264,9 @@ def _envelope_head(cfg: ModelConfig, mode: Modes, graph: _Graph, conv, audio, ne
     brought to the level the predictor gives it. Returns ``(wideband, GeneratorParts)``."""
     common = dict(mode=mode, state_batch_size=graph.batch_size or 1)
     fixed = dict(use_bias=False, trainable=False, **common)
+    # Integer files keep these filters' stop bands: the network's output carries ~60 dB more below 4 kHz
+    # than the band they pass (docs/experiments/integer-models.md).
+    filters = dict(split_int8_weights=graph.integer_ops, **fixed)
     frame = cfg.envelope_frame
     lookahead = cfg.envelope_lookahead_frames * frame
     # The interpolated input waits for the high-pass, the bank and the look-ahead (all of the delay but its own).
@@ -273,11 +276,11 @@ def _envelope_head(cfg: ModelConfig, mode: Modes, graph: _Graph, conv, audio, ne
     highpass = band_split_kernel(cfg.upsampler_taps)[:, 1:, :]
     h = graph(CausalConv1D(1, cfg.upsampler_taps, name="envelope_highpass",
                            sample_groups=16,  # 1 -> 1, 33 taps: 0.45 -> 0.07 ms
-                           kernel_initializer=keras.initializers.Constant(highpass), **fixed), network_output)
+                           kernel_initializer=keras.initializers.Constant(highpass), **filters), network_output)
     bands = graph(CausalConv1D(cfg.envelope_bands, cfg.envelope_filter_taps, name="envelope_bands",
                                sample_groups=4,  # 1 -> 4, 33 taps: 0.47 -> 0.16 ms
                                kernel_initializer=keras.initializers.Constant(envelope_filter_bank(cfg)),
-                               **fixed), h)
+                               **filters), h)
     if lookahead:
         bands = graph(CausalDelay(lookahead, name="envelope_lookahead", **common), bands)
 
@@ -307,7 +310,8 @@ def _envelope_predictor(cfg: ModelConfig, graph: _Graph, conv, audio):
     fixed = dict(use_bias=False, trainable=False, mode=graph.mode, state_batch_size=graph.batch_size or 1)
     spectrum = graph(CausalConv1D(SPECTRUM_WINDOW + 2, SPECTRUM_WINDOW, strides=cfg.envelope_frame // UPSAMPLE_FACTOR,
                                   name="envelope_spectrum",
-                                  kernel_initializer=keras.initializers.Constant(spectrum_kernel()), **fixed),
+                                  kernel_initializer=keras.initializers.Constant(spectrum_kernel()),
+                                  split_int8_weights=graph.integer_ops, **fixed),
                      audio)
     g = graph(LogPowerSpectrum(name="envelope_log_spectrum"), spectrum)
     if cfg.envelope_relative_levels:
