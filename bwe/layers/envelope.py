@@ -4,9 +4,17 @@ gains applied.
 The head (``bwe.models.seanet``, ``model.envelope_bands``) works at its own frame rate: one frame is
 ``model.envelope_frame`` output samples, which divides every streaming frame, so a layer that only
 looks inside one frame gives the same values frame by frame as on the whole signal.
+
+The level layers take ``integer_ops`` (as `bwe.layers.activations.ELU`): the same levels computed in
+the log domain, ``ln mean(x^2) = m + ln mean(exp(2 ln|x| - m))`` with ``m`` the largest ``2 ln|x|``,
+so that no tensor holds a power. A power spans twice the decibels of its amplitude: speech's 60-80 dB
+of band and bin powers do not fit the ~45 dB of power that an int16 tensor resolves, while every
+tensor of the log-domain form spans a few nats or lies in [0, 1] (docs/experiments/integer-models.md).
 """
 
 from __future__ import annotations
+
+import math
 
 import keras
 import tensorflow as tf
@@ -16,6 +24,9 @@ LEVEL_CENTRE = -6.0  # bels: a 500 Hz - 1 kHz band of speech at about -26 dBFS
 LEVEL_SPREAD = 2.0  # bels: roughly the spread of such band levels over speech and pauses
 MAX_LOG_GAIN = 6.0  # natural log: gains between e^-6 and e^6 (-52 .. +52 dB)
 EXACT_LOG_GAIN = 4.0  # log-gains up to this size (35 dB) are applied exactly; beyond, they bend towards the max
+AMPLITUDE_FLOOR = 1e-20  # keeps ln|x| finite at 0 in the log-domain form; its square is far below LEVEL_FLOOR
+AMPLITUDE_RANGES = (2.0**-5, 2.0**-10, 2.0**-15)  # where `_log` splits ln|x|: 30 dB apart
+MEAN_RANGES = (2.0**-4,)  # and ln of a mean of terms in [0, 1], the largest 1: at least 1 / terms
 BELS_TO_LOG_AMPLITUDE = 0.5 * 2.302585092994046  # ln(10) / 2: a level ratio in bels as a natural-log gain
 
 
@@ -26,15 +37,18 @@ class FrameLevels(keras.layers.Layer):
     LEVEL_CENTRE and scaled by 1 / LEVEL_SPREAD so that a conv reading them sees values of about unit
     size (a fixed standardisation: no statistics are gathered)."""
 
-    def __init__(self, frame: int, **kwargs):
+    def __init__(self, frame: int, integer_ops: bool = False, **kwargs):
         super().__init__(**kwargs)
         if frame < 1:
             raise ValueError(f"FrameLevels '{self.name}': frame must be >= 1, got {frame}")
         self.frame = int(frame)
+        self.integer_ops = bool(integer_ops)
 
     def call(self, x):
         shape = tf.shape(x)
         frames = tf.reshape(x, tf.stack([shape[0], shape[1] // self.frame, self.frame, x.shape[-1]]))
+        if self.integer_ops:
+            return standardised_bels_of_log(_log_mean_exp(_log_square(frames), axis=2))
         return standardised_bels(tf.reduce_mean(frames * frames, axis=2))
 
     def compute_output_shape(self, input_shape):
@@ -42,13 +56,55 @@ class FrameLevels(keras.layers.Layer):
         return (input_shape[0], None if length is None else length // self.frame, input_shape[2])
 
     def get_config(self):
-        return {**super().get_config(), "frame": self.frame}
+        return {**super().get_config(), "frame": self.frame, "integer_ops": self.integer_ops}
 
 
 def standardised_bels(mean_square):
     """log10 of a mean square (floored at LEVEL_FLOOR), centred on LEVEL_CENTRE, scaled by 1 / LEVEL_SPREAD."""
     bels = tf.math.log(mean_square + LEVEL_FLOOR) / tf.math.log(10.0)
     return (bels - LEVEL_CENTRE) / LEVEL_SPREAD
+
+
+def standardised_bels_of_log(log_mean_square):
+    """`standardised_bels` of ``exp(log_mean_square)``, its floor added in the log domain."""
+    floored = _log_add_exp(log_mean_square, math.log(LEVEL_FLOOR))
+    return (floored / math.log(10.0) - LEVEL_CENTRE) / LEVEL_SPREAD
+
+
+def _log(v, thresholds):
+    """``ln v`` (``v > 0``) as a sum of logs of ``v`` clipped to the ranges between ``thresholds``
+    (descending) and their ends: ``ln max(v, t1) + sum_i [ln clip(v, t_{i+1}, t_i) - ln t_i]`` (the last
+    lower end 0) is ``ln v`` wherever ``v`` lies. An integer LOG reads a lookup table spaced evenly over
+    its input's range, which is coarse for inputs far below the range's top; each part's input spans
+    one range of about 30 dB."""
+    total = tf.math.log(tf.maximum(v, thresholds[0]))
+    for top, bottom in zip(thresholds, [*thresholds[1:], 0.0]):
+        total = total + (tf.math.log(tf.clip_by_value(v, bottom, top)) - math.log(top))
+    return total
+
+
+def _log_square(x):
+    """``ln x^2``, finite at 0 (AMPLITUDE_FLOOR), for amplitudes up to about 1 (audio, band signals, DFT
+    bins normalised by the window's sum)."""
+    return 2.0 * _log(tf.abs(x) + AMPLITUDE_FLOOR, AMPLITUDE_RANGES)
+
+
+def _log_add_exp(a, b):
+    """``ln(e^a + e^b)`` with no tensor beyond ``max(a, b)``: the larger plus ``ln(1 + e^-|a - b|)``
+    (the minimum of the two differences: integer conversion takes no NEG)."""
+    return tf.maximum(a, b) + tf.math.log(1.0 + tf.exp(tf.minimum(a - b, b - a)))
+
+
+def _log_mean_exp(v, axis: int):
+    """``ln mean(e^v)`` over ``axis`` (dropped), each term scaled by the largest so that it lies in [0, 1]."""
+    top = tf.reduce_max(v, axis=axis, keepdims=True)
+    return tf.squeeze(top, axis) + _log(tf.reduce_mean(tf.exp(v - top), axis=axis), MEAN_RANGES)
+
+
+def _log_power(x):
+    """`_power` in the log domain: ``ln(re^2 + im^2)`` of each bin."""
+    bins = x.shape[-1] // 2
+    return _log_add_exp(_log_square(x[..., :bins]), _log_square(x[..., bins:]))
 
 
 def _power(x):
@@ -64,8 +120,17 @@ class LogPowerSpectrum(keras.layers.Layer):
     """``[batch, frames, 2 * bins]`` (real parts, then imaginary parts, of a DFT per frame) ->
     ``[batch, frames, bins]``: each bin's power as standardised bels (`standardised_bels`)."""
 
+    def __init__(self, integer_ops: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.integer_ops = bool(integer_ops)
+
     def call(self, x):
+        if self.integer_ops:
+            return standardised_bels_of_log(_log_power(x))
         return standardised_bels(_power(x))
+
+    def get_config(self):
+        return {**super().get_config(), "integer_ops": self.integer_ops}
 
     def compute_output_shape(self, input_shape):
         return input_shape[:-1] + (input_shape[-1] // 2,)
@@ -76,8 +141,17 @@ class SpectrumLevel(keras.layers.Layer):
     """``[batch, frames, 2 * bins]`` (a DFT per frame, as `LogPowerSpectrum` takes it) ->
     ``[batch, frames, 1]``: the frame's mean power over its bins, in standardised bels."""
 
+    def __init__(self, integer_ops: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.integer_ops = bool(integer_ops)
+
     def call(self, x):
+        if self.integer_ops:
+            return standardised_bels_of_log(_log_mean_exp(_log_power(x), axis=-1)[..., None])
         return standardised_bels(tf.reduce_mean(_power(x), axis=-1, keepdims=True))
+
+    def get_config(self):
+        return {**super().get_config(), "integer_ops": self.integer_ops}
 
     def compute_output_shape(self, input_shape):
         return input_shape[:-1] + (1,)

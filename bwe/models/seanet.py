@@ -290,7 +290,7 @@ def _envelope_head(cfg: ModelConfig, mode: Modes, graph: _Graph, conv, audio, ne
                                        name="envelope_pad_input")(audio)
     with graph.collecting() as predictor_layers:
         predicted = _envelope_predictor(cfg, graph, conv, head_input)
-    measured = FrameLevels(frame, name="envelope_band_levels")(bands)
+    measured = FrameLevels(frame, graph.integer_ops, name="envelope_band_levels")(bands)
     switch = LevelRatioGains(name="envelope_gain")
     gain_pairs = CausalConv1D(2 * cfg.envelope_bands, 2, name="envelope_gain_pairs",
                               kernel_initializer=keras.initializers.Constant(gain_pair_kernel(cfg.envelope_bands)),
@@ -313,9 +313,9 @@ def _envelope_predictor(cfg: ModelConfig, graph: _Graph, conv, audio):
                                   kernel_initializer=keras.initializers.Constant(spectrum_kernel()),
                                   split_int8_weights=graph.integer_ops, **fixed),
                      audio)
-    g = graph(LogPowerSpectrum(name="envelope_log_spectrum"), spectrum)
+    g = graph(LogPowerSpectrum(graph.integer_ops, name="envelope_log_spectrum"), spectrum)
     if cfg.envelope_relative_levels:
-        level = graph(SpectrumLevel(name="envelope_input_level"), spectrum)
+        level = graph(SpectrumLevel(graph.integer_ops, name="envelope_input_level"), spectrum)
         change = graph(CausalConv1D(1, 2, name="envelope_level_change",
                                     kernel_initializer=keras.initializers.Constant([[[-1.0]], [[1.0]]]), **fixed),
                        level)
