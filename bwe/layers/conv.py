@@ -485,9 +485,11 @@ class CausalConv1D(_Conv1DMixin, _StreamingConvBase):
         row = np.where((offset >= 0) & (offset % self.dilation_rate == 0), offset // self.dilation_rate,
                        self.kernel_size)
         bias = self.bias if self.use_bias else None
-        return _sum([grouped_valid_conv(full, tf.gather(tf.pad(kernel, [[0, 1], [0, 0], [0, 0]]), row),
-                                            self.sample_groups, bias if i == 0 else None)
-                         for i, kernel in enumerate(self._kernel_parts())])
+        parts = []
+        for kernel in self._kernel_parts():
+            dense = tf.gather(tf.pad(kernel, [[0, 1], [0, 0], [0, 0]]), row)
+            parts.append(grouped_valid_conv(full, dense, self.sample_groups, None if parts else bias))
+        return _sum(parts)
 
 
 @keras.saving.register_keras_serializable(package="bwe")
