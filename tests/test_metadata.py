@@ -42,7 +42,10 @@ def test_fields_are_typed(bundled):
     assert isinstance(metadata.states[0], StateTensor) and isinstance(metadata.states[0].shape, tuple)
     assert metadata.files["block"].frames_per_call == bundled["files"]["block"]["frames_per_call"]
     assert metadata.files["streaming"].quantization is None  # a float file has no quantization key
-    assert metadata.checks.int8_calibration is None  # null in the file, kept as null
+    assert metadata.checks.int8_calibration.frames == bundled["checks"]["int8_calibration"]["frames"]
+    uncalibrated = copy.deepcopy(bundled)
+    uncalibrated["checks"]["int8_calibration"] = None  # a dynamic-range file's: null in the file, kept as null
+    assert ModelMetadata.from_dict(uncalibrated).checks.int8_calibration is None
 
 
 @pytest.mark.parametrize("version", [None, 2, "1", True])
