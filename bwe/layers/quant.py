@@ -74,7 +74,9 @@ def split_for_int8(kernel: tf.Tensor, channel_axis: int) -> tuple[tf.Tensor, tf.
     """``kernel`` as ``(coarse, fine)``, their sum exactly ``kernel``: ``coarse`` on the per-channel int8
     grid an integer converter rounds to (so it converts exactly), ``fine`` the rounding error. Computed
     as two convs, the converter gives ``fine`` its own scale, 1/254 of ``coarse``'s: the sum keeps about
-    15 bits of each coefficient, so a fixed filter keeps its stop band (int8 alone: about -45 dB)."""
+    15 bits of each coefficient, so a fixed filter keeps its stop band (int8 alone: about -45 dB). The
+    grid is `fake_quant_weights`'s, rounded with plain ops: the converter reads FakeQuant ops as
+    quantisation annotations, which it cannot convert on a conv1d's kernel."""
     import tensorflow as tf
 
     rank = len(kernel.shape)
