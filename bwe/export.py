@@ -47,6 +47,7 @@ import numpy as np
 from bwe import __version__
 from bwe.config import INTEGER_MODES, Recipe, RecipeError, load_recipe, recipe_to_dict
 from bwe.files import staging_folder
+from bwe.integer_conversion import convert_integer
 from bwe.metadata import (
     FORMAT_VERSION,
     METADATA_FILE,
@@ -238,6 +239,20 @@ def _tensor_names(path: str, key: str) -> TensorNames:
                        outputs={name: details[d["index"]] for name, d in runner.get_output_details().items()})
 
 
+def output_step(path: str, signature: str) -> float:
+    """The quantisation step of an integer file's audio output: the scale of the tensor its final
+    DEQUANTIZE reads."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=path)
+    output = interpreter.get_signature_runner(signature).get_output_details()[AUDIO_NAME]["index"]
+    for op in interpreter._get_ops_details():
+        if op["op_name"] == "DEQUANTIZE" and output in list(op["outputs"]):
+            details = {t["index"]: t for t in interpreter.get_tensor_details()}
+            return float(details[op["inputs"][0]]["quantization_parameters"]["scales"][0])
+    raise ExportError(f"{path}: its {AUDIO_NAME} output is not dequantised from an integer tensor")
+
+
 def snr_db(reference: np.ndarray, estimate: np.ndarray) -> float:
     noise = np.sum((reference - estimate) ** 2)
     return float(10 * np.log10(np.sum(reference**2) / max(noise, 1e-20)))
@@ -307,26 +322,22 @@ def _write_saved_model(path, offline, stream, block, states: tuple[StateTensor, 
     tf.saved_model.save(tf.Module(), path, signatures=signatures)
 
 
-def _write_integer_saved_model(path, integer, states: tuple[StateTensor, ...]):
-    """SavedModel with the one signature integer conversion reads: ``streaming`` built with integer_ops."""
+def _write_integer_saved_model(path, integer, integer_block, states: tuple[StateTensor, ...]):
+    """SavedModel with the signatures integer conversion reads: ``streaming`` and ``block``, built with
+    integer_ops."""
     import tensorflow as tf
 
-    tf.saved_model.save(tf.Module(), path, signatures={"streaming": _stateful_signature(integer, states)})
+    signatures = {"streaming": _stateful_signature(integer, states), "block": _stateful_signature(integer_block, states)}
+    tf.saved_model.save(tf.Module(), path, signatures=signatures)
 
 
-def _convert(saved_model: str, key: str, quantize: bool = False, representative=None, int16: bool = False) -> bytes:
-    """Float TFLite; with ``quantize``, int8 weights; with ``representative`` too, integer everywhere
-    (int8 activations, or int16 with ``int16``), refusing any op the quantiser cannot make integer."""
+def _convert(saved_model: str, key: str, quantize: bool = False) -> bytes:
+    """Float TFLite; with ``quantize``, dynamic-range int8 (int8 weights)."""
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=[key])
     if quantize:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if representative is not None:
-        converter.representative_dataset = representative
-        converter.target_spec.supported_ops = [
-            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8 if int16
-            else tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     return converter.convert()
 
 
@@ -404,9 +415,12 @@ def export_generator(
         stream = to_streaming(generator, Modes.STREAM_EXTERNAL_STATE_INFERENCE, quantized=False)
         block = to_streaming(generator, Modes.STREAM_EXTERNAL_STATE_INFERENCE, frames_per_call=block_frames,
                              quantized=False)
-        integer = (to_streaming(generator, Modes.STREAM_EXTERNAL_STATE_INFERENCE, integer_ops=True, quantized=False)
-                   if recipe.export.int8_mode in INTEGER_MODES else None)
-        scale_highband([m for m in (offline, stream, block, integer) if m is not None], recipe)
+        integer, integer_block = None, None
+        if recipe.export.int8_mode in INTEGER_MODES:
+            integer = to_streaming(generator, Modes.STREAM_EXTERNAL_STATE_INFERENCE, integer_ops=True, quantized=False)
+            integer_block = to_streaming(generator, Modes.STREAM_EXTERNAL_STATE_INFERENCE, integer_ops=True,
+                                         frames_per_call=block_frames, quantized=False)
+        scale_highband([m for m in (offline, stream, block, integer, integer_block) if m is not None], recipe)
         generator.save_weights(os.path.join(tmp, WEIGHTS_FILE))
         states = tuple(StateTensor(input=name_in, output=name_out, shape=tuple(t.shape), dtype="float32")
                        for name_in, name_out, t in
@@ -417,8 +431,9 @@ def export_generator(
         integer_saved_model = None
         if integer is not None:
             integer_saved_model = os.path.join(tmp, INTEGER_SAVED_MODEL)
-            _write_integer_saved_model(integer_saved_model, integer, states)
-        files, calibration = _convert_files(saved_model, integer_saved_model, tmp, recipe, states, calibration_dir, log)
+            _write_integer_saved_model(integer_saved_model, integer, integer_block, states)
+        files, calibration = _convert_files(saved_model, integer_saved_model, tmp, recipe, states, calibration_dir,
+                                            block_frames, log)
         if integer_saved_model is not None:
             shutil.rmtree(integer_saved_model)
         log("checking the exported files")
@@ -436,11 +451,11 @@ def export_generator(
 
 
 def _convert_files(saved_model: str, integer_saved_model: str | None, tmp: str, recipe: Recipe,
-                   states: tuple[StateTensor, ...], calibration_dir, log) -> tuple[dict[str, str], Int8Calibration | None]:
+                   states: tuple[StateTensor, ...], calibration_dir, block_frames: int,
+                   log) -> tuple[dict[str, str], Int8Calibration | None]:
     """The TFLite files into ``tmp``: (file key -> file name, what int8 was calibrated on or None). An
-    integer mode (``integer_saved_model`` given) converts the int8 file from it, calibrated."""
-    from bwe.models.seanet import FRAME_INPUT_SAMPLES
-
+    integer mode (``integer_saved_model`` given) converts the int8 streaming and block files from it,
+    calibrated on the same audio."""
     files = {"offline": "offline.tflite", "streaming": "streaming.tflite", "block": "block.tflite",
              "streaming_int8": "streaming_int8.tflite"}
     for key, signature in (("offline", "serving_default"), ("streaming", "streaming"), ("block", "block")):
@@ -449,39 +464,60 @@ def _convert_files(saved_model: str, integer_saved_model: str | None, tmp: str, 
             f.write(_convert(saved_model, signature))
 
     int8_mode = recipe.export.int8_mode
-    representative, calibration = None, None
-    if integer_saved_model is not None:
-        # Calibration data: the float streaming model's own inputs and states, frame by frame.
-        frames = recipe.export.int8_calibration_frames
-        calib, calib_desc = calibration_audio(calibration_dir, frames, FRAME_INPUT_SAMPLES)
-        log(f"calibrating {int8_mode} on {frames} frames ({calib_desc})")
-        records = []
-        _stream_tflite(os.path.join(tmp, files["streaming"]), SIGNATURES["streaming"], states, calib, record=records)
-        calibration = Int8Calibration(frames=frames, audio=calib_desc)
+    if integer_saved_model is None:
+        log(f"converting {files['streaming_int8']} ({int8_mode} int8)")
+        _write(tmp, files["streaming_int8"], _convert(saved_model, "streaming", quantize=True))
+        # Dynamic range needs no calibration, so the block model could get an int8 twin for fast files;
+        # but it quantises each call's input with one scale, and over 256 frames that scale is set by
+        # the loudest: an envelope head then reads quiet frames' spectra wrong (4-8 kHz frame levels off
+        # by 6-7 dB at the 95th percentile on real speech, against ~2 dB frame by frame), so models
+        # with a head run int8 files through streaming_int8.tflite.
+        if int8_mode == "dynamic" and not recipe.model.envelope_bands:
+            files["block_int8"] = "block_int8.tflite"
+            log(f"converting {files['block_int8']}")
+            _write(tmp, files["block_int8"], _convert(saved_model, "block", quantize=True))
+        return files, None
 
-        def representative():
-            yield from records
-
-    log(f"converting {files['streaming_int8']} ({int8_mode} int8)")
-    model = _convert(integer_saved_model or saved_model, "streaming", quantize=True, representative=representative,
-                     int16=int8_mode == "16x8")
-    left_in_float = float_ops(model) if integer_saved_model is not None else []
-    if left_in_float:
-        raise ExportError(f"export.int8_mode={int8_mode}: the converter left {sorted(set(left_in_float))} in float32, "
-                          "so the file would not be integer-only; not exporting")
-    with open(os.path.join(tmp, files["streaming_int8"]), "wb") as f:
-        f.write(model)
-    # Dynamic range needs no calibration, so the block model could get an int8 twin for fast files;
-    # but it quantises each call's input with one scale, and over 256 frames that scale is set by
-    # the loudest: an envelope head then reads quiet frames' spectra wrong (4-8 kHz frame levels off
-    # by 6-7 dB at the 95th percentile on real speech, against ~2 dB frame by frame), so models
-    # with a head run int8 files through streaming_int8.tflite.
-    if int8_mode == "dynamic" and not recipe.model.envelope_bands:
-        files["block_int8"] = "block_int8.tflite"
-        log(f"converting {files['block_int8']}")
-        with open(os.path.join(tmp, files["block_int8"]), "wb") as f:
-            f.write(_convert(saved_model, "block", quantize=True))
+    files["block_int8"] = "block_int8.tflite"
+    records, calibration = _calibration_records(tmp, files, states, calibration_dir, block_frames,
+                                                recipe.export.int8_calibration_frames, log)
+    for key in ("streaming_int8", "block_int8"):
+        log(f"converting {files[key]} ({int8_mode} int8)")
+        try:
+            model = convert_integer(integer_saved_model, SIGNATURES[key], records[key], int16=int8_mode == "16x8",
+                                    states=[(s.input, s.output) for s in states])
+        except (ValueError, RuntimeError) as e:
+            raise ExportError(f"export.int8_mode={int8_mode}: the quantiser cannot make {files[key]} integer-only "
+                              f"({e}); not exporting") from None
+        left_in_float = float_ops(model)
+        if left_in_float:
+            raise ExportError(f"export.int8_mode={int8_mode}: the converter left {sorted(set(left_in_float))} in "
+                              "float32, so the file would not be integer-only; not exporting")
+        _write(tmp, files[key], model)
     return files, calibration
+
+
+def _calibration_records(tmp: str, files: dict[str, str], states: tuple[StateTensor, ...], calibration_dir,
+                         block_frames: int, frames: int, log) -> tuple[dict[str, list], Int8Calibration]:
+    """Calibration data of the integer files: the float streaming and block files' own inputs and states,
+    call by call, over the same audio (``frames`` rounded up to whole blocks). Every tensor of the two
+    integer files then sees the same values up to float rounding, so both get the same ranges on
+    `bwe.integer_conversion`'s grid and compute alike."""
+    from bwe.models.seanet import FRAME_INPUT_SAMPLES
+
+    frames = -(-frames // block_frames) * block_frames
+    audio, description = calibration_audio(calibration_dir, frames, FRAME_INPUT_SAMPLES)
+    log(f"calibrating on {frames} frames ({description})")
+    records = {"streaming_int8": [], "block_int8": []}
+    for key in records:
+        float_key = key.removesuffix("_int8")
+        _stream_tflite(os.path.join(tmp, files[float_key]), SIGNATURES[float_key], states, audio, record=records[key])
+    return records, Int8Calibration(frames=frames, audio=description)
+
+
+def _write(folder: str, name: str, content: bytes) -> None:
+    with open(os.path.join(folder, name), "wb") as f:
+        f.write(content)
 
 
 def _check_files(tmp: str, files: dict[str, str], offline, states: tuple[StateTensor, ...], block_frames: int,
@@ -509,13 +545,21 @@ def _check_files(tmp: str, files: dict[str, str], offline, states: tuple[StateTe
             raise ExportError(f"{files[name]} differs from the TensorFlow model by {error:.3g} "
                               f"(> {FLOAT_TOLERANCE}): the conversion is broken, not exporting")
     int8_out = run("streaming_int8", check)
+    block_int8 = run("block_int8", block_check) if "block_int8" in files else None
+    twin_lsb = None
+    if calibration is not None:  # integer files: the streaming file against its block (offline) twin,
+        # over two blocks, so that a state crosses from one block call to the next
+        step = output_step(os.path.join(tmp, files["streaming_int8"]), SIGNATURES["streaming_int8"])
+        two_blocks = np.tile(check, 2 * block_frames // 40 + 1)[: 2 * block_frames * FRAME_INPUT_SAMPLES]
+        twin = run("streaming_int8", two_blocks) - run("block_int8", two_blocks)
+        twin_lsb = float(np.max(np.abs(twin)) / step)
     return ExportChecks(
         max_abs_error_vs_tensorflow=errors,
         int8_snr_db_vs_float=round(snr_db(reference, int8_out), 2),
         int8_highband_snr_db_vs_float=round(snr_db(highband(reference, OUTPUT_RATE),
                                                    highband(int8_out, OUTPUT_RATE)), 2),
-        block_int8_snr_db_vs_float=(round(snr_db(block_ref, run("block_int8", block_check)), 2)
-                                    if "block_int8" in files else None),
+        block_int8_snr_db_vs_float=round(snr_db(block_ref, block_int8), 2) if block_int8 is not None else None,
+        int8_block_vs_streaming_lsb=twin_lsb,
         int8_calibration=calibration,
     )
 

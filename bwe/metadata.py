@@ -80,6 +80,9 @@ class ExportChecks:
     int8_snr_db_vs_float: float
     int8_highband_snr_db_vs_float: float | None = None
     block_int8_snr_db_vs_float: float | None = None
+    # Integer exports: the largest difference between the int8 streaming and block files on the same
+    # audio, in steps of the output's quantisation (the streaming file against its own offline twin).
+    int8_block_vs_streaming_lsb: float | None = None
     int8_calibration: Int8Calibration | None  # None: dynamic-range int8 needs no calibration
 
 

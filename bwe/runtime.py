@@ -283,9 +283,10 @@ class ExportedModel:
     def block_stream(self) -> StreamSession:
         """Like `stream`, but whole blocks go through the block model for speed (float: the same output).
 
-        With ``int8``: ``block_int8.tflite`` when the export has it (dynamic-range int8 quantises each
-        call's activations from their own range, so its output is close to, not identical with,
-        ``streaming_int8.tflite``'s), else ``streaming_int8.tflite`` frame by frame.
+        With ``int8``: ``block_int8.tflite`` when the export has it, else ``streaming_int8.tflite`` frame by
+        frame. An integer export's block file computes exactly as its streaming file (`bwe.integer_conversion`);
+        a dynamic-range one quantises each call's activations from their own range, so its output is close
+        to, not identical with, ``streaming_int8.tflite``'s.
         """
         if self.int8:
             if "block_int8" not in self.metadata.files:

@@ -11,6 +11,7 @@ from bwe import export as export_module
 from bwe.config import load_recipe, save_recipe
 from bwe.export import ExportError, main
 from bwe.layers.modes import Modes
+from bwe.metadata import StateTensor
 from bwe.models.seanet import count_params, macs_per_frame
 from bwe.streaming import to_streaming
 from exported_tiny import RECIPE, exported_tiny
@@ -227,8 +228,28 @@ def test_full_integer_int8_is_calibrated_and_reported(tmp_path):
     assert meta["checks"]["int8_calibration"]["frames"] == 40
     assert "sample_8k.wav" in meta["checks"]["int8_calibration"]["audio"]
     assert meta["checks"]["int8_snr_db_vs_float"] >= FULL_INT8_MIN_SNR_DB
-    assert "block_int8" not in meta["files"]  # a block-shaped calibration is not made; files use frames
-    assert not os.path.exists(out / "block_int8.tflite")
+    assert meta["files"]["block_int8"]["frames_per_call"] == 8  # the offline twin, calibrated on the same audio
+    assert export_module.float_ops((out / "block_int8.tflite").read_bytes()) == []
+
+
+def test_an_integer_file_computes_as_its_offline_twin(tmp_path):
+    """The integer streaming file, frame by frame, against its integer block file (the offline twin: the
+    same layers on the same calibration audio, so the same ranges) on audio calibration never saw: equal to
+    within one step of the output's quantisation. The states carry the arithmetic across frames exactly."""
+    out = tmp_path / "int16"
+    assert main(["--recipe", RECIPE, "--random-init", str(out), "--set", "export.int8_mode=16x8",
+                 "--set", "export.int8_calibration_frames=20", "--block-frames", "8", "-q"]) == 0
+    with open(out / "metadata.json", encoding="utf-8") as f:
+        meta = json.load(f)
+    assert meta["checks"]["int8_calibration"]["frames"] == 24  # 20 rounded up to whole blocks of 8
+    assert meta["checks"]["int8_block_vs_streaming_lsb"] <= 1.0
+    states = tuple(StateTensor(**{**s, "shape": tuple(s["shape"])}) for s in meta["states"])
+    audio = speech_like(3 * 8 * 128 / 8000, rate=8000, seed=5)
+    step = export_module.output_step(str(out / "streaming_int8.tflite"), "streaming")
+    frames = export_module._stream_tflite(str(out / "streaming_int8.tflite"), "streaming", states, audio)
+    blocks = export_module._stream_tflite(str(out / "block_int8.tflite"), "block", states, audio)
+    assert np.max(np.abs(frames - blocks)) <= step
+    assert np.max(np.abs(frames)) > 100 * step  # not two silent outputs
 
 
 def test_16x8_export_is_integer_only_with_int16_activations(exported, tmp_path):

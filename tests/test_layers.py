@@ -16,7 +16,6 @@ from bwe.layers.conv import (
     causal_conv_state_length,
     effective_kernel_size,
     grouped_kernel_indices,
-    transpose_tail_length,
 )
 from bwe.layers.modes import Modes
 from bwe.layers.time import CropTimeToReference, PadTimeToMultiple
@@ -87,8 +86,6 @@ def test_padding_math():
     assert causal_conv_state_length(7, 1, 3) == 18
     assert causal_conv_state_length(16, 8) == 8
     assert causal_conv_state_length(1, 2) == -1
-    assert transpose_tail_length(16, 8) == 8
-    assert transpose_tail_length(1, 2) == 0
 
 
 CONV_CASES = list(itertools.product([1, 2, 3, 7], [1, 2, 4], [1, 3]))

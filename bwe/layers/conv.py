@@ -53,11 +53,6 @@ def causal_conv_state_length(kernel_size: int, stride: int = 1, dilation: int = 
     return effective_kernel_size(kernel_size, dilation) - stride
 
 
-def transpose_tail_length(kernel_size: int, stride: int) -> int:
-    """Output samples a transposed conv spills into the next frame (0 when kernel <= stride)."""
-    return max(kernel_size - stride, 0)
-
-
 def centered_padding(total: int) -> tuple[int, int]:
     """Split ``total`` padding (negative: cropping) into (left, right), the extra sample on the left."""
     right = total // 2
@@ -184,7 +179,7 @@ class _StreamingConvBase(keras.layers.Layer):
         """Per-example state shape for an input with ``in_channels`` channels (None: stateless)."""
         if not self.state_length:
             return None
-        return (self.state_length, self.filters if self.transposed else int(in_channels))
+        return (self.state_length, int(in_channels))
 
     def output_length(self, input_length: int) -> int:
         raise NotImplementedError
@@ -580,23 +575,21 @@ class _Conv1DTransposeMixin:
         kernel = tf.transpose(kernel, [0, 3, 1, 2])  # [tap, in, r, out]
         return tf.reshape(kernel, [m, -1, s * self.filters])
 
-    def _transpose_steps(self, x: tf.Tensor, extra_steps: int) -> tf.Tensor:
-        """Output samples for input steps ``0 .. T + extra_steps - 1`` (no bias): ``(T + extra) * s`` samples.
-
-        ``extra_steps = m - 1`` yields the whole overhang past the frame (the transposed conv's full output).
-        """
+    def _transpose_steps(self, x: tf.Tensor, past: tf.Tensor | None = None) -> tf.Tensor:
+        """Output samples for the input steps of ``x`` (no bias): ``T * s`` samples. ``past``: the
+        ``m - 1`` input steps before ``x`` (zeros when None, the start of the signal)."""
         m = self._taps_per_phase
+        steps = x.shape[1]
+        x = tf.pad(x, [[0, 0], [m - 1, 0], [0, 0]]) if past is None else tf.concat([past, x], axis=1)
         if self._grouped:
             # Zero taps in front (and as many zero steps before x) make the kernel's m - 1 past steps a
             # whole number of groups; zero steps after x, cropped from the output, make the length one.
             group = self.sample_groups
             lead = -(-(m - 1) // group) * group - (m - 1)
-            tail = -(x.shape[1] + extra_steps) % group
-            x = tf.pad(x, [[0, 0], [lead + m - 1, extra_steps + tail], [0, 0]])
+            x = tf.pad(x, [[0, 0], [lead, -steps % group], [0, 0]])
             kernel = tf.pad(self._polyphase_kernel(), [[lead, 0], [0, 0], [0, 0]])
-            z = grouped_valid_conv(x, kernel, group)[:, : x.shape[1] - lead - m + 1 - tail]
+            z = grouped_valid_conv(x, kernel, group)[:, :steps]
         else:
-            x = tf.pad(x, [[0, 0], [m - 1, extra_steps], [0, 0]])
             z = tf.nn.conv1d(x, self._polyphase_kernel(), stride=1, padding="VALID")
         steps = None if z.shape[1] is None else z.shape[1]
         if steps is None:
@@ -608,27 +601,26 @@ class _Conv1DTransposeMixin:
 class CausalConv1DTranspose(_Conv1DTransposeMixin, _StreamingConvBase):
     """Causal transposed Conv1D (upsampling by ``strides``): ``[B, T, C_in] -> [B, T * strides, filters]``.
 
-    Keeps the first ``T * strides`` samples of the full output. Streaming state: the ``k - strides``
-    overlap tail (without bias), added onto the start of the next frame's output.
+    Keeps the first ``T * strides`` samples of the full output. Streaming state: the last
+    ``ceil(k / strides) - 1`` input steps, which a frame's first outputs still read. (An input buffer,
+    not the output's overlap tail: a buffer is concatenated, not added, so an integer file quantises it
+    with the frame's own scale, and frame and block files round alike.)
     """
 
     causal = True
 
     @property
     def state_length(self):
-        return transpose_tail_length(self.kernel_size, self.strides)
+        return self._taps_per_phase - 1
 
     def _offline(self, x):
-        return self._add_bias(self._transpose_steps(x, 0))
+        return self._add_bias(self._transpose_steps(x))
 
     def _stream_step(self, x, state):
-        tail = self.state_length
-        if not tail:
-            return self._add_bias(self._transpose_steps(x, 0)), None
-        y = self._transpose_steps(x, self._taps_per_phase - 1)
-        emitted = x.shape[1] * self.strides
-        y = tf.concat([y[:, :tail] + state, y[:, tail:]], axis=1)
-        return self._add_bias(y[:, :emitted]), y[:, emitted : emitted + tail]
+        if not self.state_length:
+            return self._add_bias(self._transpose_steps(x)), None
+        y = self._transpose_steps(x, state)
+        return self._add_bias(y), tf.concat([state, x], axis=1)[:, -self.state_length:]
 
 
 @keras.saving.register_keras_serializable(package="bwe")
@@ -643,7 +635,7 @@ class CenteredConv1DTranspose(_Conv1DTransposeMixin, _StreamingConvBase):
     def _offline(self, x):
         left, _ = centered_padding(self.kernel_size - self.strides)
         left = max(left, 0)
-        y = self._transpose_steps(x, self._taps_per_phase - 1)
+        y = self._transpose_steps(tf.pad(x, [[0, 0], [0, self._taps_per_phase - 1], [0, 0]]))  # the whole overhang
         return self._add_bias(y[:, left : left + tf.shape(x)[1] * self.strides])
 
 
