@@ -428,8 +428,8 @@ def test_bundled_int8_model_matches_the_float_one_on_the_bundled_sample(bundle):
     of the loudest bounded by INT8_BOUNDS; long-term within 1 dB).
 
     The band's waveform is not compared: int8 rounding moves the generated fine structure (4-8 kHz
-    SNR ~14 dB) while its levels, what is heard, stay put. Files with --int8 go frame by frame through
-    streaming_int8.tflite: a block-shaped int8 file misreads quiet frames' spectra (export.py)."""
+    SNR ~20 dB) while its levels, what is heard, stay put. Files with --int8 go through block_int8.tflite,
+    the full-integer streaming file's offline twin, which computes exactly as it does."""
     from bwe.export import snr_db
 
     min_snr, max_median, max_p95 = INT8_BOUNDS[bundle]
@@ -437,8 +437,8 @@ def test_bundled_int8_model_matches_the_float_one_on_the_bundled_sample(bundle):
     x, _ = sf.read(os.path.join(REPO, "bwe", "pretrained", "sample_8k.wav"), dtype="float32")
     float_model, int8_model = ExportedModel(bundled), ExportedModel(bundled, int8=True)
     y_float, y_int8 = float_model(x), int8_model(x)
-    assert "block_int8" not in float_model.metadata.files
-    assert int8_model.block_stream()._block is None  # int8 files run frame by frame
+    assert int8_model.block_stream()._block is not None  # int8 files run through block_int8.tflite
+    assert float_model.metadata.checks.int8_block_vs_streaming_lsb == 0.0
     assert snr_db(y_float, y_int8) >= min_snr
     float_levels, int8_levels = _highband_frame_levels_db(y_float), _highband_frame_levels_db(y_int8)
     active = float_levels > float_levels.max() - 40

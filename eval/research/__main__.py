@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "band-balance": ("band_balance", "is the restored band as loud as the real one, and is there a hole?"),
     "envelope-study": ("envelope_study", "the envelope predictor trained alone: head designs side by side"),
     "integer-snr": ("integer_snr", "where an integer export loses the signal: each tensor's SNR against float"),
+    "formats": ("formats", "one model in every number format LiteRT runs: a folder per format and its bytes"),
     "asterisk-pairs": ("asterisk_pairs", "build real 8 kHz / 16 kHz pairs from Debian's Asterisk prompts"),
 }
 
