@@ -169,6 +169,8 @@ def pesq_wb(reference: np.ndarray, estimate: np.ndarray) -> float | None:
         reason = type(e).__name__
     except pesq.PesqError as e:
         reason = f"{type(e).__name__}: {e}"
+    except ValueError as e:  # the C code's own arithmetic failing on a finite pair (e.g. a NaN it computes)
+        reason = f"PESQ failed: {e}"
     warnings.warn(f"PESQ cannot score this pair ({reason}); reported as unscorable", stacklevel=2)
     return None
 

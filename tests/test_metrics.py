@@ -268,3 +268,16 @@ def test_spectral_balance_of_a_quiet_band_and_a_hole():
     estimate[(LONG_TERM_FREQS >= 3500) & (LONG_TERM_FREQS < 3600)] *= 0.01
     balance = spectral_balance(estimate, reference)
     assert balance == pytest.approx({"hf_level_db": -10.0, "worst_gap_db": -20.0, "worst_gap_hz": 3550.0})
+
+
+def test_pesq_failing_inside_its_c_code_is_reported_unscorable(speech, monkeypatch):
+    """PESQ's C code can fail on a finite pair (a NaN of its own, seen on one int8 output of a held-out
+    file): the pair is unscorable, with the reason, and the evaluation goes on."""
+    pesq = pytest.importorskip("pesq")
+
+    def fails(*args, **kwargs):
+        raise ValueError("cannot convert float NaN to integer")
+
+    monkeypatch.setattr(pesq, "pesq", fails)
+    with pytest.warns(UserWarning, match="PESQ failed: cannot convert float NaN to integer"):
+        assert pesq_wb(speech, speech) is None
