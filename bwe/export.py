@@ -460,8 +460,7 @@ def _convert_files(saved_model: str, integer_saved_model: str | None, tmp: str, 
              "streaming_int8": "streaming_int8.tflite"}
     for key, signature in (("offline", "serving_default"), ("streaming", "streaming"), ("block", "block")):
         log(f"converting {files[key]}")
-        with open(os.path.join(tmp, files[key]), "wb") as f:
-            f.write(_convert(saved_model, signature))
+        _write(tmp, files[key], _convert(saved_model, signature))
 
     int8_mode = recipe.export.int8_mode
     if integer_saved_model is None:
