@@ -525,10 +525,15 @@ def _check_files(tmp: str, files: dict[str, str], offline, states: tuple[StateTe
     calibration did not start with."""
     from bwe.models.seanet import FRAME_INPUT_SAMPLES, OUTPUT_RATE
 
-    check, _ = calibration_audio(None, 40, FRAME_INPUT_SAMPLES)
+    check_frames = 40
+    check, _ = calibration_audio(None, check_frames, FRAME_INPUT_SAMPLES)
     check = check[::-1].copy()
     reference = np.asarray(offline(check[None, :, None]))[0, :, 0]
-    block_check = np.tile(check, block_frames // 40 + 1)[: block_frames * FRAME_INPUT_SAMPLES]
+
+    def repeated(frames: int) -> np.ndarray:  # the check audio repeated to ``frames`` frames
+        return np.tile(check, frames // check_frames + 1)[: frames * FRAME_INPUT_SAMPLES]
+
+    block_check = repeated(block_frames)
     block_ref = np.asarray(offline(block_check[None, :, None]))[0, :, 0]
 
     def run(key: str, audio: np.ndarray) -> np.ndarray:  # a call per frame, or one call of the block file
@@ -544,14 +549,15 @@ def _check_files(tmp: str, files: dict[str, str], offline, states: tuple[StateTe
             raise ExportError(f"{files[name]} differs from the TensorFlow model by {error:.3g} "
                               f"(> {FLOAT_TOLERANCE}): the conversion is broken, not exporting")
     int8_out = run("streaming_int8", check)
-    block_int8 = run("block_int8", block_check) if "block_int8" in files else None
-    twin_lsb = None
-    if calibration is not None:  # integer files: the streaming file against its block (offline) twin,
-        # over two blocks, so that a state crosses from one block call to the next
-        step = output_step(os.path.join(tmp, files["streaming_int8"]), SIGNATURES["streaming_int8"])
-        two_blocks = np.tile(check, 2 * block_frames // 40 + 1)[: 2 * block_frames * FRAME_INPUT_SAMPLES]
-        twin = run("streaming_int8", two_blocks) - run("block_int8", two_blocks)
-        twin_lsb = float(np.max(np.abs(twin)) / step)
+    block_int8 = twin_lsb = None
+    if "block_int8" in files:
+        # Two blocks, so that a state crosses from one block call to the next; the first is block_check.
+        two_blocks = repeated(2 * block_frames)
+        block_int8 = run("block_int8", two_blocks)
+        if calibration is not None:  # integer files: the streaming file against its block (offline) twin
+            step = output_step(os.path.join(tmp, files["streaming_int8"]), SIGNATURES["streaming_int8"])
+            twin_lsb = float(np.max(np.abs(run("streaming_int8", two_blocks) - block_int8)) / step)
+        block_int8 = block_int8[: len(block_ref)]
     return ExportChecks(
         max_abs_error_vs_tensorflow=errors,
         int8_snr_db_vs_float=round(snr_db(reference, int8_out), 2),

@@ -579,16 +579,16 @@ class _Conv1DTransposeMixin:
         """Output samples for the input steps of ``x`` (no bias): ``T * s`` samples. ``past``: the
         ``m - 1`` input steps before ``x`` (zeros when None, the start of the signal)."""
         m = self._taps_per_phase
-        steps = x.shape[1]
+        input_steps = x.shape[1]
         x = tf.pad(x, [[0, 0], [m - 1, 0], [0, 0]]) if past is None else tf.concat([past, x], axis=1)
         if self._grouped:
             # Zero taps in front (and as many zero steps before x) make the kernel's m - 1 past steps a
             # whole number of groups; zero steps after x, cropped from the output, make the length one.
             group = self.sample_groups
             lead = -(-(m - 1) // group) * group - (m - 1)
-            x = tf.pad(x, [[0, 0], [lead, -steps % group], [0, 0]])
+            x = tf.pad(x, [[0, 0], [lead, -input_steps % group], [0, 0]])
             kernel = tf.pad(self._polyphase_kernel(), [[lead, 0], [0, 0], [0, 0]])
-            z = grouped_valid_conv(x, kernel, group)[:, :steps]
+            z = grouped_valid_conv(x, kernel, group)[:, :input_steps]
         else:
             z = tf.nn.conv1d(x, self._polyphase_kernel(), stride=1, padding="VALID")
         steps = None if z.shape[1] is None else z.shape[1]

@@ -17,7 +17,8 @@ import argparse
 import os
 import shutil
 
-INT8_MODES = ("dynamic", "full", "16x8")
+from bwe.config import INT8_MODES
+
 # format -> (folder, file, how eval.evaluate names it)
 FORMATS = {
     "float32": ("16x8", "streaming.tflite", "{dir}"),
