@@ -221,8 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run streaming.tflite frame by frame (16 ms) instead of the block model; without "
                              "--model, the bundled causal streaming model")
     parser.add_argument("--int8", action="store_true",
-                        help="run the int8 models: block_int8.tflite for files where the export has one (the bundled "
-                             "models do), else streaming_int8.tflite frame by frame")
+                        help="run the int8 models: block_int8.tflite for files where the export has one (bwe-export "
+                             "writes it; the bundled models leave it out), else streaming_int8.tflite frame by frame")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="LiteRT threads (default: all cores; real-time streaming on a phone uses 1)")
     return parser

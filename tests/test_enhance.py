@@ -428,8 +428,9 @@ def test_bundled_int8_model_matches_the_float_one_on_the_bundled_sample(bundle):
     of the loudest bounded by INT8_BOUNDS; long-term within 1 dB).
 
     The band's waveform is not compared: int8 rounding moves the generated fine structure (4-8 kHz
-    SNR ~20 dB) while its levels, what is heard, stay put. Files with --int8 go through block_int8.tflite,
-    the full-integer streaming file's offline twin, which computes exactly as it does."""
+    SNR ~20 dB) while its levels, what is heard, stay put. Files with --int8 go frame by frame through
+    streaming_int8.tflite: the bundles leave out its block form, which the export found to compute exactly
+    as it does (0 output steps apart)."""
     from bwe.export import snr_db
 
     min_snr, max_median, max_p95 = INT8_BOUNDS[bundle]
@@ -437,7 +438,7 @@ def test_bundled_int8_model_matches_the_float_one_on_the_bundled_sample(bundle):
     x, _ = sf.read(os.path.join(REPO, "bwe", "pretrained", "sample_8k.wav"), dtype="float32")
     float_model, int8_model = ExportedModel(bundled), ExportedModel(bundled, int8=True)
     y_float, y_int8 = float_model(x), int8_model(x)
-    assert int8_model.block_stream()._block is not None  # int8 files run through block_int8.tflite
+    assert int8_model.block_stream()._block is None  # int8 files run frame by frame
     assert float_model.metadata.checks.int8_block_vs_streaming_lsb == 0.0
     assert snr_db(y_float, y_int8) >= min_snr
     float_levels, int8_levels = _highband_frame_levels_db(y_float), _highband_frame_levels_db(y_int8)
