@@ -174,6 +174,7 @@ def _check_positive(path: str, value: float) -> None:
 
 INT8_MODES = ("dynamic", "full", "16x8")
 INTEGER_MODES = ("full", "16x8")  # every tensor integer, ranges calibrated on speech
+EXPORT_WEIGHT_BITS = (8, 4)
 
 
 @dataclass
@@ -187,6 +188,9 @@ class ExportConfig:
     # export records.
     int8_mode: str = "dynamic"
     int8_calibration_frames: int = 400  # 'full' and '16x8' only: frames streamed through the float model to calibrate
+    # 'dynamic' only: 4 stores the trainable convs' weights in 4 bits (per output channel, LiteRT's int4
+    # hybrid convs), about 0.6x the int8 file's bytes; fixed filters stay float32 (bwe/int4_weights.py).
+    weight_bits: int = 8
     # Scales the generated 4-8 kHz band of the exported files (the network's output layer, which reaches
     # the output only through the band-split high-pass, or with an envelope head the conv that hands on
     # its gains; the interpolated input is untouched; needs model.highband_residual). Below 1 trades
@@ -197,6 +201,11 @@ class ExportConfig:
     def __post_init__(self) -> None:
         _check_choice("export.int8_mode", self.int8_mode, INT8_MODES)
         _check_positive("export.int8_calibration_frames", self.int8_calibration_frames)
+        if self.weight_bits not in EXPORT_WEIGHT_BITS:
+            raise RecipeError(f"export.weight_bits: must be one of {EXPORT_WEIGHT_BITS}, got {self.weight_bits!r}")
+        if self.weight_bits == 4 and self.int8_mode != "dynamic":
+            raise RecipeError("export.weight_bits: 4 is made for export.int8_mode: dynamic only (the 4-bit filters are "
+                              f"repacked from its file), got int8_mode {self.int8_mode!r}")
         if not self.highband_gain > 0:
             raise RecipeError(f"export.highband_gain: must be > 0, got {self.highband_gain!r}")
 
@@ -208,7 +217,7 @@ class QuantConfig:
     # states too; ranges tracked in training). Fine-tune a float model with it (train.init_from).
     enabled: bool = False
     weight_bits: int = 8  # 4-8
-    activation_bits: int = 8  # 8 (int8, asymmetric) or 16 (int16, symmetric: TFLite's 16x8 mode)
+    activation_bits: int = 8  # 8 (int8, asymmetric), 16 (int16, symmetric: TFLite's 16x8 mode) or 0 (float: dynamic range)
     range_momentum: float = 0.99
 
     def __post_init__(self) -> None:

@@ -14,14 +14,14 @@ OUT_DIR receives:
 * ``streaming.tflite``: float32, one frame ``[1, 128, 1] -> [1, 256, 1]`` plus the states;
 * ``streaming_int8.tflite``: the same with int8 weights; audio and states stay float32 at the
   interface, so it is a drop-in replacement. ``export.int8_mode: dynamic`` (default) quantises the
-  activations per call from their actual range and runs XNNPACK's int8 kernels; ``full`` makes every
-  tensor int8 with ranges calibrated once by streaming real speech through the float model (states
-  included), for integer-only accelerators, at a large cost in high-band accuracy (see
-  ``bwe.config.ExportConfig``);
+  activations per call from their actual range and runs XNNPACK's int8 kernels (with
+  ``export.weight_bits: 4``, the trained convs' filters in 4 bits, the fixed ones float:
+  `bwe.int4_weights`); ``full`` and ``16x8`` make every tensor integer with ranges calibrated once by streaming real speech through the
+  float model (states included), for integer-only accelerators (see ``bwe.config.ExportConfig``);
 * ``block.tflite``: float32, ``block_frames`` frames per call with the same states as
   ``streaming.tflite`` (states are interchangeable between the two): the fast path for files;
-* ``block_int8.tflite`` (``int8_mode: dynamic``, models without an envelope head): the block model
-  with int8 weights, the fast path for files with ``--int8``;
+* ``block_int8.tflite`` (integer modes, and ``dynamic`` for models without an envelope head): the
+  block model of the same quantisation, the fast path for files with ``--int8``;
 * ``metadata.json``: rates, frame sizes, latency, delay, tensor names, the state list in feed order
   (all start at zeros), parameter/MAC counts, the resolved recipe and measured export checks;
 * ``generator.weights.h5``: the TRAINING generator's Keras weights (before ``export.highband_gain``),
@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -47,6 +48,7 @@ import numpy as np
 from bwe import __version__
 from bwe.config import INTEGER_MODES, Recipe, RecipeError, load_recipe, recipe_to_dict
 from bwe.files import staging_folder
+from bwe.int4_weights import int4_filters
 from bwe.integer_conversion import convert_integer
 from bwe.metadata import (
     FORMAT_VERSION,
@@ -78,6 +80,8 @@ INT8_DESCRIPTIONS = {
     "full": "full integer: int8 weights and activations, ranges calibrated on speech",
     "16x8": "full integer: int8 weights, int16 activations, ranges calibrated on speech",
 }
+INT4_DESCRIPTION = ("dynamic range: int4 weights in the trained convs, float32 fixed filters, activations "
+                    "quantised per call from their actual range")
 
 
 class ExportError(RuntimeError):
@@ -433,7 +437,7 @@ def export_generator(
             integer_saved_model = os.path.join(tmp, INTEGER_SAVED_MODEL)
             _write_integer_saved_model(integer_saved_model, integer, integer_block, states)
         files, calibration = _convert_files(saved_model, integer_saved_model, tmp, recipe, states, calibration_dir,
-                                            block_frames, log)
+                                            block_frames, fixed_layer_names(stream), log)
         if integer_saved_model is not None:
             shutil.rmtree(integer_saved_model)
         log("checking the exported files")
@@ -451,11 +455,11 @@ def export_generator(
 
 
 def _convert_files(saved_model: str, integer_saved_model: str | None, tmp: str, recipe: Recipe,
-                   states: tuple[StateTensor, ...], calibration_dir, block_frames: int,
+                   states: tuple[StateTensor, ...], calibration_dir, block_frames: int, fixed_layers: frozenset[str],
                    log) -> tuple[dict[str, str], Int8Calibration | None]:
     """The TFLite files into ``tmp``: (file key -> file name, what int8 was calibrated on or None). An
     integer mode (``integer_saved_model`` given) converts the int8 streaming and block files from it,
-    calibrated on the same audio."""
+    calibrated on the same audio; the dynamic mode keeps ``fixed_layers``' filters in int8."""
     files = {"offline": "offline.tflite", "streaming": "streaming.tflite", "block": "block.tflite",
              "streaming_int8": "streaming_int8.tflite"}
     for key, signature in (("offline", "serving_default"), ("streaming", "streaming"), ("block", "block")):
@@ -464,8 +468,8 @@ def _convert_files(saved_model: str, integer_saved_model: str | None, tmp: str, 
 
     int8_mode = recipe.export.int8_mode
     if integer_saved_model is None:
-        log(f"converting {files['streaming_int8']} ({int8_mode} int8)")
-        _write(tmp, files["streaming_int8"], _convert(saved_model, "streaming", quantize=True))
+        log(f"converting {files['streaming_int8']} ({int8_mode}, {recipe.export.weight_bits}-bit weights)")
+        _write(tmp, files["streaming_int8"], _dynamic_file(saved_model, tmp, files, "streaming", recipe, fixed_layers))
         # Dynamic range needs no calibration, so the block model could get an int8 twin for fast files;
         # but it quantises each call's input with one scale, and over 256 frames that scale is set by
         # the loudest: an envelope head then reads quiet frames' spectra wrong (4-8 kHz frame levels off
@@ -474,7 +478,7 @@ def _convert_files(saved_model: str, integer_saved_model: str | None, tmp: str, 
         if int8_mode == "dynamic" and not recipe.model.envelope_bands:
             files["block_int8"] = "block_int8.tflite"
             log(f"converting {files['block_int8']}")
-            _write(tmp, files["block_int8"], _convert(saved_model, "block", quantize=True))
+            _write(tmp, files["block_int8"], _dynamic_file(saved_model, tmp, files, "block", recipe, fixed_layers))
         return files, None
 
     files["block_int8"] = "block_int8.tflite"
@@ -494,6 +498,29 @@ def _convert_files(saved_model: str, integer_saved_model: str | None, tmp: str, 
                               "float32, so the file would not be integer-only; not exporting")
         _write(tmp, files[key], model)
     return files, calibration
+
+
+def _dynamic_file(saved_model: str, tmp: str, files: dict[str, str], key: str, recipe: Recipe,
+                  fixed_layers: frozenset[str]) -> bytes:
+    """The dynamic-range file of ``key``'s signature; with ``export.weight_bits: 4``, the float file already
+    written with its trained convs' filters in 4 bits (fixed filters stay float)."""
+    if recipe.export.weight_bits == 8:
+        return _convert(saved_model, SIGNATURES[key], quantize=True)
+    with open(os.path.join(tmp, files[key]), "rb") as f:
+        float_model = f.read()
+    return int4_filters(float_model, keep=lambda name: _layer_of(name) in fixed_layers)
+
+
+def fixed_layer_names(model) -> frozenset[str]:
+    """Names of ``model``'s layers with weights that training does not change (fixed filters)."""
+    return frozenset(layer.name for layer in model.layers if layer.weights and not layer.trainable)
+
+
+def _layer_of(tensor_name: str) -> str:
+    """The layer a converted tensor belongs to: ``"model_1/envelope_bands_1/conv1d"`` -> ``"envelope_bands"``
+    (tracing suffixes ``_1`` to each name)."""
+    parts = tensor_name.split("/")
+    return re.sub(r"_\d+$", "", parts[1]) if len(parts) > 2 else ""
 
 
 def _calibration_records(tmp: str, files: dict[str, str], states: tuple[StateTensor, ...], calibration_dir,
@@ -579,12 +606,14 @@ OFFLINE_RUNTIME_NOTE = ("bwe.runtime runs whole files through block.tflite with 
                         "processing; int8: block_int8.tflite (if present) and streaming_int8.tflite the same way")
 
 
-def _file_entries(files: dict[str, str], int8_mode: str, block_frames: int) -> dict[str, ModelFile]:
+def _file_entries(files: dict[str, str], int8_mode: str, weight_bits: int, block_frames: int) -> dict[str, ModelFile]:
     """metadata.json's ``files``: each written file and how to call it."""
     def entry(key: str, **details) -> ModelFile:
         return ModelFile(file=files[key], signature=SIGNATURES[key], **details)
 
     int8 = {"dtype": "int8", "quantization": INT8_DESCRIPTIONS[int8_mode], "io_dtype": "float32"}
+    if weight_bits == 4:
+        int8["quantization"] = INT4_DESCRIPTION
     entries = {
         "offline": entry("offline", dtype="float32", input_shape=(1, -1, 1),
                          note="resize the time axis with resize_tensor_input"),
@@ -631,7 +660,7 @@ def _describe(recipe: Recipe, tmp: str, files: dict[str, str], states: tuple[Sta
         latency_note=LATENCY_NOTE,
         audio_input=AUDIO_NAME,
         audio_output=AUDIO_NAME,
-        files=_file_entries(files, recipe.export.int8_mode, block_frames),
+        files=_file_entries(files, recipe.export.int8_mode, recipe.export.weight_bits, block_frames),
         offline_runtime=OFFLINE_RUNTIME_NOTE,
         states=states,
         tensor_names={key: _tensor_names(os.path.join(tmp, files[key]), SIGNATURES[key]) for key in tensor_name_keys},

@@ -13,7 +13,8 @@ from signals import speech_like
 
 def test_every_format_is_a_runnable_folder_that_computes_the_model(tmp_path, capsys):
     """Each folder runs through bwe.runtime like any export; the float16 file holds float16 weights and
-    computes what float32 does to float16 precision; the int8 files are the export's own modes."""
+    computes what float32 does to float16 precision; the int8 files are the export's own modes (int4: the
+dynamic mode with 4-bit weights)."""
     from ai_edge_litert.interpreter import Interpreter
 
     out = tmp_path / "formats"
@@ -25,9 +26,10 @@ def test_every_format_is_a_runnable_folder_that_computes_the_model(tmp_path, cap
     assert os.path.getsize(out / "float16" / "streaming.tflite") < os.path.getsize(out / "16x8" / "streaming.tflite")
     half = Interpreter(model_path=str(out / "float16" / "streaming.tflite"))
     assert any(np.dtype(t["dtype"]) == np.float16 for t in half.get_tensor_details())
-    for mode in ("dynamic", "full", "16x8"):
-        with open(out / mode / "metadata.json", encoding="utf-8") as f:
-            assert json.load(f)["recipe"]["export"]["int8_mode"] == mode
+    for folder, mode, bits in (("dynamic", "dynamic", 8), ("full", "full", 8), ("16x8", "16x8", 8), ("int4", "dynamic", 4)):
+        with open(out / folder / "metadata.json", encoding="utf-8") as f:
+            export = json.load(f)["recipe"]["export"]
+        assert (export["int8_mode"], export["weight_bits"]) == (mode, bits)
 
     x = speech_like(0.5, rate=8000, seed=2)
     y32, y16 = ExportedModel(str(out / "16x8"))(x), ExportedModel(str(out / "float16"))(x)

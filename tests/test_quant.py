@@ -109,6 +109,37 @@ def test_a_quantised_conv_computes_on_the_quantised_input_and_kernel():
                                rtol=1e-6)
 
 
+def test_float_activations_leave_the_input_and_quantise_the_kernel_only():
+    """activation_bits 0 (what a dynamic-range file computes): the input is not rounded, the kernel is."""
+    from bwe.layers.conv import CausalConv1D
+
+    layer = CausalConv1D(4, 3, quantization=QuantSpec(4, 0))
+    x = np.random.default_rng(4).normal(size=(1, 30, 3)).astype(np.float32)
+    y = layer(x, training=True).numpy()
+    kernel, _ = _numpy_weights(np.asarray(layer.effective_kernel()), 4, 2)
+    padded = np.pad(x, [(0, 0), (2, 0), (0, 0)])
+    np.testing.assert_allclose(y, sum(padded[:, k: k + 30] @ kernel[k] for k in range(3)) + layer.bias.numpy(),
+                               atol=1e-5)
+
+
+def test_a_transposed_conv_quantises_each_phase_of_a_filter():
+    """A transposed conv computes as a direct conv whose outputs are the phases of each filter; each phase
+    gets its own scale (the kernel its TFLite file stores): here the odd phases are 9x louder, and the even
+    ones still reach full scale."""
+    from bwe.layers.conv import CausalConv1DTranspose
+
+    quantised, plain = (CausalConv1DTranspose(3, 8, strides=4, quantization=spec) for spec in (QuantSpec(4, 0), None))
+    for layer in (quantised, plain):
+        layer(np.zeros((1, 5, 2), np.float32))
+    kernel = quantised.kernel.numpy() * np.array([1, 9] * 4, np.float32)[:, None, None]  # [taps, filters, in]
+    for layer in (quantised, plain):
+        layer.kernel.assign(kernel)
+    served = np.asarray(quantised._polyphase_kernel())  # [taps per phase, in, phases * filters]
+    want, scale = _numpy_weights(np.asarray(plain._polyphase_kernel()), 4, 2)
+    np.testing.assert_allclose(served, want, atol=1e-6)
+    assert np.all(np.max(np.abs(np.round(served / scale)), axis=(0, 1)) == max_level(4))
+
+
 def test_a_fixed_filter_split_in_two_int8_kernels_keeps_its_stop_band():
     """The band split's high-pass rounded to int8 as one kernel leaks its stop band at -47 dB; as
     `split_for_int8`'s two parts, each rounded with its own per-channel scale (TFLite's int8 weights),

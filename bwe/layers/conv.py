@@ -258,14 +258,15 @@ class _StreamingConvBase(keras.layers.Layer):
         return g * self.kernel_v / norm
 
     def conv_kernel(self) -> tf.Tensor:
-        """The kernel the conv computes with: `effective_kernel`, fake-quantised per output channel under QAT."""
+        """The kernel a direct conv computes with: `effective_kernel`, fake-quantised per output channel under
+        QAT. (A transposed conv quantises its polyphase form instead: `_Conv1DTransposeMixin._polyphase_kernel`.)"""
         kernel = self.effective_kernel()
         if self.quantization is None:
             return kernel
-        return fake_quant_weights(kernel, self.quantization.weight_bits, channel_axis=1 if self.transposed else 2)
+        return fake_quant_weights(kernel, self.quantization.weight_bits, channel_axis=2)
 
     def _quantize_input(self, x: tf.Tensor, training) -> tf.Tensor:
-        if self.quantization is None:
+        if self.quantization is None or not self.quantization.activation_bits:
             return x
         value_range = self.input_range
         if training:
@@ -569,11 +570,15 @@ class _Conv1DTransposeMixin:
         CONV_2D and RESHAPE reach TFLite, whose TRANSPOSE_CONV loses shapes on a dynamic time axis.
         """
         m, s = self._taps_per_phase, self.strides
-        kernel = self.conv_kernel()  # [k, filters, channels_in]
+        kernel = self.effective_kernel()  # [k, filters, channels_in]
         kernel = tf.pad(kernel, [[0, m * s - self.kernel_size], [0, 0], [0, 0]])
         kernel = tf.reshape(kernel, [m, s, self.filters, -1])[::-1]  # [j -> tap m-1-j, r, out, in]
         kernel = tf.transpose(kernel, [0, 3, 1, 2])  # [tap, in, r, out]
-        return tf.reshape(kernel, [m, -1, s * self.filters])
+        kernel = tf.reshape(kernel, [m, -1, s * self.filters])
+        if self.quantization is None:
+            return kernel
+        # Per output channel of this direct conv (a phase of a filter): the kernel a TFLite file stores.
+        return fake_quant_weights(kernel, self.quantization.weight_bits, channel_axis=2)
 
     def _transpose_steps(self, x: tf.Tensor, past: tf.Tensor | None = None) -> tf.Tensor:
         """Output samples for the input steps of ``x`` (no bias): ``T * s`` samples. ``past``: the

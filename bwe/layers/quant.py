@@ -3,13 +3,14 @@ arithmetic an integer TFLite file serves.
 
 - **Weights**: symmetric, one scale per output channel, ``scale = max|w| / (2^(bits-1) - 1)`` over the
   channel's other axes, the integer range narrow (``[-127, 127]`` at 8 bits), as TFLite's per-channel
-  int8 convolutions store them. 4 to 8 bits.
-- **Activations** (a conv's input, and so the streaming state of a direct conv, its past input; a
-  transposed conv's state is a partial output sum, left in float like an accumulator): one
-  range per tensor, tracked during training as an exponential moving average of each batch's minimum
+  int8 convolutions store them. 4 to 8 bits. A transposed conv computes as a direct conv whose output
+  channels are the phases of each filter (`bwe.layers.conv`), and is quantised in that form: one scale
+  per phase of a filter, the kernel its converted file stores.
+- **Activations** (a conv's input, and so its streaming state, its past input): one range per tensor, tracked during training as an exponential moving average of each batch's minimum
   and maximum and fixed outside training. 8 bits are asymmetric ``[low, high]`` (int8 with a zero
   point, TFLite's int8 activations); 16 bits are symmetric ``±max(|low|, |high|)`` (TFLite's 16x8
-  mode stores int16 activations without a zero point).
+  mode stores int16 activations without a zero point). 0 leaves them float: a dynamic-range file
+  quantises each call's activations from their own range, which no fixed range simulates.
 - **Gradients**: the straight-through estimator, ``d(fake_quant(x))/dx = 1`` inside the range and 0
   outside (a clipped value does not move with its input). Weight ranges follow the weights and carry
   no gradient; activation ranges are statistics, not trained.
@@ -30,7 +31,7 @@ if typing.TYPE_CHECKING:
     import tensorflow as tf
 
 WEIGHT_BITS = (4, 5, 6, 7, 8)
-ACTIVATION_BITS = (8, 16)
+ACTIVATION_BITS = (0, 8, 16)  # 0: float activations (weights only, as dynamic-range files compute)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,12 +3,14 @@
     python -m eval.research formats EXPORT OUT [--calibration-dir DIR]
 
 writes ``OUT/dynamic``, ``OUT/full`` and ``OUT/16x8`` (``bwe-export`` of EXPORT with that
-``export.int8_mode``: their float files are float32, their ``streaming_int8.tflite`` the format) and
-``OUT/float16`` (the 16x8 folder with float16 weights in its float files), then prints each format's
-streaming file size and the command lines that score and time them side by side:
+``export.int8_mode``: their float files are float32, their ``streaming_int8.tflite`` the format),
+``OUT/int4`` (``dynamic`` with ``export.weight_bits=4``) and ``OUT/float16`` (the 16x8 folder with
+float16 weights in its float files), then prints each format's streaming file size and the command
+lines that score and time them side by side:
 
     python -m eval.evaluate --model float32=OUT/16x8 --model float16=OUT/float16 \\
-        --model dynamic=OUT/dynamic:int8 --model full=OUT/full:int8 --model 16x8=OUT/16x8:int8 ...
+        --model dynamic=OUT/dynamic:int8 --model int4=OUT/int4:int8 --model full=OUT/full:int8 \\
+        --model 16x8=OUT/16x8:int8 ...
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ FORMATS = {
     "float32": ("16x8", "streaming.tflite", "{dir}"),
     "float16": ("float16", "streaming.tflite", "{dir}"),
     "dynamic": ("dynamic", "streaming_int8.tflite", "{dir}:int8"),
+    "int4": ("int4", "streaming_int8.tflite", "{dir}:int8"),
     "full": ("full", "streaming_int8.tflite", "{dir}:int8"),
     "16x8": ("16x8", "streaming_int8.tflite", "{dir}:int8"),
 }
@@ -43,8 +46,10 @@ def write_formats(source: str, out: str, calibration_dir: str | None) -> dict[st
     """The folders of every format under ``out``; returns format -> its streaming file."""
     from bwe.export import main as export
 
-    for mode in INT8_MODES:
-        args = [source, os.path.join(out, mode), "--set", f"export.int8_mode={mode}", "-q"]
+    variants = {mode: ["--set", f"export.int8_mode={mode}"] for mode in INT8_MODES}
+    variants["int4"] = ["--set", "export.int8_mode=dynamic", "--set", "export.weight_bits=4"]
+    for folder, settings in variants.items():
+        args = [source, os.path.join(out, folder), *settings, "-q"]
         if calibration_dir:
             args += ["--calibration-dir", calibration_dir]
         if export(args) != 0:
