@@ -258,12 +258,15 @@ class _StreamingConvBase(keras.layers.Layer):
         return g * self.kernel_v / norm
 
     def conv_kernel(self) -> tf.Tensor:
-        """The kernel a direct conv computes with: `effective_kernel`, fake-quantised per output channel under
-        QAT. (A transposed conv quantises its polyphase form instead: `_Conv1DTransposeMixin._polyphase_kernel`.)"""
-        kernel = self.effective_kernel()
+        """The kernel the conv computes with: `effective_kernel`, or under QAT its `rounded_kernel`."""
         if self.quantization is None:
-            return kernel
-        return fake_quant_weights(kernel, self.quantization.weight_bits, channel_axis=2)
+            return self.effective_kernel()
+        return self.rounded_kernel(self.quantization.weight_bits)
+
+    def rounded_kernel(self, bits: int) -> tf.Tensor:
+        """`effective_kernel` rounded to ``bits`` as the conv's TFLite file stores it: one symmetric scale
+        per output channel."""
+        return fake_quant_weights(self.effective_kernel(), bits, channel_axis=2)
 
     def _quantize_input(self, x: tf.Tensor, training) -> tf.Tensor:
         if self.quantization is None or not self.quantization.activation_bits:
@@ -570,15 +573,20 @@ class _Conv1DTransposeMixin:
         CONV_2D and RESHAPE reach TFLite, whose TRANSPOSE_CONV loses shapes on a dynamic time axis.
         """
         m, s = self._taps_per_phase, self.strides
-        kernel = self.effective_kernel()  # [k, filters, channels_in]
+        kernel = self.conv_kernel()  # [k, filters, channels_in]
         kernel = tf.pad(kernel, [[0, m * s - self.kernel_size], [0, 0], [0, 0]])
         kernel = tf.reshape(kernel, [m, s, self.filters, -1])[::-1]  # [j -> tap m-1-j, r, out, in]
         kernel = tf.transpose(kernel, [0, 3, 1, 2])  # [tap, in, r, out]
-        kernel = tf.reshape(kernel, [m, -1, s * self.filters])
-        if self.quantization is None:
-            return kernel
-        # Per output channel of this direct conv (a phase of a filter): the kernel a TFLite file stores.
-        return fake_quant_weights(kernel, self.quantization.weight_bits, channel_axis=2)
+        return tf.reshape(kernel, [m, -1, s * self.filters])
+
+    def rounded_kernel(self, bits: int) -> tf.Tensor:
+        """`effective_kernel` rounded to ``bits`` with one scale per output channel of `_polyphase_kernel`
+        (a phase of a filter: taps ``r, r + s, ...``), the kernel the TFLite file stores."""
+        m, s = self._taps_per_phase, self.strides
+        kernel = tf.pad(self.effective_kernel(), [[0, m * s - self.kernel_size], [0, 0], [0, 0]])
+        phases = tf.reshape(kernel, [m, s * self.filters, -1])  # channel r * filters + out: a phase of a filter
+        rounded = fake_quant_weights(phases, bits, channel_axis=1)
+        return tf.reshape(rounded, [m * s, self.filters, -1])[: self.kernel_size]
 
     def _transpose_steps(self, x: tf.Tensor, past: tf.Tensor | None = None) -> tf.Tensor:
         """Output samples for the input steps of ``x`` (no bias): ``T * s`` samples. ``past``: the
