@@ -188,8 +188,8 @@ class ExportConfig:
     # export records.
     int8_mode: str = "dynamic"
     int8_calibration_frames: int = 400  # 'full' and '16x8' only: frames streamed through the float model to calibrate
-    # 'dynamic' only: 4 stores the trainable convs' weights in 4 bits (per output channel, LiteRT's int4
-    # hybrid convs), about 0.6x the int8 file's bytes; fixed filters stay float32 (bwe/int4_weights.py).
+    # 'dynamic' only: 4 stores the trained convs' weights in 4 bits (per output channel, LiteRT's int4
+    # hybrid convs), two thirds of the int8 file's bytes; fixed filters stay float32 (bwe/int4_weights.py).
     weight_bits: int = 8
     # Scales the generated 4-8 kHz band of the exported files (the network's output layer, which reaches
     # the output only through the band-split high-pass, or with an envelope head the conv that hands on
@@ -205,7 +205,7 @@ class ExportConfig:
             raise RecipeError(f"export.weight_bits: must be one of {EXPORT_WEIGHT_BITS}, got {self.weight_bits!r}")
         if self.weight_bits == 4 and self.int8_mode != "dynamic":
             raise RecipeError("export.weight_bits: 4 is made for export.int8_mode: dynamic only (the 4-bit filters are "
-                              f"repacked from its file), got int8_mode {self.int8_mode!r}")
+                              f"written into the float file; integer files stay 8-bit), got int8_mode {self.int8_mode!r}")
         if not self.highband_gain > 0:
             raise RecipeError(f"export.highband_gain: must be > 0, got {self.highband_gain!r}")
 

@@ -459,7 +459,7 @@ def _convert_files(saved_model: str, integer_saved_model: str | None, tmp: str, 
                    log) -> tuple[dict[str, str], Int8Calibration | None]:
     """The TFLite files into ``tmp``: (file key -> file name, what int8 was calibrated on or None). An
     integer mode (``integer_saved_model`` given) converts the int8 streaming and block files from it,
-    calibrated on the same audio; the dynamic mode keeps ``fixed_layers``' filters in int8."""
+    calibrated on the same audio; a dynamic file with 4-bit weights keeps ``fixed_layers``' filters float."""
     files = {"offline": "offline.tflite", "streaming": "streaming.tflite", "block": "block.tflite",
              "streaming_int8": "streaming_int8.tflite"}
     for key, signature in (("offline", "serving_default"), ("streaming", "streaming"), ("block", "block")):
