@@ -16,8 +16,9 @@ OUT_DIR receives:
   interface, so it is a drop-in replacement. ``export.int8_mode: dynamic`` (default) quantises the
   activations per call from their actual range and runs XNNPACK's int8 kernels (with
   ``export.weight_bits: 4``, the trained convs' filters in 4 bits, the fixed ones float:
-  `bwe.int4_weights`); ``full`` and ``16x8`` make every tensor integer with ranges calibrated once by streaming real speech through the
-  float model (states included), for integer-only accelerators (see ``bwe.config.ExportConfig``);
+  `bwe.int4_weights`); ``full`` and ``16x8`` make every tensor integer with ranges calibrated once by
+  streaming real speech through the float model (states included), for integer-only accelerators (see
+  ``bwe.config.ExportConfig``);
 * ``block.tflite``: float32, ``block_frames`` frames per call with the same states as
   ``streaming.tflite`` (states are interchangeable between the two): the fast path for files;
 * ``block_int8.tflite`` (integer modes, and ``dynamic`` for models without an envelope head): the
@@ -462,14 +463,17 @@ def _convert_files(saved_model: str, integer_saved_model: str | None, tmp: str, 
     calibrated on the same audio; a dynamic file with 4-bit weights keeps ``fixed_layers``' filters float."""
     files = {"offline": "offline.tflite", "streaming": "streaming.tflite", "block": "block.tflite",
              "streaming_int8": "streaming_int8.tflite"}
+    floats = {}
     for key, signature in (("offline", "serving_default"), ("streaming", "streaming"), ("block", "block")):
         log(f"converting {files[key]}")
-        _write(tmp, files[key], _convert(saved_model, signature))
+        floats[key] = _convert(saved_model, signature)
+        _write(tmp, files[key], floats[key])
 
     int8_mode = recipe.export.int8_mode
     if integer_saved_model is None:
         log(f"converting {files['streaming_int8']} ({int8_mode}, {recipe.export.weight_bits}-bit weights)")
-        _write(tmp, files["streaming_int8"], _dynamic_file(saved_model, tmp, files, "streaming", recipe, fixed_layers))
+        int8_file = _dynamic_file(saved_model, "streaming_int8", floats["streaming"], recipe, fixed_layers)
+        _write(tmp, files["streaming_int8"], int8_file)
         # Dynamic range needs no calibration, so the block model could get an int8 twin for fast files;
         # but it quantises each call's input with one scale, and over 256 frames that scale is set by
         # the loudest: an envelope head then reads quiet frames' spectra wrong (4-8 kHz frame levels off
@@ -478,7 +482,8 @@ def _convert_files(saved_model: str, integer_saved_model: str | None, tmp: str, 
         if int8_mode == "dynamic" and not recipe.model.envelope_bands:
             files["block_int8"] = "block_int8.tflite"
             log(f"converting {files['block_int8']}")
-            _write(tmp, files["block_int8"], _dynamic_file(saved_model, tmp, files, "block", recipe, fixed_layers))
+            int8_file = _dynamic_file(saved_model, "block_int8", floats["block"], recipe, fixed_layers)
+            _write(tmp, files["block_int8"], int8_file)
         return files, None
 
     files["block_int8"] = "block_int8.tflite"
@@ -500,15 +505,14 @@ def _convert_files(saved_model: str, integer_saved_model: str | None, tmp: str, 
     return files, calibration
 
 
-def _dynamic_file(saved_model: str, tmp: str, files: dict[str, str], key: str, recipe: Recipe,
+def _dynamic_file(saved_model: str, key: str, float_model: bytes, recipe: Recipe,
                   fixed_layers: frozenset[str]) -> bytes:
-    """The dynamic-range file of ``key``'s signature; with ``export.weight_bits: 4``, the float file already
-    written with its trained convs' filters in 4 bits (fixed filters stay float)."""
-    if recipe.export.weight_bits == 8:
-        return _convert(saved_model, SIGNATURES[key], quantize=True)
-    with open(os.path.join(tmp, files[key]), "rb") as f:
-        float_model = f.read()
-    return int4_filters(float_model, keep=lambda name: _layer_of(name) in fixed_layers)
+    """The dynamic-range file of ``key`` (``streaming_int8`` or ``block_int8``); with ``export.weight_bits:
+    4``, ``float_model`` (the float file of the same signature) with its trained convs' filters in 4 bits
+    (fixed filters stay float)."""
+    if recipe.export.weight_bits == 4:
+        return int4_filters(float_model, keep=lambda name: _layer_of(name) in fixed_layers)
+    return _convert(saved_model, SIGNATURES[key], quantize=True)
 
 
 def fixed_layer_names(model) -> frozenset[str]:

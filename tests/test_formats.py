@@ -14,7 +14,7 @@ from signals import speech_like
 def test_every_format_is_a_runnable_folder_that_computes_the_model(tmp_path, capsys):
     """Each folder runs through bwe.runtime like any export; the float16 file holds float16 weights and
     computes what float32 does to float16 precision; the int8 files are the export's own modes (int4: the
-dynamic mode with 4-bit weights)."""
+    dynamic mode with 4-bit weights)."""
     from ai_edge_litert.interpreter import Interpreter
 
     out = tmp_path / "formats"

@@ -6,8 +6,9 @@ arithmetic an integer TFLite file serves.
   int8 convolutions store them. 4 to 8 bits. A transposed conv computes as a direct conv whose output
   channels are the phases of each filter (`bwe.layers.conv`), and is quantised in that form: one scale
   per phase of a filter, the kernel its converted file stores.
-- **Activations** (a conv's input, and so its streaming state, its past input): one range per tensor, tracked during training as an exponential moving average of each batch's minimum
-  and maximum and fixed outside training. 8 bits are asymmetric ``[low, high]`` (int8 with a zero
+- **Activations** (a conv's input, and so its streaming state, its past input): one range per tensor,
+  tracked during training as an exponential moving average of each batch's minimum and maximum and
+  fixed outside training. 8 bits are asymmetric ``[low, high]`` (int8 with a zero
   point, TFLite's int8 activations); 16 bits are symmetric ``±max(|low|, |high|)`` (TFLite's 16x8
   mode stores int16 activations without a zero point). 0 leaves them float: a dynamic-range file
   quantises each call's activations from their own range, which no fixed range simulates.
