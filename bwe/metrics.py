@@ -32,6 +32,12 @@ matches Google's C++ ViSQOL on its conformance tests). It compares 21 gammatone 
 patch by patch, so it also judges the 4-8 kHz band, by a different perceptual model than PESQ's.
 Unscorable pairs (too short or no speech patch found) give ``None`` with a warning, as for PESQ.
 
+**DNSMOS** (a learned, non-intrusive opinion, not one of the fixed definitions): Microsoft's DNSMOS
+at 16 kHz through ``speechmos`` (its published ONNX models, run by ``onnxruntime``): the P.808 MOS
+of a network trained on listeners' ratings, which hears the missing 4-8 kHz band, and the P.835
+overall MOS of the noise-suppression model. It scores one signal alone, so the reference is scored
+too; clips shorter than 9 s are repeated to 9 s, longer ones scored in 9 s windows every second.
+
 **Band-level (envelope) error** (:func:`band_level_errors_db`, a diagnostic): how far an estimate's
 4-8 kHz envelope is from the reference's. STFT at 16 kHz with a 512-sample periodic Hann window, hop
 128 (``scipy.signal.stft``'s defaults otherwise: zero-padded ends); per frame the energy of each
@@ -63,6 +69,7 @@ LF_BAND = (0.0, 4000.0)
 HF_BAND = (4000.0, 8000.0)
 PESQ_RATE = 16000
 VISQOL_RATE = 16000
+DNSMOS_RATE = 16000
 
 
 def _pair(reference: np.ndarray, estimate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -212,6 +219,26 @@ def visqol_speech(reference: np.ndarray, estimate: np.ndarray) -> float | None:
         warnings.warn("ViSQOL cannot score this pair (no speech patch found: too short or silent); "
                       "reported as unscorable", stacklevel=2)
         return None
+
+
+def import_dnsmos():
+    """``speechmos.dnsmos`` (an optional dependency, the "eval" extra), or an ImportError that says how to get it."""
+    try:
+        from speechmos import dnsmos
+    except ImportError as e:
+        raise ImportError("DNSMOS needs the speechmos and onnxruntime packages: pip install 'bwe[eval]'") from e
+    return dnsmos
+
+
+def dnsmos(signal: np.ndarray) -> dict[str, float]:
+    """DNSMOS of float [time] at 16 kHz: ``{"p808": P.808 MOS, "ovrl": P.835 overall MOS}``.
+
+    Samples beyond full scale are clipped, as writing the signal to a 16-bit file would; ValueError
+    for an empty, multi-channel or non-finite signal.
+    """
+    x = np.clip(as_signal(signal, "signal"), -1.0, 1.0).astype(np.float32)
+    scores = import_dnsmos().run(x, DNSMOS_RATE)
+    return {"p808": float(scores["p808_mos"]), "ovrl": float(scores["ovrl_mos"])}
 
 
 def estimate_delay(reference: np.ndarray, estimate: np.ndarray, max_delay: int) -> int:

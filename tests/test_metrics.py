@@ -6,8 +6,8 @@ import pytest
 import scipy.signal
 
 from bwe.metrics import (
-    LONG_TERM_FREQS, align, band_level_errors_db, error_and_bias_db, estimate_delay, long_term_power, lsd, lsd_all,
-    lsd_level_shape, pesq_wb, spectral_balance, visqol_speech,
+    LONG_TERM_FREQS, align, band_level_errors_db, dnsmos, error_and_bias_db, estimate_delay, long_term_power, lsd,
+    lsd_all, lsd_level_shape, pesq_wb, spectral_balance, visqol_speech,
 )
 from signals import speech_like
 
@@ -188,6 +188,23 @@ def test_visqol_ranks_noise_and_a_missing_high_band_and_refuses_what_it_cannot_s
         assert visqol_speech(speech[:2000], speech[:2000]) is None
     with pytest.raises(ValueError, match="estimate: contains NaN"):
         visqol_speech(speech, np.full_like(speech, np.nan))
+
+
+def test_dnsmos_hears_a_missing_high_band_clips_like_a_file_and_refuses_bad_signals(speech):
+    pytest.importorskip("speechmos")
+    pytest.importorskip("onnxruntime")
+    full = dnsmos(speech)
+    assert set(full) == {"p808", "ovrl"} and all(1.0 <= v <= 5.0 for v in full.values())
+    lowpassed = scipy.signal.sosfiltfilt(scipy.signal.butter(12, 4000, fs=16000, output="sos"), speech)
+    assert dnsmos(lowpassed)["p808"] < full["p808"] - 0.1
+    loud = 3.0 * speech
+    kept = loud.copy()
+    assert dnsmos(loud) == dnsmos(np.clip(loud, -1.0, 1.0))
+    np.testing.assert_array_equal(loud, kept)  # the caller's signal is not clipped in place
+    with pytest.raises(ValueError, match="signal: contains NaN"):
+        dnsmos(np.full_like(speech, np.nan))
+    with pytest.raises(ValueError, match="1-D"):
+        dnsmos(np.stack([speech, speech]))
 
 
 @pytest.mark.parametrize("shift", [0, 1, 17, -5, -160, 300])

@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "envelope-probe": ("envelope_probe", "how well the low band predicts the high band's envelope, and what that is worth"),
     "reference-codec": ("reference_codec", "every system against its references as given and after a G.722 round trip"),
     "band-balance": ("band_balance", "is the restored band as loud as the real one, and is there a hole?"),
+    "learned-quality": ("learned_quality", "how a learned quality predictor (DNSMOS) rates every system and the reference"),
     "envelope-study": ("envelope_study", "the envelope predictor trained alone: head designs side by side"),
     "integer-snr": ("integer_snr", "where an integer export loses the signal: each tensor's SNR against float"),
     "formats": ("formats", "one model in every number format LiteRT runs: a folder per format and its bytes"),
