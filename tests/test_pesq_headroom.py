@@ -10,10 +10,11 @@ import pytest
 
 from bwe.baselines import folding, sinc
 from bwe.data.degrade import evaluation_degradation
-from bwe.metrics import band_level_errors_db, band_levels_db, band_stft, high_band_rows, lsd, lsd_all
+from bwe.metrics import dnsmos, band_level_errors_db, band_levels_db, band_stft, high_band_rows, lsd, lsd_all
 from eval.evaluate import EvaluationError, shift
 from eval.research import pesq_headroom
 from eval.research.inputs import real_pair_examples
+from eval.research.scoring import dnsmos_p808
 from signals import speech_like, write_real_pairs, write_wav
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -109,6 +110,20 @@ def test_cli_reports_every_variant_as_json(tmp_path):
     assert rows["reference high band"]["lsd_hf"] < rows["gain 1"]["lsd_hf"] < rows["gain 0"]["lsd_hf"]
     assert rows["reference high band"]["visqol"] > rows["gain 1"]["visqol"]
     assert report["band_level_error_db"] > 3.0
+
+
+def test_cli_dnsmos_hears_each_variant_alone(tmp_path):
+    pytest.importorskip("speechmos")
+    pytest.importorskip("onnxruntime")
+    reference = speech_like(2.0, 16000, seed=3)
+    write_wav(tmp_path / "s.wav", reference, 16000)
+    result = _run("--model", "folding", "--data", tmp_path, "--gains", "1,0", "--fractions", "", "--dnsmos", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)["variants"]
+    assert all(1.0 <= row["dnsmos_p808"] <= 5.0 and row["dnsmos_p808_unscorable"] == 0 for row in rows.values())
+    assert rows["reference high band"]["dnsmos_p808"] > rows["gain 0"]["dnsmos_p808"] + 0.1
+    # the scorer ignores the reference: DNSMOS rates each signal alone
+    assert dnsmos_p808(reference, reference) == dnsmos_p808(np.zeros_like(reference), reference) == dnsmos(reference)["p808"]
 
 
 def test_cli_refuses_bad_input(tmp_path):

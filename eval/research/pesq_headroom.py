@@ -1,6 +1,6 @@
 """Where a bandwidth extender loses WB-PESQ: its high band, corrected in steps towards the reference.
 
-    python -m eval.research pesq-headroom --model bwe/pretrained --data CORPUS/valid [--limit 40] [--visqol] [--json]
+    python -m eval.research pesq-headroom --model bwe/pretrained --data CORPUS/valid [--limit 40] [--visqol] [--dnsmos] [--json]
     python -m eval.research pesq-headroom --model bwe/pretrained --pairs PAIRS/nb PAIRS/wb [--limit 40]
 
 Each wideband reference is degraded by the fixed evaluation channel (or, with ``--pairs``, its real
@@ -30,7 +30,8 @@ bands of its level minus the reference's, in dB (``bwe.metrics.band_level_errors
 over frames, averaged over files.
 The oracles use the reference, so they are diagnostics, never results. ``--visqol`` scores every
 variant with ViSQOL too (``bwe.metrics.visqol_speech``), a second perceptual model, so a
-conclusion does not rest on PESQ's alone. STFT: ``bwe.metrics.band_stft`` (512-sample periodic Hann,
+conclusion does not rest on PESQ's alone; ``--dnsmos`` with DNSMOS P.808 (``bwe.metrics.dnsmos``), a
+learned predictor of listeners' ratings that hears each variant alone, without the reference. STFT: ``bwe.metrics.band_stft`` (512-sample periodic Hann,
 hop 128, at 16 kHz) and its inverse; WB-PESQ, ViSQOL and LSD-HF from ``bwe.metrics``.
 """
 
@@ -48,17 +49,18 @@ from bwe.config import OUTPUT_RATE as RATE
 from bwe.data.audio import AudioError
 from bwe.metrics import (
     BAND_ENERGY_FLOOR, BAND_FREQS, ENVELOPE_BAND_HZ, HF_BAND, LSD_N_FFT, band_level_errors_db, band_stft,
-    high_band_rows, import_visqol, lsd_all,
+    high_band_rows, import_dnsmos, import_visqol, lsd_all,
 )
 from eval.evaluate import METRIC_LABELS, EvaluationError, aligned_to_reference, load_system
 from eval.research.high_band import HIGH_BINS, band_istft, low_band
 from eval.research.inputs import Example, add_test_set_arguments, chosen_examples, numbers
-from eval.research.scoring import perceptual_scorers, score_all_or_none
+from eval.research.scoring import P808, perceptual_scorers, score_all_or_none
 
 PROG = "python -m eval.research pesq-headroom"
 SPLIT_HZ = HF_BAND[0]
 DEFAULT_GAINS = (1.0, 0.7, 0.5, 0.3, 0.0)
 DEFAULT_FRACTIONS = (0.25, 0.5, 0.75)
+LABELS = {**METRIC_LABELS, P808: "P.808"}
 
 
 def _band_gains(reference: np.ndarray, estimate: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -114,15 +116,16 @@ def _mean(values: Sequence[float]) -> float:
 def headroom(
     examples: Iterable[Example], system: Callable[[np.ndarray], np.ndarray], gains: Sequence[Gain] = DEFAULT_GAINS,
     band_hz: float = ENVELOPE_BAND_HZ, fractions: Sequence[float] = DEFAULT_FRACTIONS, visqol: bool = False,
+    p808: bool = False,
 ) -> tuple[dict[str, dict[str, float]], tuple[float, float], list[str]]:
-    """Per variant: mean WB-PESQ (and ViSQOL) over the examples each can score, and mean LSD-HF over
+    """Per variant: mean WB-PESQ (and ViSQOL, DNSMOS P.808) over the examples each can score, and mean LSD-HF over
     all; the system's band-level error and bias in dB (:func:`band_level_errors_db`), means over
     examples; and the names of the examples too short to score after alignment (left out).
 
     An example one variant cannot score by a metric is left out of that metric's means for every
     variant, so the variants are compared on the same examples; the counts say how many were left out.
     """
-    scorers = perceptual_scorers(visqol)
+    scorers = perceptual_scorers(visqol, p808)
     scores: dict[str, dict[str, list[float]]] = {metric: {} for metric in scorers}
     unscorable = dict.fromkeys(scorers, 0)
     lsd_hf: dict[str, list[float]] = {}
@@ -166,6 +169,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="comma-separated fractions (0-1) of the band-level correction for the partial "
                              "oracles; empty for none (default %(default)s)")
     parser.add_argument("--visqol", action="store_true", help="also score every variant with ViSQOL (speech mode)")
+    parser.add_argument("--dnsmos", action="store_true", help="also score every variant with DNSMOS P.808")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser.parse_args(argv)
 
@@ -202,8 +206,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         system = load_system(args.model)
         if args.visqol:
             import_visqol()
+        if args.dnsmos:
+            import_dnsmos()
         table, (band_error, band_bias), too_short = headroom(
-            examples, system, gains, args.band_hz, fractions, args.visqol)
+            examples, system, gains, args.band_hz, fractions, args.visqol, args.dnsmos)
     except (EvaluationError, AudioError, ImportError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
@@ -212,15 +218,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                           "too_short": too_short}, indent=2))
         return 0
     first = next(iter(table.values()))
-    metrics = list(perceptual_scorers(args.visqol))
-    left_out = ", ".join(f"{first[m + '_unscorable']} not scorable by {METRIC_LABELS[m]}" for m in metrics)
+    metrics = list(perceptual_scorers(args.visqol, args.dnsmos))
+    left_out = ", ".join(f"{first[m + '_unscorable']} not scorable by {LABELS[m]}" for m in metrics)
     print(f"{args.model} on {first['files']} file(s) of {source} ({left_out}, left out of its means)")
     if too_short:
         print(f"left out, too short to score: {', '.join(too_short)}")
     print(f"its high-band envelope error: {band_error:.1f} dB, bias {band_bias:+.1f} dB (medians over frames of "
           f"the RMS and of the mean over {args.band_hz:g} Hz bands of its level minus the reference's; "
           "mean over files)")
-    print(f"{'high band':26s} " + " ".join(f"{METRIC_LABELS[m]:>8s}" for m in metrics) + f" {'LSD-HF':>7s}")
+    print(f"{'high band':26s} " + " ".join(f"{LABELS[m]:>8s}" for m in metrics) + f" {'LSD-HF':>7s}")
     for name, row in table.items():
         print(f"{name:26s} " + " ".join(f"{row[m]:8.3f}" for m in metrics) + f" {row['lsd_hf']:7.3f}")
     return 0

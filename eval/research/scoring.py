@@ -7,12 +7,22 @@ from collections.abc import Callable
 
 import numpy as np
 
-from bwe.metrics import pesq_wb, visqol_speech
+from bwe.metrics import dnsmos, pesq_wb, visqol_speech
+
+P808 = "dnsmos_p808"
 
 
-def perceptual_scorers(visqol: bool) -> dict[str, Callable]:
-    """The perceptual metrics to score, by their ``bwe.metrics`` function: WB-PESQ, and ViSQOL if asked for."""
-    return {"pesq_wb": pesq_wb, **({"visqol": visqol_speech} if visqol else {})}
+def dnsmos_p808(reference: np.ndarray, signal: np.ndarray) -> float:
+    """DNSMOS P.808 MOS of ``signal``, a scorer like the others; DNSMOS hears the signal alone, so the
+    reference is not used."""
+    return dnsmos(signal)["p808"]
+
+
+def perceptual_scorers(visqol: bool, p808: bool = False) -> dict[str, Callable]:
+    """The perceptual metrics to score, by their ``bwe.metrics`` function: WB-PESQ, and ViSQOL and DNSMOS
+    P.808 if asked for."""
+    return {"pesq_wb": pesq_wb, **({"visqol": visqol_speech} if visqol else {}),
+            **({P808: dnsmos_p808} if p808 else {})}
 
 
 def score_all_or_none(reference: np.ndarray, signals: dict[str, np.ndarray], scorers: dict[str, Callable],
