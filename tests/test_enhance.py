@@ -359,7 +359,7 @@ def test_pipe_rejects_odd_byte_count(model_dir):
 
 
 BUNDLES = {"streaming": ("pretrained", "pretrained_predictor4.yaml"),
-           "offline": (os.path.join("pretrained", "offline"), "pretrained_offline_predictor3.yaml")}
+           "offline": (os.path.join("pretrained", "offline"), "pretrained_offline_predictor4.yaml")}
 
 
 @pytest.mark.parametrize("flags", [[], ["--streaming"]], ids=["offline-default", "streaming"])
