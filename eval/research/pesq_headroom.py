@@ -31,8 +31,9 @@ over frames, averaged over files.
 The oracles use the reference, so they are diagnostics, never results. ``--visqol`` scores every
 variant with ViSQOL too (``bwe.metrics.visqol_speech``), a second perceptual model, so a
 conclusion does not rest on PESQ's alone; ``--dnsmos`` with DNSMOS P.808 (``bwe.metrics.dnsmos``), a
-learned predictor of listeners' ratings that hears each variant alone, without the reference. STFT: ``bwe.metrics.band_stft`` (512-sample periodic Hann,
-hop 128, at 16 kHz) and its inverse; WB-PESQ, ViSQOL and LSD-HF from ``bwe.metrics``.
+learned predictor of listeners' ratings that hears each variant alone, without the reference.
+STFT: ``bwe.metrics.band_stft`` (512-sample periodic Hann, hop 128, at 16 kHz) and its inverse;
+WB-PESQ, ViSQOL and LSD-HF from ``bwe.metrics``.
 """
 
 from __future__ import annotations
@@ -118,9 +119,9 @@ def headroom(
     band_hz: float = ENVELOPE_BAND_HZ, fractions: Sequence[float] = DEFAULT_FRACTIONS, visqol: bool = False,
     p808: bool = False,
 ) -> tuple[dict[str, dict[str, float]], tuple[float, float], list[str]]:
-    """Per variant: mean WB-PESQ (and ViSQOL, DNSMOS P.808) over the examples each can score, and mean LSD-HF over
-    all; the system's band-level error and bias in dB (:func:`band_level_errors_db`), means over
-    examples; and the names of the examples too short to score after alignment (left out).
+    """Per variant: mean WB-PESQ (and ViSQOL, DNSMOS P.808) over the examples each can score, and mean
+    LSD-HF over all; the system's band-level error and bias in dB (:func:`band_level_errors_db`), means
+    over examples; and the names of the examples too short to score after alignment (left out).
 
     An example one variant cannot score by a metric is left out of that metric's means for every
     variant, so the variants are compared on the same examples; the counts say how many were left out.
