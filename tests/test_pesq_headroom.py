@@ -10,7 +10,7 @@ import pytest
 
 from bwe.baselines import folding, sinc
 from bwe.data.degrade import evaluation_degradation
-from bwe.metrics import dnsmos, band_level_errors_db, band_levels_db, band_stft, high_band_rows, lsd, lsd_all
+from bwe.metrics import band_level_errors_db, band_levels_db, band_stft, dnsmos, high_band_rows, lsd, lsd_all
 from eval.evaluate import EvaluationError, shift
 from eval.research import pesq_headroom
 from eval.research.inputs import real_pair_examples

@@ -52,16 +52,15 @@ from bwe.metrics import (
     BAND_ENERGY_FLOOR, BAND_FREQS, ENVELOPE_BAND_HZ, HF_BAND, LSD_N_FFT, band_level_errors_db, band_stft,
     high_band_rows, import_dnsmos, import_visqol, lsd_all,
 )
-from eval.evaluate import METRIC_LABELS, EvaluationError, aligned_to_reference, load_system
+from eval.evaluate import EvaluationError, aligned_to_reference, load_system
 from eval.research.high_band import HIGH_BINS, band_istft, low_band
 from eval.research.inputs import Example, add_test_set_arguments, chosen_examples, numbers
-from eval.research.scoring import P808, perceptual_scorers, score_all_or_none
+from eval.research.scoring import LABELS, perceptual_scorers, score_all_or_none
 
 PROG = "python -m eval.research pesq-headroom"
 SPLIT_HZ = HF_BAND[0]
 DEFAULT_GAINS = (1.0, 0.7, 0.5, 0.3, 0.0)
 DEFAULT_FRACTIONS = (0.25, 0.5, 0.75)
-LABELS = {**METRIC_LABELS, P808: "P.808"}
 
 
 def _band_gains(reference: np.ndarray, estimate: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -8,8 +8,11 @@ from collections.abc import Callable
 import numpy as np
 
 from bwe.metrics import dnsmos, pesq_wb, visqol_speech
+from eval.evaluate import METRIC_LABELS
 
 P808 = "dnsmos_p808"
+# Column labels of every scorer's key (P.808 is scored only here, not by eval.evaluate).
+LABELS = {**METRIC_LABELS, P808: "P.808"}
 
 
 def dnsmos_p808(reference: np.ndarray, signal: np.ndarray) -> float:
