@@ -45,6 +45,11 @@ def total_stride(cfg: ModelConfig) -> int:
     return math.prod(cfg.strides)
 
 
+def band_split_taps(cfg: ModelConfig) -> int:
+    """Taps of the band split's high-pass: ``cfg.split_taps``, or the interpolator's when 0."""
+    return cfg.split_taps or cfg.upsampler_taps
+
+
 def validate_model_config(cfg: ModelConfig) -> None:
     """Raise ModelConfigError naming the field if ``cfg`` cannot be built."""
     def positive(name, value):
@@ -68,6 +73,11 @@ def validate_model_config(cfg: ModelConfig) -> None:
         raise ModelConfigError(
             f"model.upsampler_taps: must be odd and >= 3 so the interpolator's group delay is a whole number of "
             f"16 kHz samples, got {cfg.upsampler_taps}")
+    if cfg.split_taps and (isinstance(cfg.split_taps, bool) or not isinstance(cfg.split_taps, int)
+                           or cfg.split_taps % 2 == 0 or cfg.split_taps < 3):
+        raise ModelConfigError(
+            f"model.split_taps: must be 0 (the interpolator's taps) or odd and >= 3 so the band split's group delay "
+            f"is a whole number of 16 kHz samples, got {cfg.split_taps!r}")
     if cfg.pad_mode not in ("constant", "reflect"):
         raise ModelConfigError(f"model.pad_mode: must be 'constant' or 'reflect', got {cfg.pad_mode!r}")
     if cfg.causal and cfg.pad_mode != "constant":
@@ -133,6 +143,12 @@ class ModelConfig:
     # before adding it: the 0-4 kHz band of the input then reaches the output untouched, and the
     # network only learns the missing band. Costs one more interpolator delay (16 samples, 1 ms).
     highband_residual: bool = True
+    # Taps of that high-pass (0: upsampler_taps, the interpolator's complement). Its transition band
+    # lets the network's own 0-4 kHz output (tens of dB above the band it makes) through just below
+    # 4 kHz, on top of the input; a longer split keeps it out (docs/experiments/band-split.md), for
+    # (split_taps - upsampler_taps) / 2 more samples of delay. A fixed filter: a trained model can be
+    # exported again with another split (bwe-export --set model.split_taps=N).
+    split_taps: int = 0
     # Envelope head (0 = off; needs highband_residual). A fixed, complementary filter bank
     # (``envelope_filter_taps`` taps, one more delay of (taps - 1) / 2 samples) splits the generated
     # band into this many equal bands from 4 to 8 kHz. An envelope predictor reads the input's log

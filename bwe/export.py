@@ -740,7 +740,7 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error("give SOURCE and OUT_DIR (or --recipe FILE --random-init OUT_DIR)")
             generator, recipe, prefix = load_generator(args.paths[0], args.recipe)
             if args.overrides:
-                recipe = dataclasses.replace(recipe, export=load_recipe_overrides(recipe, args.overrides).export)
+                generator, recipe = with_overrides(generator, recipe, args.overrides)
             source = os.path.abspath(prefix)
         export_generator(generator, recipe, args.paths[-1], calibration_dir=args.calibration_dir,
                          block_frames=args.block_frames, source=source, log=log)
@@ -750,14 +750,34 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# Model keys that set only fixed filters, so a trained model can be exported with another value.
+FIXED_FILTER_KEYS = ("model.split_taps",)
+
+
 def load_recipe_overrides(recipe: Recipe, overrides: list[str]) -> Recipe:
-    """Apply ``key=value`` overrides to an already loaded recipe (only export.* may change)."""
+    """Apply ``key=value`` overrides to an already loaded recipe (only export.* and FIXED_FILTER_KEYS may change)."""
     from bwe.config import recipe_from_dict
 
-    bad = [o for o in overrides if not o.strip().startswith("export.")]
+    bad = [o for o in overrides
+           if not o.strip().startswith("export.") and o.split("=", 1)[0].strip() not in FIXED_FILTER_KEYS]
     if bad:
-        raise ExportError(f"only export.* keys can be overridden for a trained model, got {bad}")
+        raise ExportError(f"only export.* keys and {', '.join(FIXED_FILTER_KEYS)} can be overridden for a trained "
+                          f"model, got {bad}")
     return recipe_from_dict(recipe_to_dict(recipe), overrides)
+
+
+def with_overrides(generator, recipe: Recipe, overrides: list[str]):
+    """``(generator, recipe)`` with ``overrides`` applied; a changed fixed filter rebuilds the generator,
+    its trained weights copied by layer name."""
+    from bwe.models.seanet import build_generator
+    from bwe.streaming.convert import copy_weights
+
+    changed = load_recipe_overrides(recipe, overrides)
+    if changed.model == recipe.model:
+        return generator, dataclasses.replace(recipe, export=changed.export)
+    rebuilt = build_generator(changed.model, quantization=changed.quant.spec())
+    copy_weights(generator, rebuilt, fixed_filters_from_target=True)
+    return rebuilt, dataclasses.replace(recipe, model=changed.model, export=changed.export)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ CFG = load_recipe(TINY, HEAD).model
 LOOKAHEAD_CFG = load_recipe(TINY, ["model.envelope_bands=8", "model.envelope_frame=128", "model.envelope_crossfade=32",
                                    "model.envelope_filter_taps=65", "model.envelope_lookahead_frames=2"]).model
 RELATIVE_CFG = dataclasses.replace(LOOKAHEAD_CFG, envelope_relative_levels=True)
+SPLIT_CFG = dataclasses.replace(RELATIVE_CFG, split_taps=65)
 
 
 def _response_db(kernel, freq, rate):
@@ -167,8 +168,8 @@ def test_untrained_head_is_the_identity_delayed_by_the_bank():
     np.testing.assert_allclose(y[256 + extra:], y0[256: len(y0) - extra], atol=1e-5)
 
 
-@pytest.mark.parametrize("cfg", [CFG, LOOKAHEAD_CFG, RELATIVE_CFG],
-                         ids=["16ms-frames", "8ms-frames-lookahead", "relative-levels"])
+@pytest.mark.parametrize("cfg", [CFG, LOOKAHEAD_CFG, RELATIVE_CFG, SPLIT_CFG],
+                         ids=["16ms-frames", "8ms-frames-lookahead", "relative-levels", "65-tap-split"])
 def test_trained_head_streams_exactly_and_is_causal(cfg):
     keras.utils.set_random_seed(1)
     model = build_generator(cfg, Modes.TRAINING)

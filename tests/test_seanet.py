@@ -92,6 +92,37 @@ def test_highband_residual_keeps_the_low_band():
     assert 10 * np.log10(added[low].sum() / base[low].sum()) < -60
 
 
+def _added_band_db(cfg, seed=2):
+    """Power the network adds to the output, by frequency, against the input's (dB) and the frequencies:
+    a generator with a random output conv against the same one reduced to its interpolator."""
+    keras.utils.set_random_seed(seed)
+    model = build_generator(cfg, Modes.NON_STREAM_INFERENCE)
+    reference = build_generator(cfg, Modes.NON_STREAM_INFERENCE)
+    _zero_network(reference)
+    rng = np.random.default_rng(0)
+    for w in model.get_layer("output_conv").weights:
+        w.assign(rng.normal(0, 0.1, w.shape).astype(np.float32))
+    x = speech_like(1.0, rate=8000, seed=5)[None, :, None]
+    y, y0 = np.asarray(model(x))[0, :, 0], np.asarray(reference(x))[0, :, 0]
+    window = scipy.signal.windows.blackmanharris(len(y) - 400)
+    added = np.abs(np.fft.rfft((y - y0)[200:-200] * window)) ** 2
+    base = np.abs(np.fft.rfft(y0[200:-200] * window)) ** 2
+    return added, base, np.fft.rfftfreq(len(window), 1 / 16000)
+
+
+def test_a_longer_band_split_keeps_the_network_off_the_input_band_below_4khz():
+    """The 33-tap split's transition lets the network's own low band through at 3.2-3.6 kHz (20-30 dB
+    down), on top of the input; 65 taps push it down by more than 20 dB more there, cost 16 samples of
+    delay, and pass the band above 4.2 kHz as before."""
+    added33, base, freqs = _added_band_db(TINY)
+    added65, _, _ = _added_band_db(dataclasses.replace(TINY, split_taps=65))
+    edge, band = (freqs > 3200) & (freqs < 3600), (freqs > 4200) & (freqs < 7800)
+    assert 10 * np.log10(added33[edge].sum() / added65[edge].sum()) > 20
+    assert abs(10 * np.log10(added33[band].sum() / added65[band].sum())) < 1.0
+    assert (generator_delay_samples(dataclasses.replace(TINY, split_taps=65))
+            - generator_delay_samples(TINY)) == (65 - 33) // 2
+
+
 def test_interpolator_rejects_images():
     """A 1 kHz tone at 8 kHz becomes a 1 kHz tone at 16 kHz; its 7 kHz image is >= 40 dB down."""
     h = interpolation_filter(33)
@@ -192,6 +223,8 @@ def test_noncausal_variant_builds_and_trains():
         (dict(strides=[]), "at least one downsampling block"),
         (dict(strides=[2, 0]), r"strides\[1\]: must be a positive integer"),
         (dict(upsampler_taps=32), "upsampler_taps: must be odd"),
+        (dict(split_taps=64), "split_taps: must be 0"),
+        (dict(split_taps=1), "split_taps: must be 0"),
         (dict(pad_mode="reflect"), "reflect padding reads the signal's future"),
         (dict(max_channels=2), "max_channels"),
         (dict(dilations=[]), "model.dilations"),

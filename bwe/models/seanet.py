@@ -44,6 +44,7 @@ from bwe.config import (  # noqa: F401 -- the rates, the frame and the model che
     UPSAMPLE_FACTOR,
     ModelConfig,
     ModelConfigError,
+    band_split_taps,
     total_stride,
     validate_model_config,
 )
@@ -81,15 +82,16 @@ def block_channels(cfg: ModelConfig) -> list[int]:
 def generator_delay_samples(cfg: ModelConfig) -> int:
     """16 kHz samples by which the generator's output lags its input.
 
-    The interpolator's group delay, plus the same again for the band-split filter when
-    ``cfg.highband_residual`` is on, plus, with an envelope head, its filter bank's and its look-ahead.
+    The interpolator's group delay, plus the band-split filter's when ``cfg.highband_residual`` is on,
+    plus, with an envelope head, its filter bank's and its look-ahead.
     """
     filter_delay = (cfg.upsampler_taps - 1) // 2
     if not cfg.highband_residual:
         return filter_delay
+    split_delay = (band_split_taps(cfg) - 1) // 2
     if not cfg.envelope_bands:
-        return 2 * filter_delay
-    return (2 * filter_delay + (cfg.envelope_filter_taps - 1) // 2
+        return filter_delay + split_delay
+    return (filter_delay + split_delay + (cfg.envelope_filter_taps - 1) // 2
             + cfg.envelope_lookahead_frames * cfg.envelope_frame)
 
 
@@ -273,8 +275,8 @@ def _envelope_head(cfg: ModelConfig, mode: Modes, graph: _Graph, conv, audio, ne
     delay = generator_delay_samples(cfg) - (cfg.upsampler_taps - 1) // 2
     low = graph(CausalDelay(delay, name="envelope_delay", **common), interpolated)
     # The band split's high-pass, then the bank: two short convs cost fewer MACs than their product.
-    highpass = band_split_kernel(cfg.upsampler_taps)[:, 1:, :]
-    h = graph(CausalConv1D(1, cfg.upsampler_taps, name="envelope_highpass",
+    highpass = band_split_kernel(band_split_taps(cfg))[:, 1:, :]
+    h = graph(CausalConv1D(1, band_split_taps(cfg), name="envelope_highpass",
                            sample_groups=16,  # 1 -> 1, 33 taps: 0.45 -> 0.07 ms
                            kernel_initializer=keras.initializers.Constant(highpass), **filters), network_output)
     bands = graph(CausalConv1D(cfg.envelope_bands, cfg.envelope_filter_taps, name="envelope_bands",
@@ -501,10 +503,10 @@ def _headless_output(cfg: ModelConfig, mode: Modes, graph, h, interpolated):
     if not cfg.highband_residual:
         return AddSignals(name="wideband")([interpolated, h])
     band_split = CausalConv1D(
-        1, cfg.upsampler_taps, use_bias=False, trainable=False, name="band_split",
+        1, band_split_taps(cfg), use_bias=False, trainable=False, name="band_split",
         sample_groups=8,  # 2 -> 1, 33 taps: 0.83 -> 0.16 ms
         mode=mode, state_batch_size=graph.batch_size or 1,
-        kernel_initializer=keras.initializers.Constant(band_split_kernel(cfg.upsampler_taps)))
+        kernel_initializer=keras.initializers.Constant(band_split_kernel(band_split_taps(cfg))))
     both = keras.layers.Concatenate(axis=-1, name="interpolated_and_residual")([interpolated, h])
     return graph(band_split, both)
 

@@ -95,12 +95,18 @@ def _weighted_layers(model: keras.Model, convs: bool) -> dict:
             if isinstance(layer, STREAMING_CONV_LAYERS) == convs and (convs or layer.weights)}
 
 
-def copy_weights(source: keras.Model, target: keras.Model) -> None:
+def _same_shapes(a: keras.layers.Layer, b: keras.layers.Layer) -> bool:
+    return [tuple(w.shape) for w in a.weights] == [tuple(w.shape) for w in b.weights]
+
+
+def copy_weights(source: keras.Model, target: keras.Model, *, fixed_filters_from_target: bool = False) -> None:
     """Copy every weighted layer's weights from ``source`` to ``target`` by layer name.
 
     Streaming convs fold (or re-split) weight normalisation as each needs; other layers (the envelope
     head's switch) are copied as they are. Both models must contain the same set of weighted layers;
-    a missing or extra one is an error, never silently random weights.
+    a missing or extra one is an error, never silently random weights. With
+    ``fixed_filters_from_target``, a fixed (non-trainable) conv of another length than the source's
+    keeps the target's own kernel: its values follow from the target's recipe (e.g. ``model.split_taps``).
     """
     for convs in (True, False):
         src, dst = _weighted_layers(source, convs), _weighted_layers(target, convs)
@@ -109,6 +115,8 @@ def copy_weights(source: keras.Model, target: keras.Model) -> None:
             extra = sorted(set(src) - set(dst))
             raise ValueError(f"models differ in layers: missing in source {missing}, not in target {extra}")
         for name, layer in dst.items():
+            if convs and fixed_filters_from_target and not layer.trainable and not _same_shapes(src[name], layer):
+                continue
             if convs:
                 layer.set_plain_weights(src[name].plain_weights())
             else:

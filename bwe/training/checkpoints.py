@@ -110,6 +110,9 @@ class RunCheckpoints:
                 self.state.generator.load_weights(weights)
             return
         except ValueError as e:
+            if os.path.isdir(source) and not self.recipe.quant.enabled:
+                self._initialise_from_export(source, e)
+                return
             if not self.recipe.quant.enabled:
                 raise RunDirError(f"train.init_from: {weights} does not fit this recipe's generator ({e})") from None
         # QAT from a float model's weights: its kernels, by layer name; the input ranges start from the first batch.
@@ -123,6 +126,19 @@ class RunCheckpoints:
             raise RunDirError(f"train.init_from: {weights} does not fit this recipe's generator, float or "
                               f"quantised ({e})") from None
         copy_weights(float_generator, self.state.generator)
+
+    def _initialise_from_export(self, folder: str, mismatch: ValueError) -> None:
+        """An exported folder whose fixed filters differ from this recipe's (e.g. ``model.split_taps``):
+        its own generator, built from its metadata, gives every trained weight by layer name."""
+        from bwe.export import ExportError, load_generator
+        from bwe.streaming.convert import copy_weights
+
+        try:
+            exported = load_generator(folder)[0]
+            copy_weights(exported, self.state.generator, fixed_filters_from_target=True)
+        except (ExportError, ValueError) as e:
+            raise RunDirError(f"train.init_from: {folder} does not fit this recipe's generator ({mismatch}; "
+                              f"by layer name: {e})") from None
 
     def _restore_into_new_head(self, path: str) -> None:
         """Restore a checkpoint taken before the envelope head was added (the same recipe with

@@ -78,10 +78,11 @@ def band_levels(model_cfg, wideband: np.ndarray, bands: int) -> np.ndarray:
     """[frames, bands] standardised bels of the target's bands per envelope frame, through the
     generator's own high-pass and bank, their delay removed (frame t = samples [t F, t F + F))."""
     from bwe.layers.envelope import LEVEL_CENTRE, LEVEL_FLOOR, LEVEL_SPREAD
+    from bwe.config import band_split_taps
     from bwe.models.seanet import band_split_kernel, envelope_filter_bank
 
     cfg = dataclasses.replace(model_cfg, envelope_bands=bands)
-    highpass = band_split_kernel(cfg.upsampler_taps)[:, 1, 0]
+    highpass = band_split_kernel(band_split_taps(cfg))[:, 1, 0]
     bank = envelope_filter_bank(cfg)[:, 0, :]
     delay = (len(highpass) - 1) // 2 + (len(bank) - 1) // 2
     frame = cfg.envelope_frame
