@@ -358,8 +358,8 @@ def test_pipe_rejects_odd_byte_count(model_dir):
     assert proc.returncode == 2 and b"middle of a 16-bit sample" in proc.stderr
 
 
-BUNDLES = {"streaming": ("pretrained", "pretrained_predictor4.yaml"),
-           "offline": (os.path.join("pretrained", "offline"), "pretrained_offline_predictor4.yaml")}
+BUNDLES = {"streaming": ("pretrained", "pretrained_split.yaml"),
+           "offline": (os.path.join("pretrained", "offline"), "pretrained_offline_split.yaml")}
 
 
 @pytest.mark.parametrize("flags", [[], ["--streaming"]], ids=["offline-default", "streaming"])
@@ -402,7 +402,8 @@ def test_files_go_through_the_offline_bundle_and_streams_through_the_streaming_o
 
     offline, streaming = ExportedModel(default_model_dir(False)), ExportedModel(default_model_dir(True))
     assert offline.metadata.lookahead_ms > 0 and streaming.metadata.lookahead_ms == 0
-    assert streaming.metadata.architectural_latency_ms < 21.0
+    # The 16 ms frame and 5 ms of fixed filters (interpolator, 65-tap band split, the head's band bank).
+    assert streaming.metadata.architectural_latency_ms <= 21.0
 
 
 def _highband_frame_levels_db(y: np.ndarray) -> np.ndarray:
