@@ -57,3 +57,17 @@ def exported_tiny() -> tuple:
         assert main([run_dir, out_dir, "--block-frames", "8", "-q"]) == 0
         _CACHE["export"] = (generator, run_dir, out_dir)
     return _CACHE["export"]
+
+
+def assert_same_trained_weights(expected, actual) -> None:
+    """Every trainable layer of ``expected`` has its weights in ``actual`` (same layer name); convs are
+    compared as the kernels they compute with (weight norm folded), so the two may store them differently."""
+    def plain(layer):
+        if hasattr(layer, "plain_weights"):
+            return list(layer.plain_weights().values())
+        return layer.get_weights()
+
+    for layer in expected.layers:
+        if layer.trainable_weights:
+            for a, b in zip(plain(layer), plain(actual.get_layer(layer.name))):
+                np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)

@@ -14,7 +14,7 @@ from bwe.layers.modes import Modes
 from bwe.metadata import StateTensor
 from bwe.models.seanet import count_params, macs_per_frame
 from bwe.streaming import to_streaming
-from exported_tiny import RECIPE, exported_tiny
+from exported_tiny import RECIPE, assert_same_trained_weights, exported_tiny
 from signals import speech_like
 
 tf.config.experimental.enable_op_determinism()
@@ -163,10 +163,7 @@ def test_a_trained_model_takes_another_band_split_and_nothing_else(exported, tmp
     split, split_recipe = export_module.with_overrides(loaded, recipe, ["model.split_taps=65"])
     assert split_recipe.model.split_taps == 65 and split_recipe.export == recipe.export
     assert generator_delay_samples(split_recipe.model) == generator_delay_samples(recipe.model) + 16
-    for layer in generator.layers:
-        if layer.trainable_weights:  # convs compared as the kernels they compute with (weight norm folded)
-            for a, b in zip(_plain(layer), _plain(split.get_layer(layer.name))):
-                np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert_same_trained_weights(generator, split)
     assert split.get_layer("band_split").get_weights()[0].shape[0] == 65
     assert main([out_dir, str(tmp_path / "wider"), "--set", "model.channels=8", "-q"]) == 2
     assert "model.split_taps can be overridden" in capsys.readouterr().err
@@ -397,9 +394,3 @@ def test_highband_gain_needs_the_highband_residual(tmp_path, capsys):
                  "--set", "export.highband_gain=0.5", "-q"]) == 2
     assert "needs model.highband_residual" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "out")
-
-
-def _plain(layer):
-    if hasattr(layer, "plain_weights"):
-        return list(layer.plain_weights().values())
-    return layer.get_weights()

@@ -198,7 +198,7 @@ def test_a_new_run_starts_from_an_exported_folder_and_refuses_another_model(tmp_
     """train.init_from: a new run's generator takes an exported folder's weights (not a resumed run's:
     its checkpoint wins); weights of another generator, or none, are refused with the path."""
     from bwe.train import Trainer
-    from exported_tiny import exported_tiny
+    from exported_tiny import assert_same_trained_weights, exported_tiny
 
     generator, _, folder = exported_tiny()
     started = Trainer(load_recipe(TINY, [f"train.init_from={folder}"]), str(tmp_path / "new"))
@@ -216,10 +216,7 @@ def test_a_new_run_starts_from_an_exported_folder_and_refuses_another_model(tmp_
     # A fixed filter of another length (model.split_taps) comes from the recipe, the trained weights from the folder.
     split = Trainer(load_recipe(TINY, [f"train.init_from={folder}", "model.split_taps=65"]), str(tmp_path / "split"))
     assert split.restore() == 0
-    for layer in generator.layers:
-        if layer.trainable_weights:  # convs compared as the kernels they compute with (weight norm folded)
-            for a, b in zip(_plain(layer), _plain(split.generator.get_layer(layer.name))):
-                np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert_same_trained_weights(generator, split.generator)
     assert split.generator.get_layer("band_split").get_weights()[0].shape[0] == 65
     missing = Trainer(load_recipe(TINY, [f"train.init_from={tmp_path}"]), str(tmp_path / "missing"))
     with pytest.raises(RunDirError, match="does not exist"):
@@ -464,9 +461,3 @@ def test_the_generator_overfits_one_batch(tmp_path):
     losses = [float(trainer.train_step(*batch, step)["loss/generator_total"]) for step in range(60)]
     assert np.all(np.isfinite(losses))
     assert losses[-1] < 0.25 * losses[0], losses[::10]
-
-
-def _plain(layer):
-    if hasattr(layer, "plain_weights"):
-        return list(layer.plain_weights().values())
-    return layer.get_weights()

@@ -275,8 +275,9 @@ def _envelope_head(cfg: ModelConfig, mode: Modes, graph: _Graph, conv, audio, ne
     delay = generator_delay_samples(cfg) - (cfg.upsampler_taps - 1) // 2
     low = graph(CausalDelay(delay, name="envelope_delay", **common), interpolated)
     # The band split's high-pass, then the bank: two short convs cost fewer MACs than their product.
-    highpass = band_split_kernel(band_split_taps(cfg))[:, 1:, :]
-    h = graph(CausalConv1D(1, band_split_taps(cfg), name="envelope_highpass",
+    split_taps = band_split_taps(cfg)
+    highpass = band_split_kernel(split_taps)[:, 1:, :]
+    h = graph(CausalConv1D(1, split_taps, name="envelope_highpass",
                            sample_groups=16,  # 1 -> 1, 33 taps: 0.45 -> 0.07 ms
                            kernel_initializer=keras.initializers.Constant(highpass), **filters), network_output)
     bands = graph(CausalConv1D(cfg.envelope_bands, cfg.envelope_filter_taps, name="envelope_bands",
@@ -502,11 +503,12 @@ def _headless_output(cfg: ModelConfig, mode: Modes, graph, h, interpolated):
         h = CropTimeToReference(mode=mode, name="crop_to_input")([h, interpolated])
     if not cfg.highband_residual:
         return AddSignals(name="wideband")([interpolated, h])
+    split_taps = band_split_taps(cfg)
     band_split = CausalConv1D(
-        1, band_split_taps(cfg), use_bias=False, trainable=False, name="band_split",
+        1, split_taps, use_bias=False, trainable=False, name="band_split",
         sample_groups=8,  # 2 -> 1, 33 taps: 0.83 -> 0.16 ms
         mode=mode, state_batch_size=graph.batch_size or 1,
-        kernel_initializer=keras.initializers.Constant(band_split_kernel(band_split_taps(cfg))))
+        kernel_initializer=keras.initializers.Constant(band_split_kernel(split_taps)))
     both = keras.layers.Concatenate(axis=-1, name="interpolated_and_residual")([interpolated, h])
     return graph(band_split, both)
 

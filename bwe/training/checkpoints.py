@@ -110,10 +110,10 @@ class RunCheckpoints:
                 self.state.generator.load_weights(weights)
             return
         except ValueError as e:
-            if os.path.isdir(source) and not self.recipe.quant.enabled:
-                self._initialise_from_export(source, e)
-                return
             if not self.recipe.quant.enabled:
+                if os.path.isdir(source):
+                    self._initialise_from_export(source, e)
+                    return
                 raise RunDirError(f"train.init_from: {weights} does not fit this recipe's generator ({e})") from None
         # QAT from a float model's weights: its kernels, by layer name; the input ranges start from the first batch.
         from bwe.models.seanet import build_generator
