@@ -204,6 +204,9 @@ class ExportConfig:
     # export records.
     int8_mode: str = "dynamic"
     int8_calibration_frames: int = 400  # 'full' and '16x8' only: frames streamed through the float model to calibrate
+    # 'full' and '16x8' only: false leaves out the names of the integer files' inner tensors (a tenth of a
+    # 16x8 file's bytes); the interface keeps its names. python -m eval.research integer-snr needs them.
+    int8_tensor_names: bool = True
     # 'dynamic' only: 4 stores the trained convs' weights in 4 bits (per output channel, LiteRT's int4
     # hybrid convs), two thirds of the int8 file's bytes; fixed filters stay float32 (bwe/int4_weights.py).
     weight_bits: int = 8

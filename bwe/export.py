@@ -493,7 +493,8 @@ def _convert_files(saved_model: str, integer_saved_model: str | None, tmp: str, 
         log(f"converting {files[key]} ({int8_mode} int8)")
         try:
             model = convert_integer(integer_saved_model, SIGNATURES[key], records[key], int16=int8_mode == "16x8",
-                                    states=[(s.input, s.output) for s in states])
+                                    states=[(s.input, s.output) for s in states],
+                                    keep_names=recipe.export.int8_tensor_names)
         except (ValueError, RuntimeError) as e:
             raise ExportError(f"export.int8_mode={int8_mode}: the quantiser cannot make {files[key]} integer-only "
                               f"({e}); not exporting") from None

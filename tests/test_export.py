@@ -293,6 +293,33 @@ def test_16x8_export_is_integer_only_with_int16_activations(exported, tmp_path):
     assert "CONV_2D" in export_module.float_ops(dynamic)
 
 
+def test_an_integer_file_without_inner_names_computes_the_same_and_is_smaller(tmp_path, audio):
+    """export.int8_tensor_names=false: the same 16x8 arithmetic (bit-identical output through the
+    metadata's interface, which keeps its names) in fewer bytes; no integer file carries the calibration
+    min/max its runtime never reads."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    outs = {}
+    for names in ("true", "false"):
+        outs[names] = tmp_path / names
+        assert main(["--recipe", RECIPE, "--random-init", str(outs[names]), "--set", "export.int8_mode=16x8",
+                     "--set", "export.int8_calibration_frames=16", "--set", f"export.int8_tensor_names={names}",
+                     "--block-frames", "8", "-q"]) == 0
+    files = {names: str(out / "streaming_int8.tflite") for names, out in outs.items()}
+    assert os.path.getsize(files["false"]) < 0.95 * os.path.getsize(files["true"])
+    np.testing.assert_array_equal(_stream_with_metadata_only(outs["false"], audio, "streaming_int8"),
+                                  _stream_with_metadata_only(outs["true"], audio, "streaming_int8"))
+    for names, path in files.items():
+        model = flatbuffer_utils.read_model(path)
+        (sig,) = model.signatureDefs
+        interface = {t.tensorIndex for t in [*sig.inputs, *sig.outputs]}
+        tensors = model.subgraphs[0].tensors
+        assert all(t.quantization is None or t.quantization.min is None for t in tensors)
+        assert all(tensors[i].name for i in interface)
+        inner_names = [t.name for i, t in enumerate(tensors) if i not in interface]
+        assert all(inner_names) if names == "true" else not any(inner_names)
+
+
 def test_the_bundled_model_in_16x8_keeps_the_generated_band(tmp_path):
     """The shipped streaming weights as a full-integer 16x8 file (calibrated on the bundled sample, the
     default): the band survives int16 arithmetic because the fixed filters are two int8 kernels each and

@@ -32,3 +32,13 @@ def test_cli_lists_tensors_and_writes_json(tmp_path, capsys):
     assert "worst 3:" in printed and len(json.loads(out.read_text())) > 20
     assert main(["integer-snr", str(tmp_path), "--frames", "12"]) == 2
     assert "metadata.json" in capsys.readouterr().err
+
+
+def test_an_export_without_inner_names_is_refused_with_the_fix(tmp_path, capsys):
+    folder = tmp_path / "nameless"
+    shutil.copytree(exported_tiny()[2], folder)
+    metadata = json.loads((folder / "metadata.json").read_text())
+    metadata["recipe"]["export"]["int8_tensor_names"] = False
+    (folder / "metadata.json").write_text(json.dumps(metadata))
+    assert main(["integer-snr", str(folder), "--frames", "12"]) == 2
+    assert "--set export.int8_tensor_names=true" in capsys.readouterr().err

@@ -66,6 +66,10 @@ def _dequantised(interpreter, tensor) -> np.ndarray | None:
 def tensor_snrs(folder: str, audio: np.ndarray) -> list[tuple[str, float]]:
     """(tensor name, SNR in dB of the integer file against the float file) in the integer graph's order."""
     metadata = ModelMetadata.load(os.path.join(folder, METADATA_FILE))
+    if not metadata.recipe.get("export", {}).get("int8_tensor_names", True):
+        raise ModelError(f"{folder}: its integer file was exported without inner tensor names "
+                         "(export.int8_tensor_names: false), so its tensors cannot be paired with the float "
+                         f"file's; export it again with: bwe-export {folder} OUT --set export.int8_tensor_names=true")
     reference, _ = _tensor_values(os.path.join(folder, metadata.files["streaming"].file), metadata, audio)
     quantised, order = _tensor_values(os.path.join(folder, metadata.files["streaming_int8"].file), metadata, audio)
     snrs = []
