@@ -216,6 +216,9 @@ class ExportConfig:
     # spectral distance for fewer audible errors: an invented band that is too loud is worse than one
     # too quiet.
     highband_gain: float = 1.0
+    # With an envelope head: one more factor per band, low to high (empty: all 1), on top of highband_gain,
+    # for a predictor whose level is off in some bands alone (measured on training files).
+    band_gains: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         _check_choice("export.int8_mode", self.int8_mode, INT8_MODES)
@@ -227,6 +230,8 @@ class ExportConfig:
                               f"written into the float file; integer files stay 8-bit), got int8_mode {self.int8_mode!r}")
         if not self.highband_gain > 0:
             raise RecipeError(f"export.highband_gain: must be > 0, got {self.highband_gain!r}")
+        if not all(g > 0 for g in self.band_gains):
+            raise RecipeError(f"export.band_gains: every gain must be > 0, got {self.band_gains!r}")
 
 
 @dataclass

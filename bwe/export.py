@@ -373,18 +373,25 @@ def scale_highband(models, recipe: Recipe) -> None:
     bands' levels), the fixed conv that hands its gains to the crossfade is scaled instead: the last
     weights before the bands are weighted and summed. Each model names that layer itself
     (`bwe.models.seanet.GeneratorParts.highband_gain`), so which layer is scaled never hangs on its name.
+    ``export.band_gains`` scales each band's pair of that conv's outputs (its previous and current
+    frame's gain, `gain_pair_kernel`) by one more factor.
     """
     from bwe.models.seanet import generator_parts
 
-    gain = recipe.export.highband_gain
-    if gain == 1.0:
+    gain, band_gains = recipe.export.highband_gain, recipe.export.band_gains
+    if band_gains and len(band_gains) != recipe.model.envelope_bands:
+        raise ExportError(f"export.band_gains: {len(band_gains)} gain(s) for a model with "
+                          f"{recipe.model.envelope_bands} envelope band(s); give one per band, low to high")
+    if gain == 1.0 and not band_gains:
         return
     if not recipe.model.highband_residual:
         raise ExportError("export.highband_gain needs model.highband_residual: true (without it the network's "
                           "output is not a high band alone, and scaling it would change the low band too)")
+    # Along the output channels: [previous K, current K] with band gains, else one factor for all.
+    factors = gain * np.tile(np.asarray(band_gains, np.float32), 2) if band_gains else gain
     for model in models:
         layer = generator_parts(model).highband_gain
-        layer.set_weights([w * gain for w in layer.get_weights()])
+        layer.set_weights([w * factors for w in layer.get_weights()])
 
 
 def export_generator(

@@ -435,6 +435,8 @@ def exported_head(tmp_path_factory):
     for gain in (1.0, 0.5):
         assert main([str(run_dir), str(root / f"gain{gain}"), "--block-frames", "8", "--set",
                      f"export.highband_gain={gain}", "-q"]) == 0
+    assert main([str(run_dir), str(root / "top_band_half"), "--block-frames", "8", "--set",
+                 "export.band_gains=[1, 1, 1, 0.5]", "-q"]) == 0
     return generator, root
 
 
@@ -470,3 +472,21 @@ def test_exported_head_has_no_block_int8_and_int8_files_run_frame_by_frame(expor
     assert model.block_stream()._block is None
     x = speech_like(10 * 128 / 8000, rate=8000, seed=12)
     assert model(x).shape == (2 * len(x),)
+
+
+def test_band_gains_scale_their_own_band_only(exported_head, capsys):
+    """export.band_gains=[1, 1, 1, 0.5] halves the top of four 1 kHz bands (7-8 kHz) and nothing else: the
+    change is half the top band's content, spectrally confined to it; a list of the wrong length is refused."""
+    from bwe.export import main
+    from bwe.runtime import ExportedModel
+
+    _, root = exported_head
+    x = speech_like(16 * 128 / 8000, rate=8000, seed=11)
+    full, tilted = ExportedModel(str(root / "gain1.0"))(x), ExportedModel(str(root / "top_band_half"))(x)
+    removed = full - tilted
+    spectrum = np.abs(np.fft.rfft(removed)) ** 2
+    freqs = np.fft.rfftfreq(len(removed), 1 / 16000)
+    assert spectrum[freqs < 6500].sum() < 0.02 * spectrum[freqs > 7000].sum()
+    assert np.sum(removed ** 2) > 1e-4 * np.sum((full - ExportedModel(str(root / "gain0.5"))(x)) ** 2)
+    assert main([str(root / "gain1.0"), str(root / "wrong"), "--set", "export.band_gains=[1, 0.5]", "-q"]) == 2
+    assert "2 gain(s) for a model with 4 envelope band(s)" in capsys.readouterr().err

@@ -417,6 +417,8 @@ def test_highband_gain_needs_the_highband_residual(tmp_path, capsys):
 
     with pytest.raises(RecipeError, match="export.highband_gain: must be > 0"):
         load_recipe(RECIPE, ["export.highband_gain=0"])
+    with pytest.raises(RecipeError, match="export.band_gains: every gain must be > 0"):
+        load_recipe(RECIPE, ["export.band_gains=[1, 0]"])
     assert main(["--recipe", RECIPE, "--random-init", str(tmp_path / "out"), "--set", "model.highband_residual=false",
                  "--set", "export.highband_gain=0.5", "-q"]) == 2
     assert "needs model.highband_residual" in capsys.readouterr().err
