@@ -87,7 +87,7 @@ def drop_unread_fields(model: bytes, keep_names: bool = True) -> bytes:
     """An integer model without what its runtime never reads: the calibrated min/max beside each
     tensor's scale and zero point, and with ``keep_names`` false the names of every tensor but the
     signatures' inputs and outputs (which a runtime without signatures finds by name). The arithmetic
-    is untouched: the same bytes in, the same bytes out. Names help diagnosis (python -m eval.research
+    is untouched: the same input gives the same output, bit for bit. Names help diagnosis (python -m eval.research
     integer-snr pairs the float and integer files' tensors by name); on a 16x8 file of this generator
     they are a tenth of its bytes."""
     from tensorflow.lite.tools import flatbuffer_utils
@@ -108,7 +108,8 @@ def convert_integer(saved_model: str, signature: str, representative: list[dict]
     """The ``signature`` of ``saved_model`` as a full-integer TFLite model (int8 weights; int8, or int16
     with ``int16``, activations; float32 I/O), calibrated on ``representative`` (feed dicts) with its
     ranges on the grid and its ``states`` entering at their outputs' scales (`share_state_scales`),
-    without the fields no runtime reads (`drop_unread_fields`). Refuses (ValueError from the quantiser) any op it cannot make integer."""
+    without the fields no runtime reads (`drop_unread_fields`). Refuses (ValueError from the quantiser)
+    any op it cannot make integer."""
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
     from tensorflow.lite.python.optimize import calibrator
