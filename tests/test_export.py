@@ -277,7 +277,8 @@ def test_16x8_export_is_integer_only_with_int16_activations(exported, tmp_path):
 
     out = tmp_path / "int16"
     assert main(["--recipe", RECIPE, "--random-init", str(out), "--set", "export.int8_mode=16x8",
-                 "--set", "export.int8_calibration_frames=40", "--block-frames", "8", "-q"]) == 0
+                 "--set", "export.int8_calibration_frames=40", "--set", "export.int8_tensor_names=false",
+                 "--block-frames", "8", "-q"]) == 0
     model = (out / "streaming_int8.tflite").read_bytes()
     assert export_module.float_ops(model) == []
     interpreter = Interpreter(model_content=model)
@@ -289,35 +290,42 @@ def test_16x8_export_is_integer_only_with_int16_activations(exported, tmp_path):
         meta = json.load(f)
     assert meta["files"]["streaming_int8"]["quantization"].startswith("full integer: int8 weights, int16")
     assert not os.path.exists(out / export_module.INTEGER_SAVED_MODEL)
+    # Without inner names (export.int8_tensor_names: false) the interface still carries them.
+    names = {t["name"] for t in interpreter.get_tensor_details()}
+    assert set(meta["tensor_names"]["streaming_int8"]["inputs"].values()) <= names and "" in names
     dynamic = open(os.path.join(exported[2], "streaming_int8.tflite"), "rb").read()
     assert "CONV_2D" in export_module.float_ops(dynamic)
 
 
 def test_an_integer_file_without_inner_names_computes_the_same_and_is_smaller(tmp_path, audio):
-    """export.int8_tensor_names=false: the same 16x8 arithmetic (bit-identical output through the
-    metadata's interface, which keeps its names) in fewer bytes; no integer file carries the calibration
+    """drop_unread_fields: the same 16x8 arithmetic (bit-identical output through the metadata's
+    interface, which keeps its names) in fewer bytes; no exported integer file carries the calibration
     min/max its runtime never reads."""
+    import shutil
+
     from tensorflow.lite.tools import flatbuffer_utils
 
-    outs = {}
-    for names in ("true", "false"):
-        outs[names] = tmp_path / names
-        assert main(["--recipe", RECIPE, "--random-init", str(outs[names]), "--set", "export.int8_mode=16x8",
-                     "--set", "export.int8_calibration_frames=16", "--set", f"export.int8_tensor_names={names}",
-                     "--block-frames", "8", "-q"]) == 0
-    files = {names: str(out / "streaming_int8.tflite") for names, out in outs.items()}
-    assert os.path.getsize(files["false"]) < 0.95 * os.path.getsize(files["true"])
-    np.testing.assert_array_equal(_stream_with_metadata_only(outs["false"], audio, "streaming_int8"),
-                                  _stream_with_metadata_only(outs["true"], audio, "streaming_int8"))
-    for names, path in files.items():
-        model = flatbuffer_utils.read_model(path)
-        (sig,) = model.signatureDefs
+    from bwe.integer_conversion import drop_unread_fields
+
+    named = tmp_path / "named"
+    assert main(["--recipe", RECIPE, "--random-init", str(named), "--set", "export.int8_mode=16x8",
+                 "--set", "export.int8_calibration_frames=16", "--block-frames", "8", "-q"]) == 0
+    nameless = tmp_path / "nameless"
+    shutil.copytree(named, nameless)
+    model = (named / "streaming_int8.tflite").read_bytes()
+    (nameless / "streaming_int8.tflite").write_bytes(drop_unread_fields(model, keep_names=False))
+    assert os.path.getsize(nameless / "streaming_int8.tflite") < 0.95 * len(model)
+    np.testing.assert_array_equal(_stream_with_metadata_only(nameless, audio, "streaming_int8"),
+                                  _stream_with_metadata_only(named, audio, "streaming_int8"))
+    for folder in (named, nameless):
+        tree = flatbuffer_utils.read_model(str(folder / "streaming_int8.tflite"))
+        (sig,) = tree.signatureDefs
         interface = {t.tensorIndex for t in [*sig.inputs, *sig.outputs]}
-        tensors = model.subgraphs[0].tensors
+        tensors = tree.subgraphs[0].tensors
         assert all(t.quantization is None or t.quantization.min is None for t in tensors)
         assert all(tensors[i].name for i in interface)
         inner_names = [t.name for i, t in enumerate(tensors) if i not in interface]
-        assert all(inner_names) if names == "true" else not any(inner_names)
+        assert all(inner_names) if folder == named else not any(inner_names)
 
 
 def test_the_bundled_model_in_16x8_keeps_the_generated_band(tmp_path):
