@@ -87,9 +87,9 @@ def drop_unread_fields(model: bytes, keep_names: bool = True) -> bytes:
     """An integer model without what its runtime never reads: the calibrated min/max beside each
     tensor's scale and zero point, and with ``keep_names`` false the names of every tensor but the
     signatures' inputs and outputs (which a runtime without signatures finds by name). The arithmetic
-    is untouched: the same input gives the same output, bit for bit. Names help diagnosis (python -m eval.research
-    integer-snr pairs the float and integer files' tensors by name); on a 16x8 file of this generator
-    they are a tenth of its bytes."""
+    is untouched: the same input gives the same output, bit for bit. Names help diagnosis
+    (python -m eval.research integer-snr pairs the float and integer files' tensors by name); on a 16x8
+    file of this generator they are a tenth of its bytes."""
     from tensorflow.lite.tools import flatbuffer_utils
 
     tree = flatbuffer_utils.convert_bytearray_to_object(bytearray(model))
