@@ -50,6 +50,17 @@ def band_split_taps(cfg: ModelConfig) -> int:
     return cfg.split_taps or cfg.upsampler_taps
 
 
+GAP_BAND_RANGE_HZ = (3000.0, 3900.0)  # where model.envelope_gap_hz may start the gap band
+
+
+def head_band_count(cfg: ModelConfig) -> int:
+    """Bands the envelope head scales: ``cfg.envelope_bands`` above 4 kHz, and the gap band below when
+    ``cfg.envelope_gap_hz`` is set (0 without a head)."""
+    if not cfg.envelope_bands:
+        return 0
+    return cfg.envelope_bands + (1 if cfg.envelope_gap_hz else 0)
+
+
 def validate_model_config(cfg: ModelConfig) -> None:
     """Raise ModelConfigError naming the field if ``cfg`` cannot be built."""
     def positive(name, value):
@@ -87,6 +98,9 @@ def validate_model_config(cfg: ModelConfig) -> None:
     if isinstance(cfg.envelope_bands, bool) or not isinstance(cfg.envelope_bands, int) or cfg.envelope_bands < 0:
         raise ModelConfigError(f"model.envelope_bands: must be an integer >= 0 (0 = no envelope head), got "
                                f"{cfg.envelope_bands!r}")
+    if cfg.envelope_gap_hz and not cfg.envelope_bands:
+        raise ModelConfigError("model.envelope_gap_hz: the gap band is one of the envelope head's bands; set "
+                               "model.envelope_bands too")
     if cfg.envelope_bands:
         positive("envelope_channels", cfg.envelope_channels)
         positive("envelope_crossfade", cfg.envelope_crossfade)
@@ -108,6 +122,11 @@ def validate_model_config(cfg: ModelConfig) -> None:
         if cfg.envelope_filter_taps % 2 == 0:
             raise ModelConfigError(f"model.envelope_filter_taps: must be odd (a whole-sample delay), got "
                                    f"{cfg.envelope_filter_taps}")
+        gap = cfg.envelope_gap_hz
+        if isinstance(gap, bool) or not isinstance(gap, (int, float)) or (
+                gap and not GAP_BAND_RANGE_HZ[0] <= gap <= GAP_BAND_RANGE_HZ[1]):
+            raise ModelConfigError(f"model.envelope_gap_hz: 0 (no gap band) or a frequency in "
+                                   f"{GAP_BAND_RANGE_HZ[0]:.0f}-{GAP_BAND_RANGE_HZ[1]:.0f} Hz, got {gap!r}")
         if not cfg.highband_residual:
             raise ModelConfigError("model.envelope_bands: the envelope head splits the generated band, which needs "
                                    "model.highband_residual: true")
@@ -173,6 +192,12 @@ class ModelConfig:
     # moves every predicted level by exactly that gain, so recording levels never seen in training
     # (a loud file, a quiet line) get the band they need instead of an extrapolation.
     envelope_relative_levels: bool = False
+    # A gap band below the split (0 = none): the network's output from this frequency up to the split,
+    # scaled to its own predicted level like the bands above 4 kHz (the head's first band; its gain is 0
+    # until the head's phase). It restores what a channel removed under 4 kHz (a telephone band's
+    # 3.4-4 kHz): the predictor sees the input's spectrum, so it learns to add nothing where the input
+    # has that band. Its filter has the band split's and the bank's delay, so the latency is unchanged.
+    envelope_gap_hz: float = 0.0
 
     def __post_init__(self) -> None:
         validate_model_config(self)

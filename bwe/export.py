@@ -378,10 +378,13 @@ def scale_highband(models, recipe: Recipe) -> None:
     """
     from bwe.models.seanet import generator_parts
 
+    from bwe.config import head_band_count
+
     gain, band_gains = recipe.export.highband_gain, recipe.export.band_gains
-    if band_gains and len(band_gains) != recipe.model.envelope_bands:
-        raise ExportError(f"export.band_gains: {len(band_gains)} gain(s) for a model with "
-                          f"{recipe.model.envelope_bands} envelope band(s); give one per band, low to high")
+    bands = head_band_count(recipe.model)
+    if band_gains and len(band_gains) != bands:
+        raise ExportError(f"export.band_gains: {len(band_gains)} gain(s) for a model with {bands} envelope "
+                          "band(s); give one per band, low to high (a gap band first)")
     if gain == 1.0 and not band_gains:
         return
     if not recipe.model.highband_residual:

@@ -148,7 +148,7 @@ def mel_loss(reference: tf.Tensor, estimate: tf.Tensor, fft_sizes: Sequence[int]
 
 def highband_envelope_loss(reference: tf.Tensor, estimate: tf.Tensor, fft_size: int = 512, hop: int = 128,
                            band_hz: float = 500.0, low_hz: float = 4000.0, sample_rate: int = 16000,
-                           overshoot_weight: float = 1.0) -> tf.Tensor:
+                           overshoot_weight: float = 1.0, gap_hz: float = 0.0) -> tf.Tensor:
     """Mean squared difference of log10 band energies, per STFT frame and ``band_hz`` band from ``low_hz``
     to Nyquist: the high-band envelope error that WB-PESQ and ViSQOL punish (python -m eval.research pesq-headroom).
 
@@ -160,15 +160,20 @@ def highband_envelope_loss(reference: tf.Tensor, estimate: tf.Tensor, fft_size: 
     minimum is then an expectile below the mean, lower where the envelope is uncertain and close to
     the mean where it is not, because an invented band that is too loud is the worse error (for
     WB-PESQ and for listeners) where a global gain would lower every band alike.
+
+    ``gap_hz`` > 0 adds one band from there to ``low_hz`` (a model's gap band, model.envelope_gap_hz): the
+    whole output's level there, input and all, so a band the input still has needs nothing added.
     """
     _check_same_shape(reference, estimate)
     bins = fft_size // 2 + 1
     freqs = np.arange(bins) * sample_rate / fft_size
     edges = np.arange(low_hz, sample_rate / 2, band_hz)
     # [bins, bands]: each bin of [lo, lo + band_hz) sums into its band; Nyquist goes to the last band.
-    assignment = np.stack([(freqs >= lo) & ((freqs < lo + band_hz) | ((lo + band_hz >= sample_rate / 2) &
-                                                                     (freqs <= sample_rate / 2)))
-                           for lo in edges], axis=1).astype(np.float32)
+    bands = [(freqs >= lo) & ((freqs < lo + band_hz) | ((lo + band_hz >= sample_rate / 2) & (freqs <= sample_rate / 2)))
+             for lo in edges]
+    if gap_hz:
+        bands.insert(0, (freqs >= gap_hz) & (freqs < low_hz))
+    assignment = np.stack(bands, axis=1).astype(np.float32)
     ref = tf.matmul(tf.square(stft_magnitude(reference, fft_size, hop)), assignment)
     est = tf.matmul(tf.square(stft_magnitude(estimate, fft_size, hop)), assignment)
     log10 = np.log(10.0).astype(np.float32)

@@ -9,6 +9,7 @@ import os
 import keras
 import numpy as np
 import pytest
+import scipy.signal
 import tensorflow as tf
 
 from bwe.config import RecipeError, load_recipe, save_recipe
@@ -37,6 +38,7 @@ from bwe.models.seanet import (
     envelope_head_active,
     envelope_head_variables,
     gain_pair_kernel,
+    gap_band_kernel,
     generator_delay_samples,
     generator_parts,
     spectrum_kernel,
@@ -54,6 +56,7 @@ LOOKAHEAD_CFG = load_recipe(TINY, ["model.envelope_bands=8", "model.envelope_fra
                                    "model.envelope_filter_taps=65", "model.envelope_lookahead_frames=2"]).model
 RELATIVE_CFG = dataclasses.replace(LOOKAHEAD_CFG, envelope_relative_levels=True)
 SPLIT_CFG = dataclasses.replace(RELATIVE_CFG, split_taps=65)
+GAP_CFG = dataclasses.replace(SPLIT_CFG, envelope_gap_hz=3500.0)
 
 
 def _response_db(kernel, freq, rate):
@@ -168,8 +171,8 @@ def test_untrained_head_is_the_identity_delayed_by_the_bank():
     np.testing.assert_allclose(y[256 + extra:], y0[256: len(y0) - extra], atol=1e-5)
 
 
-@pytest.mark.parametrize("cfg", [CFG, LOOKAHEAD_CFG, RELATIVE_CFG, SPLIT_CFG],
-                         ids=["16ms-frames", "8ms-frames-lookahead", "relative-levels", "65-tap-split"])
+@pytest.mark.parametrize("cfg", [CFG, LOOKAHEAD_CFG, RELATIVE_CFG, SPLIT_CFG, GAP_CFG],
+                         ids=["16ms-frames", "8ms-frames-lookahead", "relative-levels", "65-tap-split", "gap-band"])
 def test_trained_head_streams_exactly_and_is_causal(cfg):
     keras.utils.set_random_seed(1)
     model = build_generator(cfg, Modes.TRAINING)
@@ -407,7 +410,10 @@ def test_refusals_name_the_key():
                             (dict(envelope_crossfade=0), "model.envelope_crossfade: must be a positive integer"),
                             (dict(envelope_frame=96), "model.envelope_frame: must be even and divide"),
                             (dict(envelope_frame=128, envelope_crossfade=200), "model.envelope_crossfade: at most"),
-                            (dict(envelope_lookahead_frames=-1), "model.envelope_lookahead_frames: must be")):
+                            (dict(envelope_lookahead_frames=-1), "model.envelope_lookahead_frames: must be"),
+                            (dict(envelope_gap_hz=4000.0), "model.envelope_gap_hz: 0 .* or a frequency in 3000-3900"),
+                            (dict(envelope_gap_hz=True), "model.envelope_gap_hz: 0"),
+                            (dict(envelope_bands=0, envelope_gap_hz=3500.0), "the gap band is one of the envelope")):
         with pytest.raises(ModelConfigError, match=message):
             validate_model_config(dataclasses.replace(CFG, **change))
     with pytest.raises(RecipeError, match="train.envelope_head_steps: the model has no envelope head"):
@@ -490,3 +496,75 @@ def test_band_gains_scale_their_own_band_only(exported_head, capsys):
     assert np.sum(removed ** 2) > 1e-4 * np.sum((full - ExportedModel(str(root / "gain0.5"))(x)) ** 2)
     assert main([str(root / "gain1.0"), str(root / "wrong"), "--set", "export.band_gains=[1, 0.5]", "-q"]) == 2
     assert "2 gain(s) for a model with 4 envelope band(s)" in capsys.readouterr().err
+
+
+def test_gap_band_kernel_passes_what_the_split_stops_above_its_edge():
+    """The gap band is the network's output from envelope_gap_hz (-6 dB) up to the split, as long as the
+    split and the bank in a row; with the bands above it, it sums to the network's output less a
+    low-pass at the edge (golden: the same composition in NumPy)."""
+    kernel = gap_band_kernel(GAP_CFG)[:, 0, 0]
+    split, bank_taps = 65, GAP_CFG.envelope_filter_taps
+    assert len(kernel) == split + bank_taps - 1
+    assert _response_db(kernel, 3500, 16000) == pytest.approx(-6.0, abs=0.3)
+    assert all(_response_db(kernel, f, 16000) > -3.5 for f in (3600, 3700, 3800, 3900))
+    assert all(_response_db(kernel, f, 16000) < -55 for f in (1000, 2000, 2500, 3000))
+    assert _response_db(kernel, 4000, 16000) == pytest.approx(-6.0, abs=0.3)
+    assert _response_db(kernel, 4600, 16000) < -50
+    split_kernel = band_split_kernel(split)
+    above_bands = np.convolve(split_kernel[:, 1, 0], envelope_filter_bank(GAP_CFG)[:, 0, :].sum(axis=1))
+    edge = scipy.signal.firwin(bank_taps, 3500.0, window=("kaiser", 4.0), fs=16000)
+    delta = np.zeros(len(kernel))
+    delta[(len(kernel) - 1) // 2] = 1.0
+    expected = delta - np.convolve(split_kernel[:, 0, 0] - split_kernel[:, 1, 0], edge)
+    np.testing.assert_allclose(kernel + above_bands, expected, atol=1e-6)
+
+
+def test_gated_bands_are_silent_until_the_head_is_switched_on():
+    """LevelRatioGains(gated_bands=1): before the head's phase the first band's gain is 0 and the others 1
+    (the head adds nothing the body never learned); once on, every band gets its level-ratio gain."""
+    rng = np.random.default_rng(4)
+    predicted, measured = (rng.normal(0, 0.5, (2, 3, 5)).astype(np.float32) for _ in range(2))
+    gated, plain = LevelRatioGains(gated_bands=1), LevelRatioGains()
+    plain([predicted, measured])  # builds it
+    off = np.asarray(gated([predicted, measured]))
+    np.testing.assert_array_equal(off[..., 0], 0.0)
+    np.testing.assert_allclose(off[..., 1:], 1.0)
+    for layer in (gated, plain):
+        layer.active.assign(1.0)
+    np.testing.assert_allclose(np.asarray(gated([predicted, measured])), np.asarray(plain([predicted, measured])))
+    with pytest.raises(ValueError, match="gated_bands must be >= 0"):
+        LevelRatioGains(gated_bands=-1)
+
+
+def test_gap_band_adds_nothing_before_the_head_phase():
+    """A model with a gap band, its head off, is the same model without one: the gap's gain is 0."""
+    keras.utils.set_random_seed(6)
+    plain = build_generator(SPLIT_CFG, Modes.NON_STREAM_INFERENCE)
+    with_gap = build_generator(GAP_CFG, Modes.NON_STREAM_INFERENCE)
+    for layer in plain.layers:
+        if layer.trainable_weights:
+            with_gap.get_layer(layer.name).set_weights(layer.get_weights())
+    x = speech_like(0.3, rate=8000, seed=8)[None, :, None].astype(np.float32)
+    np.testing.assert_allclose(np.asarray(with_gap(x)), np.asarray(plain(x)), atol=1e-6)
+    assert with_gap.get_layer("envelope_level").output.shape[-1] == GAP_CFG.envelope_bands
+    assert with_gap.get_layer("envelope_all_levels").output.shape[-1] == GAP_CFG.envelope_bands + 1
+
+
+def test_a_model_without_a_gap_band_starts_a_run_with_one(exported_head):
+    """train.init_from an export without a gap band: every trained weight comes from it, the gap band's
+    layers start afresh; the gap band's gain takes the first of export.band_gains (one more than the bands)."""
+    from bwe.export import main
+    from bwe.train import Trainer
+    from exported_tiny import assert_same_trained_weights
+
+    generator, root = exported_head
+    recipe = load_recipe(TINY, HEAD + ["model.envelope_gap_hz=3500", f"train.init_from={root / 'gain1.0'}"])
+    trainer = Trainer(recipe, str(root / "gap_run"))
+    assert trainer.restore() == 0
+    assert_same_trained_weights(generator, trainer.generator)
+    assert trainer.generator.get_layer("envelope_gap_level").trainable_weights
+    trainer._save("latest")
+    save_recipe(recipe, str(root / "gap_run" / "recipe.yaml"))
+    assert main([str(root / "gap_run"), str(root / "gap_export"), "--block-frames", "8", "--set",
+                 "export.band_gains=[0.5, 1, 1, 1, 1]", "-q"]) == 0
+    assert main([str(root / "gap_run"), str(root / "gap_wrong"), "--set", "export.band_gains=[1, 1, 1, 1]", "-q"]) == 2

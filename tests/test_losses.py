@@ -180,6 +180,12 @@ def test_highband_envelope_loss_matches_numpy_and_measures_band_level_errors_in_
         pytest.approx(4.0, rel=0.02)
     assert losses.highband_envelope_loss(as_tf(louder), as_tf(noise), overshoot_weight=4.0).numpy() == \
         pytest.approx(1.0, rel=0.02)
+    # gap_hz adds one band below 4 kHz (a gap band's): 3.5-4 kHz first, then the eight above.
+    gap = [(freqs >= 3500) & (freqs < 4000)] + bands
+    r, e = (np.stack([power(x)[:, b].sum(1) for b in gap], 1) for x in (ref, est))
+    expected = np.mean((np.log10(np.maximum(r, 1e-8)) - np.log10(np.maximum(e, 1e-8))) ** 2)
+    np.testing.assert_allclose(losses.highband_envelope_loss(as_tf(ref), as_tf(est), gap_hz=3500.0).numpy(),
+                               expected, rtol=1e-3)
     with pytest.raises(RecipeError, match="losses.envelope_overshoot_weight: must be >= 1"):
         load_recipe(os.path.join(REPO, "recipes", "tiny.yaml"), ["losses.envelope_overshoot_weight=0.5"])
 

@@ -197,7 +197,14 @@ class LevelRatioGains(keras.layers.Layer):
 
     ``active`` (a non-trainable 0/1 weight) multiplies the log-gain: 0 makes the head the identity
     (every gain 1) until its training phase switches it on (`bwe.models.seanet.activate_envelope_head`).
+    The first ``gated_bands`` bands' gains are 0 instead until then: bands the head adds, not splits.
     """
+
+    def __init__(self, gated_bands: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        if gated_bands < 0:
+            raise ValueError(f"LevelRatioGains '{self.name}': gated_bands must be >= 0, got {gated_bands}")
+        self.gated_bands = int(gated_bands)
 
     def build(self, input_shape):
         self.active = self.add_weight(name="active", shape=(), initializer="zeros", trainable=False)
@@ -205,7 +212,13 @@ class LevelRatioGains(keras.layers.Layer):
     def call(self, inputs):
         predicted, measured = inputs
         log_gain = BELS_TO_LOG_AMPLITUDE * LEVEL_SPREAD * (predicted - measured)
-        return tf.exp(self.active * soft_limit(log_gain, EXACT_LOG_GAIN, MAX_LOG_GAIN))
+        gains = tf.exp(self.active * soft_limit(log_gain, EXACT_LOG_GAIN, MAX_LOG_GAIN))
+        if not self.gated_bands:
+            return gains
+        return tf.concat([self.active * gains[..., :self.gated_bands], gains[..., self.gated_bands:]], axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "gated_bands": self.gated_bands}
 
     def compute_output_shape(self, input_shapes):
         return input_shapes[0]

@@ -20,7 +20,8 @@ Structure (Li et al. 2021, "Real-time speech frequency bandwidth extension"; Sou
    frame to frame (`bwe.layers.envelope`). The network then only shapes the band's fine structure;
    its loudness, frame by frame and band by band, is the predictor's. With
    ``envelope_lookahead_frames`` the predictor reads that many frames ahead and the output waits as
-   long (the offline model).
+   long (the offline model). With ``envelope_gap_hz`` one more band, below the split, restores what a
+   channel removed under 4 kHz (the gap band).
 
 All convolutions are causal (``cfg.causal``) or centred. The same function builds every mode (see
 `bwe.layers.Modes`); layer names are fixed so weights can be copied by name between modes. Nothing
@@ -45,6 +46,7 @@ from bwe.config import (  # noqa: F401 -- the rates, the frame and the model che
     ModelConfig,
     ModelConfigError,
     band_split_taps,
+    head_band_count,
     total_stride,
     validate_model_config,
 )
@@ -71,6 +73,9 @@ from bwe.layers.quant import QuantSpec
 from bwe.layers.time import AddSignals, CropTimeToReference, PadTimeToMultiple
 
 SPLIT_HZ = INPUT_RATE / 2  # where the input's band ends and the generated one begins
+GAP_LEVEL_LAYER = "envelope_gap_level"
+# The layers a gap band (model.envelope_gap_hz) adds: a model without them can start a run that has them.
+GAP_BAND_LAYERS = ("envelope_gap_band", GAP_LEVEL_LAYER)
 UPSAMPLER_KAISER_BETA = 6.0
 
 
@@ -156,6 +161,19 @@ def envelope_filter_bank(cfg: ModelConfig) -> np.ndarray:
     bands = cfg.envelope_bands
     edges = [SPLIT_HZ + (OUTPUT_RATE / 2 - SPLIT_HZ) * k / bands for k in range(1, bands)]
     return complementary_bank(cfg.envelope_filter_taps, edges, OUTPUT_RATE)
+
+
+def gap_band_kernel(cfg: ModelConfig) -> np.ndarray:
+    """Kernel ``[split + bank - 1, 1, 1]`` of the gap band (``cfg.envelope_gap_hz``): the network's output
+    below the band split (the split's low-pass) above the gap's edge (the complement of the bank's kind
+    of low-pass there). As long as the split's high-pass and the bank in a row, so the gap band lines up
+    with the bands above 4 kHz; with every gain 1 the two paths sum to the network's output above the edge."""
+    split_lowpass = band_split_kernel(band_split_taps(cfg))[:, 0, 0] - band_split_kernel(band_split_taps(cfg))[:, 1, 0]
+    taps = cfg.envelope_filter_taps
+    above_edge = -scipy.signal.firwin(taps, cfg.envelope_gap_hz, window=("kaiser", ENVELOPE_BANK_KAISER_BETA),
+                                      fs=OUTPUT_RATE)
+    above_edge[(taps - 1) // 2] += 1.0
+    return np.convolve(split_lowpass, above_edge)[:, None, None].astype(np.float32)
 
 
 def spectrum_kernel() -> np.ndarray:
@@ -284,6 +302,12 @@ def _envelope_head(cfg: ModelConfig, mode: Modes, graph: _Graph, conv, audio, ne
                                sample_groups=4,  # 1 -> 4, 33 taps: 0.47 -> 0.16 ms
                                kernel_initializer=keras.initializers.Constant(envelope_filter_bank(cfg)),
                                **filters), h)
+    if cfg.envelope_gap_hz:
+        gap_kernel = gap_band_kernel(cfg)
+        gap = graph(CausalConv1D(1, gap_kernel.shape[0], name="envelope_gap_band", sample_groups=16,
+                                 kernel_initializer=keras.initializers.Constant(gap_kernel), **filters),
+                    network_output)
+        bands = graph(keras.layers.Concatenate(name="envelope_all_bands"), [gap, bands])
     if lookahead:
         bands = graph(CausalDelay(lookahead, name="envelope_lookahead", **common), bands)
 
@@ -294,9 +318,10 @@ def _envelope_head(cfg: ModelConfig, mode: Modes, graph: _Graph, conv, audio, ne
     with graph.collecting() as predictor_layers:
         predicted = _envelope_predictor(cfg, graph, conv, head_input)
     measured = FrameLevels(frame, graph.integer_ops, name="envelope_band_levels")(bands)
-    switch = LevelRatioGains(name="envelope_gain")
-    gain_pairs = CausalConv1D(2 * cfg.envelope_bands, 2, name="envelope_gain_pairs",
-                              kernel_initializer=keras.initializers.Constant(gain_pair_kernel(cfg.envelope_bands)),
+    # A gap band is silent until the head's phase: the body never learned to add it.
+    switch = LevelRatioGains(gated_bands=1 if cfg.envelope_gap_hz else 0, name="envelope_gain")
+    gain_pairs = CausalConv1D(2 * head_band_count(cfg), 2, name="envelope_gain_pairs",
+                              kernel_initializer=keras.initializers.Constant(gain_pair_kernel(head_band_count(cfg))),
                               **fixed)
     pairs = graph(gain_pairs, switch([predicted, measured]))
     gains = CrossfadeGains(frame, cfg.envelope_crossfade, name="envelope_crossfade")(pairs)
@@ -307,7 +332,7 @@ def _envelope_head(cfg: ModelConfig, mode: Modes, graph: _Graph, conv, audio, ne
 
 def _envelope_predictor(cfg: ModelConfig, graph: _Graph, conv, audio):
     """``audio`` [batch, T8, 1] (T8 a multiple of the frame) -> each band's predicted level for each
-    envelope frame, [batch, T8 / (envelope_frame / 2), envelope_bands], in standardised bels of its
+    envelope frame, [batch, T8 / (envelope_frame / 2), head_band_count(cfg)], in standardised bels of its
     mean square (`bwe.layers.envelope.standardised_bels`). Every layer goes through ``graph``, so that
     `_envelope_head` collects them all: the head's training phase trains exactly these."""
     fixed = dict(use_bias=False, trainable=False, mode=graph.mode, state_batch_size=graph.batch_size or 1)
@@ -334,6 +359,10 @@ def _envelope_predictor(cfg: ModelConfig, graph: _Graph, conv, audio):
     g = graph(ELU(graph.integer_ops, name="envelope_output_elu"), g)
     levels = graph(conv1d(True, cfg.envelope_bands, 1, name="envelope_level", mode=graph.mode,
                           state_batch_size=graph.batch_size or 1, quantization=graph.quantization), g)
+    if cfg.envelope_gap_hz:  # its own conv, so that a model without a gap band can gain one (train.init_from)
+        gap_level = graph(conv1d(True, 1, 1, name=GAP_LEVEL_LAYER, mode=graph.mode,
+                                 state_batch_size=graph.batch_size or 1, quantization=graph.quantization), g)
+        levels = graph(keras.layers.Concatenate(name="envelope_all_levels"), [gap_level, levels])
     if cfg.envelope_relative_levels:
         levels = graph(ShiftByLevel(1.0, name="envelope_absolute_levels"), [levels, level])
     return levels
@@ -341,7 +370,7 @@ def _envelope_predictor(cfg: ModelConfig, graph: _Graph, conv, audio):
 
 def build_envelope_predictor(cfg: ModelConfig) -> keras.Model:
     """The generator's envelope predictor alone, for training mode: ``[B, T8, 1]`` 8 kHz audio (T8 a
-    multiple of ``envelope_frame / 2``) -> ``[B, frames, envelope_bands]`` predicted levels. Its layers
+    multiple of ``envelope_frame / 2``) -> ``[B, frames, head_band_count(cfg)]`` predicted levels. Its layers
     carry the generator's names, so weights fitted here copy into a generator by name. It carries
     ``bwe_parts`` too (its layers the predictor; no switch, no band to scale), so `envelope_head_variables`
     and `activate_envelope_head` (a no-op) apply to it as to a generator."""

@@ -99,17 +99,20 @@ def _same_shapes(a: keras.layers.Layer, b: keras.layers.Layer) -> bool:
     return [tuple(w.shape) for w in a.weights] == [tuple(w.shape) for w in b.weights]
 
 
-def copy_weights(source: keras.Model, target: keras.Model, *, fixed_filters_from_target: bool = False) -> None:
+def copy_weights(source: keras.Model, target: keras.Model, *, fixed_filters_from_target: bool = False,
+                 new_layers: tuple[str, ...] = ()) -> None:
     """Copy every weighted layer's weights from ``source`` to ``target`` by layer name.
 
     Streaming convs fold (or re-split) weight normalisation as each needs; other layers (the envelope
-    head's switch) are copied as they are. Both models must contain the same set of weighted layers;
-    a missing or extra one is an error, never silently random weights. With
+    head's switch) are copied as they are. Both models must contain the same set of weighted layers,
+    but for ``new_layers``, which the target may have and the source lack (they keep their initial
+    weights); a missing or extra one is an error, never silently random weights. With
     ``fixed_filters_from_target``, a fixed (non-trainable) conv of another length than the source's
     keeps the target's own kernel: its values follow from the target's recipe (e.g. ``model.split_taps``).
     """
     for convs in (True, False):
         src, dst = _weighted_layers(source, convs), _weighted_layers(target, convs)
+        dst = {name: layer for name, layer in dst.items() if name in src or name not in new_layers}
         if set(src) != set(dst):
             missing = sorted(set(dst) - set(src))
             extra = sorted(set(src) - set(dst))

@@ -128,14 +128,17 @@ class RunCheckpoints:
         copy_weights(float_generator, self.state.generator)
 
     def _initialise_from_export(self, folder: str, mismatch: ValueError) -> None:
-        """An exported folder whose fixed filters differ from this recipe's (e.g. ``model.split_taps``):
-        its own generator, built from its metadata, gives every trained weight by layer name."""
+        """An exported folder whose fixed filters differ from this recipe's (e.g. ``model.split_taps``), or
+        which lacks the gap band this recipe adds (``model.envelope_gap_hz``; its layers start afresh): its
+        own generator, built from its metadata, gives every trained weight by layer name."""
         from bwe.export import ExportError, load_generator
+        from bwe.models.seanet import GAP_BAND_LAYERS
         from bwe.streaming.convert import copy_weights
 
         try:
             exported = load_generator(folder)[0]
-            copy_weights(exported, self.state.generator, fixed_filters_from_target=True)
+            copy_weights(exported, self.state.generator, fixed_filters_from_target=True,
+                         new_layers=GAP_BAND_LAYERS if self.recipe.model.envelope_gap_hz else ())
         except (ExportError, ValueError) as e:
             raise RunDirError(f"train.init_from: {folder} does not fit this recipe's generator ({mismatch}; "
                               f"by layer name: {e})") from None
