@@ -336,6 +336,11 @@ class LossConfig:
     # How much more the envelope loss (envelope_weight and the envelope head's phase) weights a band
     # too loud than one too quiet (bwe.losses.highband_envelope_loss); 1 = symmetric.
     envelope_overshoot_weight: float = 1.0
+    # Weight each frame's band error in the envelope loss by the louder of the reference's and the
+    # output's band energy to this power (relative to the example's mean band energy; 0 = every frame
+    # alike). A level error where either band is strong is heard (and costs WB-PESQ) far more than one
+    # where both are faint; 0.5 weights the squared error by the square of a loudness-like power^0.25.
+    envelope_energy_exponent: float = 0.0
     # Optional: the network's own output (before the band split high-passes it) kept free of 0-3.5 kHz
     # content (bwe.losses.network_lowband_loss). A float model's output does not change, since the band
     # split removes that band, but an integer model's tensor holds one scale for both bands; 0 = off.
@@ -358,6 +363,8 @@ class LossConfig:
         _check_positive("losses.mel_bands", self.mel_bands)
         if self.envelope_overshoot_weight < 1:
             raise RecipeError(f"losses.envelope_overshoot_weight: must be >= 1, got {self.envelope_overshoot_weight!r}")
+        if not 0 <= self.envelope_energy_exponent <= 1:
+            raise RecipeError(f"losses.envelope_energy_exponent: must be in [0, 1], got {self.envelope_energy_exponent!r}")
 
 
 @dataclass
@@ -419,6 +426,10 @@ class DataConfig:
     companding_probability: float = 0.5  # chance of 8-bit mu-law or A-law companding
     highpass_probability: float = 0.0  # chance of a telephone channel's lower edge (high-pass)
     highpass_hz_range: list[float] = field(default_factory=lambda: [200.0, 400.0])  # its random cutoff
+    # Speed perturbation of training segments: each played faster by a random factor in [low, high]
+    # (pitch, formants and the band all move up; new voices from the same corpus). At least 1: a slower
+    # segment would end below 8 kHz and teach an empty top band. [1, 1] = off.
+    speed_range: list[float] = field(default_factory=lambda: [1.0, 1.0])
     num_parallel_calls: int = 0  # example-making workers; 0 = tf.data AUTOTUNE
     cache: bool = True  # decode every file to 16 kHz once, keep it in memory as int16 (7 h = 0.8 GB)
 
@@ -443,6 +454,9 @@ class DataConfig:
         hp = self.highpass_hz_range
         if len(hp) != 2 or not 0.0 < hp[0] <= hp[1] < 1000.0:
             raise RecipeError(f"data.highpass_hz_range: expected [low, high] with 0 < low <= high < 1000 Hz, got {hp!r}")
+        speed = self.speed_range
+        if len(speed) != 2 or not 1.0 <= speed[0] <= speed[1] <= 1.5:
+            raise RecipeError(f"data.speed_range: expected [low, high] with 1 <= low <= high <= 1.5, got {speed!r}")
         if len(self.gain_db_range) != 2 or self.gain_db_range[0] > self.gain_db_range[1]:
             raise RecipeError(f"data.gain_db_range: expected [low, high] with low <= high, got {self.gain_db_range!r}")
         low, high = self.cutoff_hz_range if len(self.cutoff_hz_range) == 2 else (1.0, 0.0)

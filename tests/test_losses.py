@@ -186,8 +186,42 @@ def test_highband_envelope_loss_matches_numpy_and_measures_band_level_errors_in_
     expected = np.mean((np.log10(np.maximum(r, 1e-8)) - np.log10(np.maximum(e, 1e-8))) ** 2)
     np.testing.assert_allclose(losses.highband_envelope_loss(as_tf(ref), as_tf(est), gap_hz=3500.0).numpy(),
                                expected, rtol=1e-3)
+    # energy_exponent: a mean weighted by the louder of each frame's two band energies over the reference's mean
+    # band energy, to that power.
+    emphasis = (np.maximum(r, e) / r.mean()) ** 0.5
+    over = np.where(np.log10(np.maximum(e, 1e-8)) > np.log10(np.maximum(r, 1e-8)), 3.0, 1.0)
+    squared = (np.log10(np.maximum(r, 1e-8)) - np.log10(np.maximum(e, 1e-8))) ** 2
+    np.testing.assert_allclose(losses.highband_envelope_loss(as_tf(ref), as_tf(est), gap_hz=3500.0, overshoot_weight=3.0,
+                                                             energy_exponent=0.5).numpy(),
+                               np.sum(emphasis * over * squared) / np.sum(emphasis), rtol=1e-3)
     with pytest.raises(RecipeError, match="losses.envelope_overshoot_weight: must be >= 1"):
         load_recipe(os.path.join(REPO, "recipes", "tiny.yaml"), ["losses.envelope_overshoot_weight=0.5"])
+    with pytest.raises(RecipeError, match=r"losses.envelope_energy_exponent: must be in \[0, 1\]"):
+        load_recipe(os.path.join(REPO, "recipes", "tiny.yaml"), ["losses.envelope_energy_exponent=2"])
+
+
+def test_energy_weighted_envelope_loss_counts_an_error_where_the_band_is_strong():
+    """The same 10 dB overshoot costs more in the loud half of a signal than in its quiet half once the
+    loss is weighted by band energy, and the same in both without; in the quiet half, an overshoot
+    (a band that sounds) costs more than the same undershoot (a faint band fainter)."""
+    noise = 0.1 * np.random.default_rng(13).normal(size=16000).astype(np.float32)
+    noise[8000:] *= 0.03  # the second half 30 dB down
+    def louder(x, part, factor=10.0 ** 0.5):
+        y = x.copy()
+        spectrum = np.fft.rfft(y[part])
+        spectrum[np.fft.rfftfreq(8000, 1 / 16000) >= 3900] *= factor
+        y[part] = np.fft.irfft(spectrum, 8000)
+        return y
+    as_tf = lambda x: tf.constant(x[None, :, None])  # noqa: E731
+    loud_error, quiet_error = louder(noise, slice(0, 8000)), louder(noise, slice(8000, 16000))
+    plain = [losses.highband_envelope_loss(as_tf(noise), as_tf(y)).numpy() for y in (loud_error, quiet_error)]
+    weighted = [losses.highband_envelope_loss(as_tf(noise), as_tf(y), energy_exponent=0.5).numpy()
+                for y in (loud_error, quiet_error)]
+    assert plain[0] == pytest.approx(plain[1], rel=0.1)
+    assert weighted[0] > 10 * weighted[1]
+    too_quiet = losses.highband_envelope_loss(as_tf(noise), as_tf(louder(noise, slice(8000, 16000), 1 / np.sqrt(10.0))),
+                                              energy_exponent=0.5).numpy()
+    assert weighted[1] > 2 * too_quiet
 
 
 def test_network_lowband_loss_matches_numpy_and_measures_a_tone_against_the_band():

@@ -278,3 +278,26 @@ def test_cache_holds_16_bit_audio_and_gives_way_when_memory_is_short(corpus, mon
         fallback = LevelledAudio(corpus, -26.0, cache=True)
     assert fallback.cache is False and "running uncached" in caplog.text
     np.testing.assert_array_equal(fallback.get(2), uncached.get(2))
+
+
+@pytest.mark.parametrize("speed", [1.0, 1.2])
+def test_speed_perturbation_plays_training_segments_faster_and_leaves_validation_alone(tmp_path, speed):
+    """data.speed_range: a 1 kHz tone comes out at speed x 1 kHz in both halves of every training pair,
+    and at 1 kHz in the evaluation pass; a range below 1 is refused."""
+    path = str(tmp_path / "tone.wav")
+    t = np.arange(2 * 16000) / 16000
+    soundfile.write(path, 0.3 * np.sin(2 * np.pi * 1000.0 * t), 16000, subtype="FLOAT")
+    settings = cfg(gain_db_range=[0.0, 0.0], companding_probability=0.0, speed_range=[speed, speed])
+
+    def peak_hz(x, rate):
+        spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+        return np.fft.rfftfreq(len(x), 1 / rate)[np.argmax(spectrum)]
+
+    for nb, wb in batches(make_dataset([path], settings, 4, seed=3), 1):
+        for x8, x16 in zip(nb[..., 0], wb[..., 0]):
+            assert peak_hz(x16, 16000) == pytest.approx(1000.0 * speed, abs=8.0)
+            assert peak_hz(x8, 8000) == pytest.approx(1000.0 * speed, abs=8.0)
+    evaluation = make_dataset([path], settings, 4, seed=3, training=False)
+    assert peak_hz(batches(evaluation, 1)[0][1][0, :, 0], 16000) == pytest.approx(1000.0, abs=8.0)
+    with pytest.raises(Exception, match=r"data.speed_range: expected \[low, high\] with 1 <= low"):
+        cfg(speed_range=[0.9, 1.1])

@@ -20,7 +20,9 @@
 3. **Degradation.** :func:`bwe.data.degrade.make_training_pair` draws a new narrowband channel
    per example (random low-pass, 8 kHz, random gain applied to the target too, companding). It
    runs on the segment plus :data:`CONTEXT` samples of real audio on each side, cut off afterwards,
-   so the filters' edge transients stay outside the example.
+   so the filters' edge transients stay outside the example. With ``data.speed_range`` a training
+   segment is first played faster by a random factor (soxr): higher pitch and formants, a speaker
+   the corpus does not have (speed perturbation), its band still reaching 8 kHz.
 
 **Determinism.** Example ``i`` of the stream (counted from 0 across epochs) is a pure function
 of ``(seed, i)``: the epoch's order comes from ``default_rng([seed, 0, epoch])`` and the segment
@@ -51,6 +53,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import soundfile
+import soxr
 
 from bwe.config import OUTPUT_RATE
 from bwe.data.audio import BANDWIDTH_MIN_SAMPLES, AudioError, effective_bandwidth_hz, load_audio, spread_indices
@@ -280,6 +283,7 @@ class ExampleMaker:
             raise ValueError(f"data.segment_samples must be a positive even number, got {self.segment}")
         self.seed = int(seed)
         self.training = training
+        self.speed_range = tuple(float(v) for v in data_cfg.speed_range)
         self.degrade_kwargs = dict(
             cutoff_range=tuple(data_cfg.cutoff_hz_range),
             gain_db_range=tuple(data_cfg.gain_db_range),
@@ -301,14 +305,20 @@ class ExampleMaker:
     def _epoch_order(self, epoch: int) -> np.ndarray:
         return np.random.default_rng([self.seed, 0, epoch]).permutation(self.entries)
 
-    def _window(self, x: np.ndarray, start: int) -> np.ndarray:
-        """x[start - CONTEXT : start + segment + CONTEXT], zero outside the file."""
-        lo, hi = start - CONTEXT, start + self.segment + CONTEXT
+    def _window(self, x: np.ndarray, start: int, speed: float = 1.0) -> np.ndarray:
+        """x[start - CONTEXT : start + segment + CONTEXT], zero outside the file; with ``speed`` > 1, that
+        many times as many samples from ``start - CONTEXT`` on, played faster (soxr) to the same length."""
+        length = self.segment + 2 * CONTEXT
+        lo = start - CONTEXT
+        hi = lo + (length if speed == 1.0 else int(np.ceil(length * speed)) + 16)
         out = np.zeros(hi - lo, dtype=np.float32)
         a, b = max(lo, 0), min(hi, x.shape[0])
         if b > a:
             out[a - lo : b - lo] = x[a:b]
-        return out
+        if speed == 1.0:
+            return out
+        faster = soxr.resample(out, OUTPUT_RATE * speed, OUTPUT_RATE, quality="HQ")
+        return np.pad(faster, (0, max(0, length - faster.shape[0])))[:length].astype(np.float32)
 
     def example(self, index: int) -> tuple[np.ndarray, np.ndarray, bool]:
         """``(narrowband float32 [segment/2], wideband float32 [segment], ok)``; ok False for a bad file."""
@@ -330,7 +340,9 @@ class ExampleMaker:
                 raise DataPipelineError(f"every one of the {len(self.audio)} files failed to load, e.g. "
                                         "{}: {}".format(*next(iter(self.audio.skipped.items()))))
             return (np.zeros(self.segment // 2, np.float32), np.zeros(self.segment, np.float32), False)
-        nb, wb, _ = make_training_pair(self._window(x, start), rng, **self.degrade_kwargs)
+        low, high = self.speed_range
+        speed = float(rng.uniform(low, high)) if self.training and high > 1.0 else 1.0
+        nb, wb, _ = make_training_pair(self._window(x, start, speed), rng, **self.degrade_kwargs)
         half = CONTEXT // 2
         return (nb[half : half + self.segment // 2].astype(np.float32),
                 wb[CONTEXT : CONTEXT + self.segment].astype(np.float32), True)

@@ -59,7 +59,8 @@ def reconstruction_terms(recipe: Recipe, target, estimate, network=None):
     if cfg.envelope_weight > 0:
         terms["envelope"] = losses.highband_envelope_loss(target, estimate,
                                                           overshoot_weight=cfg.envelope_overshoot_weight,
-                                                          gap_hz=recipe.model.envelope_gap_hz)
+                                                          gap_hz=recipe.model.envelope_gap_hz,
+                                                          energy_exponent=cfg.envelope_energy_exponent)
         total += cfg.envelope_weight * terms["envelope"]
     if cfg.network_lowband_weight > 0:
         terms["network_lowband"] = losses.network_lowband_loss(target, network)
@@ -137,7 +138,8 @@ class Gradients:
             estimate, target = align(self.state.generator, self.delay, narrowband, wideband)
             envelope = losses.highband_envelope_loss(
                 target, estimate, overshoot_weight=self.recipe.losses.envelope_overshoot_weight,
-                gap_hz=self.recipe.model.envelope_gap_hz)
+                gap_hz=self.recipe.model.envelope_gap_hz,
+                energy_exponent=self.recipe.losses.envelope_energy_exponent)
             scaled = envelope / self.replicas
         return {"envelope": envelope}, {"envelope_head": tape.gradient(scaled, self.state.head_variables)}
 
