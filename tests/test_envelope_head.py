@@ -64,6 +64,17 @@ def _response_db(kernel, freq, rate):
     return 20 * np.log10(np.abs(np.sum(kernel * np.exp(-2j * np.pi * freq * n / rate))) + 1e-12)
 
 
+def _same_trained_weights(source_cfg, target_cfg, seed):
+    """Offline generators of both configs, the target holding the source's trainable weights."""
+    keras.utils.set_random_seed(seed)
+    source = build_generator(source_cfg, Modes.NON_STREAM_INFERENCE)
+    target = build_generator(target_cfg, Modes.NON_STREAM_INFERENCE)
+    for layer in source.layers:
+        if layer.trainable_weights:
+            target.get_layer(layer.name).set_weights(layer.get_weights())
+    return source, target
+
+
 def _randomise_head(model, seed=0):
     """Give the head random weights and switch it on (until then it is the identity)."""
     rng = np.random.default_rng(seed)
@@ -157,12 +168,7 @@ def test_switched_on_head_sets_the_band_to_the_predicted_level(cfg):
 
 def test_untrained_head_is_the_identity_delayed_by_the_bank():
     headless_cfg = dataclasses.replace(CFG, envelope_bands=0)
-    keras.utils.set_random_seed(0)
-    headless = build_generator(headless_cfg, Modes.NON_STREAM_INFERENCE)
-    with_head = build_generator(CFG, Modes.NON_STREAM_INFERENCE)
-    for layer in headless.layers:
-        if layer.trainable_weights:
-            with_head.get_layer(layer.name).set_weights(layer.get_weights())
+    headless, with_head = _same_trained_weights(headless_cfg, CFG, seed=0)
     extra = generator_delay_samples(CFG) - generator_delay_samples(headless_cfg)
     assert extra == (CFG.envelope_filter_taps - 1) // 2
     x = speech_like(0.2, rate=8000, seed=3)[None, :, None]
@@ -538,12 +544,7 @@ def test_gated_bands_are_silent_until_the_head_is_switched_on():
 
 def test_gap_band_adds_nothing_before_the_head_phase():
     """A model with a gap band, its head off, is the same model without one: the gap's gain is 0."""
-    keras.utils.set_random_seed(6)
-    plain = build_generator(SPLIT_CFG, Modes.NON_STREAM_INFERENCE)
-    with_gap = build_generator(GAP_CFG, Modes.NON_STREAM_INFERENCE)
-    for layer in plain.layers:
-        if layer.trainable_weights:
-            with_gap.get_layer(layer.name).set_weights(layer.get_weights())
+    plain, with_gap = _same_trained_weights(SPLIT_CFG, GAP_CFG, seed=6)
     x = speech_like(0.3, rate=8000, seed=8)[None, :, None].astype(np.float32)
     np.testing.assert_allclose(np.asarray(with_gap(x)), np.asarray(plain(x)), atol=1e-6)
     assert with_gap.get_layer("envelope_level").output.shape[-1] == GAP_CFG.envelope_bands
