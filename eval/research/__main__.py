@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "envelope-study": ("envelope_study", "the envelope predictor trained alone: head designs side by side"),
     "integer-snr": ("integer_snr", "where an integer export loses the signal: each tensor's SNR against float"),
     "formats": ("formats", "one model in every number format LiteRT runs: a folder per format and its bytes"),
+    "pareto": ("pareto", "quality against ms per frame and bytes: several widths, each in every number format"),
     "asterisk-pairs": ("asterisk_pairs", "build real 8 kHz / 16 kHz pairs from Debian's Asterisk prompts"),
 }
 

@@ -1,0 +1,125 @@
+"""Quality against cost: several model widths, each in every number format LiteRT runs (the Pareto study).
+
+    python -m eval.research pareto --width narrow=EXPORT --width default=EXPORT --width wide=EXPORT \\
+        --data CORPUS/valid [--pairs NB_DIR WB_DIR] [--limit 100] [--frames 1000] \\
+        [--calibration-dir CORPUS/train] --out OUT
+
+For each width, ``formats`` writes a runnable folder per format (``OUT/NAME/...``); each format is scored
+(LSD, LSD-HF, WB-PESQ on ``--limit`` files of ``--data`` spread over the folder, through the fixed
+evaluation channel, and on the first ``--limit`` ``--pairs``), timed (p50 ms of one 16 ms frame's invoke,
+one thread, the format's own streaming file) and weighed (that file's bytes). Writes ``OUT/pareto.json``,
+``OUT/pareto.md`` (one row per width and format) and ``OUT/pareto.png`` (WB-PESQ against ms per frame
+and against bytes, one colour per width, one marker per format).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from bwe.data.audio import list_audio_files, spread_indices
+from bwe.files import replacing
+from eval.research.formats import FORMATS, write_formats
+
+STREAMING_KEY = {"streaming.tflite": "streaming", "streaming_int8.tflite": "streaming_int8"}
+MARKERS = {"float32": "o", "float16": "s", "dynamic": "^", "int4": "v", "full": "x", "16x8": "D"}
+
+
+def score(systems: dict, data: str, pairs: tuple[str, str] | None, limit: int) -> dict[str, dict]:
+    """Per format: the valid set's means (``data``) and, with ``pairs``, the pairs' (``pairs``)."""
+    from eval.evaluate import DEFAULT_MAX_OFFSET_MS, evaluate_files, evaluate_real_pairs, summarize
+
+    files = list_audio_files(data)
+    files = [files[i] for i in spread_indices(len(files), limit)]
+    sets = {"data": evaluate_files(files, data, systems, progress=False)}
+    if pairs:
+        offset = int(DEFAULT_MAX_OFFSET_MS * 16)  # 16 kHz samples per ms
+        sets["pairs"] = evaluate_real_pairs(*pairs, systems, offset, limit=limit, progress=False)
+    summaries = {name: summarize(result.rows) for name, result in sets.items()}
+    keys = ("lsd", "lsd_hf", "pesq_wb")
+    return {system: {name: {k: summary[system][k] for k in keys} for name, summary in summaries.items()}
+            for system in systems}
+
+
+def time_frame(folder: str, file: str, frames: int) -> float:
+    """p50 ms of one frame's invoke of ``folder``'s ``file``, one thread."""
+    from bwe.runtime import ExportedModel
+    from eval.mobile_timing import time_streaming
+
+    model = ExportedModel(folder, num_threads=1)
+    return time_streaming(model.runner(STREAMING_KEY[file]), frames, max(1, frames // 10))["invoke"]["p50"]
+
+
+def width_points(name: str, export: str, out: str, args) -> list[dict]:
+    """Every format of one width: its bytes, ms per frame and scores."""
+    from eval.evaluate import load_system
+
+    root = os.path.join(out, name)
+    write_formats(export, root, args.calibration_dir)
+    specs = {fmt: spec.format(dir=os.path.join(root, folder)) for fmt, (folder, _, spec) in FORMATS.items()}
+    scores = score({fmt: load_system(spec) for fmt, spec in specs.items()}, args.data, args.pairs, args.limit)
+    points = []
+    for fmt, (folder, file, _) in FORMATS.items():
+        path = os.path.join(root, folder, file)
+        points.append({"width": name, "format": fmt, "bytes": os.path.getsize(path),
+                       "ms_per_frame": time_frame(os.path.join(root, folder), file, args.frames), **scores[fmt]})
+    return points
+
+
+def table(points: list[dict]) -> str:
+    has_pairs = any("pairs" in p for p in points)
+    head = "| width | format | bytes | ms / frame | valid LSD / LSD-HF / WB-PESQ |" + (" pairs LSD-HF / WB-PESQ |" if has_pairs else "")
+    lines = [head, "|---|---|---:|---:|---|" + ("---|" if has_pairs else "")]
+    for p in points:
+        d = p["data"]
+        row = (f"| {p['width']} | {p['format']} | {p['bytes']:,} | {p['ms_per_frame']:.3f} | "
+               f"{d['lsd']:.3f} / {d['lsd_hf']:.3f} / {d['pesq_wb']:.3f} |")
+        if has_pairs:
+            row += f" {p['pairs']['lsd_hf']:.3f} / {p['pairs']['pesq_wb']:.3f} |"
+        lines.append(row)
+    return "\n".join(lines) + "\n"
+
+
+def plot(points: list[dict], path: str) -> str:
+    from eval.plots import plt, save_figure
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    widths = list(dict.fromkeys(p["width"] for p in points))
+    for colour, width in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], widths):
+        for p in (p for p in points if p["width"] == width):
+            for ax, x in zip(axes, (p["ms_per_frame"], p["bytes"] / 1e6)):
+                ax.scatter(x, p["data"]["pesq_wb"], color=colour, marker=MARKERS[p["format"]],
+                           label=f"{width} {p['format']}")
+    axes[0].set_xscale("log")
+    axes[0].set_xlabel("ms per 16 ms frame (p50, one thread)")
+    axes[1].set_xlabel("streaming file (MB)")
+    axes[0].set_ylabel("WB-PESQ (valid)")
+    axes[1].legend(fontsize=7, ncol=len(widths), loc="lower right")
+    return save_figure(fig, path)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eval.research pareto", description=__doc__.split("\n")[0])
+    parser.add_argument("--width", action="append", required=True, metavar="NAME=EXPORT",
+                        help="a width's exported model folder; repeat for each width")
+    parser.add_argument("--data", required=True, help="folder of wideband reference audio (the valid split)")
+    parser.add_argument("--pairs", nargs=2, metavar=("NB_DIR", "WB_DIR"), help="a codec set's pairs")
+    parser.add_argument("--limit", type=int, default=100, help="files (and pairs) scored per format (default 100)")
+    parser.add_argument("--frames", type=int, default=1000, help="frames timed per format (default 1000)")
+    parser.add_argument("--calibration-dir", help="speech the integer formats calibrate on")
+    parser.add_argument("--out", required=True, help="folder for the formats' folders and the results")
+    args = parser.parse_args(argv)
+    widths = [w.split("=", 1) for w in args.width]
+    if any(len(w) != 2 or not os.path.isdir(w[1]) for w in widths):
+        parser.error(f"--width: expected NAME=EXPORT with an existing folder, got {args.width}")
+    if args.limit < 1 or args.frames < 1:
+        parser.error("--limit and --frames must be at least 1")
+    os.makedirs(args.out, exist_ok=True)
+    points = [p for name, export in widths for p in width_points(name, export, args.out, args)]
+    for name, text in (("pareto.json", json.dumps(points, indent=1)), ("pareto.md", table(points))):
+        with replacing(os.path.join(args.out, name), suffix=".tmp") as tmp, open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+    plot(points, os.path.join(args.out, "pareto.png"))
+    print(table(points), end="")
+    return 0
