@@ -41,6 +41,12 @@ def test_every_format_of_a_width_is_scored_timed_and_weighed(tmp_path, capsys):
     assert table == (out / "pareto.md").read_text(encoding="utf-8")
     assert f"| tiny | 16x8 | {by_format['16x8']['bytes']:,} |" in table
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # A later run reuses a width's kept scores and bytes instead of measuring them again, and times it anew.
+    points[0]["bytes"] = 123
+    (out / "tiny" / "points.json").write_text(json.dumps([dict(p, ms_per_frame=None) for p in points]),
+                                              encoding="utf-8")
+    assert main(["--width", f"tiny={exported_tiny()[2]}", "--data", str(data), "--out", str(out)]) == 0
+    assert "| tiny | float32 | 123 |" in capsys.readouterr().out
 
 
 def test_a_width_without_its_folder_is_refused(tmp_path, capsys):

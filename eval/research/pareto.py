@@ -9,7 +9,9 @@ For each width, ``formats`` writes a runnable folder per format (``OUT/NAME/...`
 evaluation channel, and on the first ``--limit`` ``--pairs``), timed (p50 ms of one 16 ms frame's invoke,
 one thread, the format's own streaming file) and weighed (that file's bytes). Writes ``OUT/pareto.json``,
 ``OUT/pareto.md`` (one row per width and format) and ``OUT/pareto.png`` (WB-PESQ against ms per frame
-and against bytes, one colour per width, one marker per format).
+and against bytes, one colour per width, one marker per format). Each width's bytes and scores are
+kept in ``OUT/NAME/points.json``: a run with one more width scores only that one. Every run times
+every point again, one after another, so that the times are comparable.
 """
 
 from __future__ import annotations
@@ -52,19 +54,42 @@ def time_frame(folder: str, file: str, frames: int) -> float:
 
 
 def width_points(name: str, export: str, out: str, args) -> list[dict]:
-    """Every format of one width: its bytes, ms per frame and scores."""
+    """Every format of one width: its bytes and scores, kept in ``OUT/NAME/points.json`` so that a later
+    run (another width added, an interrupted run) reuses them."""
+    root = os.path.join(out, name)
+    done = os.path.join(root, "points.json")
+    if os.path.isfile(done):
+        with open(done, encoding="utf-8") as f:
+            return json.load(f)
+    points = measure_width(name, export, root, args)
+    write_text(done, json.dumps(points, indent=1))
+    return points
+
+
+def write_text(path: str, text: str) -> None:
+    with replacing(path, suffix=".tmp") as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def measure_width(name: str, export: str, root: str, args) -> list[dict]:
     from eval.evaluate import load_system
 
-    root = os.path.join(out, name)
     write_formats(export, root, args.calibration_dir)
     specs = {fmt: spec.format(dir=os.path.join(root, folder)) for fmt, (folder, _, spec) in FORMATS.items()}
     scores = score({fmt: load_system(spec) for fmt, spec in specs.items()}, args.data, args.pairs, args.limit)
     points = []
     for fmt, (folder, file, _) in FORMATS.items():
         path = os.path.join(root, folder, file)
-        points.append({"width": name, "format": fmt, "bytes": os.path.getsize(path),
-                       "ms_per_frame": time_frame(os.path.join(root, folder), file, args.frames), **scores[fmt]})
+        points.append({"width": name, "format": fmt, "bytes": os.path.getsize(path), **scores[fmt]})
     return points
+
+
+def time_points(points: list[dict], out: str, frames: int) -> None:
+    """Every point's ms per frame, all in this run, one after another (side by side, not from runs
+    made at other times under other loads)."""
+    for p in points:
+        folder, file, _ = FORMATS[p["format"]]
+        p["ms_per_frame"] = time_frame(os.path.join(out, p["width"], folder), file, frames)
 
 
 def table(points: list[dict]) -> str:
@@ -117,9 +142,9 @@ def main(argv=None) -> int:
         parser.error("--limit and --frames must be at least 1")
     os.makedirs(args.out, exist_ok=True)
     points = [p for name, export in widths for p in width_points(name, export, args.out, args)]
+    time_points(points, args.out, args.frames)
     for name, text in (("pareto.json", json.dumps(points, indent=1)), ("pareto.md", table(points))):
-        with replacing(os.path.join(args.out, name), suffix=".tmp") as tmp, open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
+        write_text(os.path.join(args.out, name), text)
     plot(points, os.path.join(args.out, "pareto.png"))
     print(table(points), end="")
     return 0
