@@ -120,7 +120,8 @@ def plot(points: list[dict], path: str) -> str:
     axes[0].set_xlabel("ms per 16 ms frame (p50, one thread)")
     axes[1].set_xlabel("streaming file (MB)")
     axes[0].set_ylabel("WB-PESQ (valid)")
-    axes[1].legend(fontsize=7, ncol=len(widths), loc="lower right")
+    handles, labels = axes[1].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, ncol=len(MARKERS), loc="upper center", bbox_to_anchor=(0.5, 0.0))
     return save_figure(fig, path)
 
 
