@@ -47,7 +47,7 @@ import time
 import numpy as np
 
 from bwe import __version__
-from bwe.config import INTEGER_MODES, Recipe, RecipeError, load_recipe, recipe_to_dict
+from bwe.config import INTEGER_MODES, Recipe, RecipeError, head_band_count, load_recipe, recipe_to_dict
 from bwe.files import staging_folder
 from bwe.int4_weights import int4_filters
 from bwe.integer_conversion import convert_integer
@@ -377,8 +377,6 @@ def scale_highband(models, recipe: Recipe) -> None:
     frame's gain, `gain_pair_kernel`) by one more factor.
     """
     from bwe.models.seanet import generator_parts
-
-    from bwe.config import head_band_count
 
     gain, band_gains = recipe.export.highband_gain, recipe.export.band_gains
     bands = head_band_count(recipe.model)

@@ -166,9 +166,10 @@ def envelope_filter_bank(cfg: ModelConfig) -> np.ndarray:
 def gap_band_kernel(cfg: ModelConfig) -> np.ndarray:
     """Kernel ``[split + bank - 1, 1, 1]`` of the gap band (``cfg.envelope_gap_hz``): the network's output
     below the band split (the split's low-pass) above the gap's edge (the complement of the bank's kind
-    of low-pass there). As long as the split's high-pass and the bank in a row, so the gap band lines up
+    of low-pass there). As long as the split's high-pass and the bank together, so the gap band lines up
     with the bands above 4 kHz; with every gain 1 the two paths sum to the network's output above the edge."""
-    split_lowpass = band_split_kernel(band_split_taps(cfg))[:, 0, 0] - band_split_kernel(band_split_taps(cfg))[:, 1, 0]
+    split = band_split_kernel(band_split_taps(cfg))
+    split_lowpass = split[:, 0, 0] - split[:, 1, 0]  # the delay minus the high-pass
     taps = cfg.envelope_filter_taps
     above_edge = -scipy.signal.firwin(taps, cfg.envelope_gap_hz, window=("kaiser", ENVELOPE_BANK_KAISER_BETA),
                                       fs=OUTPUT_RATE)
