@@ -42,6 +42,15 @@ def trim_delay(estimate, delay: int, wideband):
     return estimate[:, delay:], wideband[:, :length]
 
 
+def envelope_loss(recipe: Recipe, target, estimate):
+    """The high-band envelope loss as the recipe sets it (the GAN's optional term, the head's only loss)."""
+    from bwe import losses
+
+    return losses.highband_envelope_loss(target, estimate, overshoot_weight=recipe.losses.envelope_overshoot_weight,
+                                         gap_hz=recipe.model.envelope_gap_hz,
+                                         energy_exponent=recipe.losses.envelope_energy_exponent)
+
+
 def reconstruction_terms(recipe: Recipe, target, estimate, network=None):
     """``(terms, total)``: the multi-resolution STFT terms, and the mel, envelope and network low-band terms
     where their weights are set (``losses.*``; ``network``: the body's output, `Gradients.forward`); ``total``
@@ -57,10 +66,7 @@ def reconstruction_terms(recipe: Recipe, target, estimate, network=None):
         terms["mel"] = losses.mel_loss(target, estimate, cfg.stft_fft_sizes, cfg.stft_hop_divisor, cfg.mel_bands)
         total += cfg.mel_weight * terms["mel"]
     if cfg.envelope_weight > 0:
-        terms["envelope"] = losses.highband_envelope_loss(target, estimate,
-                                                          overshoot_weight=cfg.envelope_overshoot_weight,
-                                                          gap_hz=recipe.model.envelope_gap_hz,
-                                                          energy_exponent=cfg.envelope_energy_exponent)
+        terms["envelope"] = envelope_loss(recipe, target, estimate)
         total += cfg.envelope_weight * terms["envelope"]
     if cfg.network_lowband_weight > 0:
         terms["network_lowband"] = losses.network_lowband_loss(target, network)
@@ -132,14 +138,9 @@ class Gradients:
         an expectile below it with an overshoot weight) for what the frozen rest of the generator makes."""
         import tensorflow as tf
 
-        from bwe import losses
-
         with tf.GradientTape() as tape:
             estimate, target = align(self.state.generator, self.delay, narrowband, wideband)
-            envelope = losses.highband_envelope_loss(
-                target, estimate, overshoot_weight=self.recipe.losses.envelope_overshoot_weight,
-                gap_hz=self.recipe.model.envelope_gap_hz,
-                energy_exponent=self.recipe.losses.envelope_energy_exponent)
+            envelope = envelope_loss(self.recipe, target, estimate)
             scaled = envelope / self.replicas
         return {"envelope": envelope}, {"envelope_head": tape.gradient(scaled, self.state.head_variables)}
 

@@ -21,10 +21,10 @@ import json
 import os
 
 from bwe.data.audio import list_audio_files, spread_indices
-from bwe.files import replacing
+from bwe.config import OUTPUT_RATE
+from bwe.files import write_text_atomic
 from eval.research.formats import FORMATS, write_formats
 
-STREAMING_KEY = {"streaming.tflite": "streaming", "streaming_int8.tflite": "streaming_int8"}
 MARKERS = {"float32": "o", "float16": "s", "dynamic": "^", "int4": "v", "full": "x", "16x8": "D"}
 
 
@@ -36,7 +36,7 @@ def score(systems: dict, data: str, pairs: tuple[str, str] | None, limit: int) -
     files = [files[i] for i in spread_indices(len(files), limit)]
     sets = {"data": evaluate_files(files, data, systems, progress=False)}
     if pairs:
-        offset = int(DEFAULT_MAX_OFFSET_MS * 16)  # 16 kHz samples per ms
+        offset = int(round(DEFAULT_MAX_OFFSET_MS * OUTPUT_RATE / 1000.0))
         sets["pairs"] = evaluate_real_pairs(*pairs, systems, offset, limit=limit, progress=False)
     summaries = {name: summarize(result.rows) for name, result in sets.items()}
     keys = ("lsd", "lsd_hf", "pesq_wb")
@@ -50,7 +50,8 @@ def time_frame(folder: str, file: str, frames: int) -> float:
     from eval.mobile_timing import time_streaming
 
     model = ExportedModel(folder, num_threads=1)
-    return time_streaming(model.runner(STREAMING_KEY[file]), frames, max(1, frames // 10))["invoke"]["p50"]
+    runner = model.runner(os.path.splitext(file)[0])  # the metadata's key of streaming(_int8).tflite
+    return time_streaming(runner, frames, max(1, frames // 10))["invoke"]["p50"]
 
 
 def width_points(name: str, export: str, out: str, args) -> list[dict]:
@@ -62,13 +63,8 @@ def width_points(name: str, export: str, out: str, args) -> list[dict]:
         with open(done, encoding="utf-8") as f:
             return json.load(f)
     points = measure_width(name, export, root, args)
-    write_text(done, json.dumps(points, indent=1))
+    write_text_atomic(done, json.dumps(points, indent=1))
     return points
-
-
-def write_text(path: str, text: str) -> None:
-    with replacing(path, suffix=".tmp") as tmp, open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
 
 
 def measure_width(name: str, export: str, root: str, args) -> list[dict]:
@@ -145,7 +141,7 @@ def main(argv=None) -> int:
     points = [p for name, export in widths for p in width_points(name, export, args.out, args)]
     time_points(points, args.out, args.frames)
     for name, text in (("pareto.json", json.dumps(points, indent=1)), ("pareto.md", table(points))):
-        write_text(os.path.join(args.out, name), text)
+        write_text_atomic(os.path.join(args.out, name), text)
     plot(points, os.path.join(args.out, "pareto.png"))
     print(table(points), end="")
     return 0
