@@ -10,11 +10,8 @@ through a fixed channel (``--channel``: ``lowpass``, the simulated test set's
 :func:`bwe.data.degrade.telephone_degradation`), is quantised to 16-bit PCM (a pair whose channel
 output would exceed full scale is scaled down, both sides alike, rather than clipped), and is then
 encoded and decoded by a real codec of the telephone network, with ffmpeg's encoders and decoders
-(``--codec``), or left as 16-bit PCM (``pcm``):
-
-* ``g711-mulaw`` / ``g711-alaw``: G.711 at 64 kbit/s, the PSTN's companded PCM;
-* ``g726``: G.726 ADPCM at 32 kbit/s (DECT, some VoIP);
-* ``gsm``: GSM 06.10 full rate at 13 kbit/s (libgsm), the first mobile codec.
+(``--codec``, one of :data:`bwe.data.codecs.CODECS`: G.711 mu-law and A-law, G.726, GSM full rate,
+G.723.1, Speex, Opus), or left as 16-bit PCM (``pcm``).
 
 This is the codec half of "real 8 kHz input" with references that are clean: the real Asterisk
 pairs (``python -m eval.research asterisk-pairs``) have real recordings on the narrowband side, but G.722 decodes as
@@ -30,7 +27,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 from collections.abc import Sequence
 
@@ -39,6 +35,7 @@ import numpy as np
 from bwe.config import INPUT_RATE
 from bwe.config import OUTPUT_RATE as RATE
 from bwe.data.audio import AudioError, list_audio_files, load_audio, save_audio
+from bwe.data.codecs import CODECS, CodecError, round_trip
 from bwe.data.degrade import evaluation_degradation, telephone_degradation
 from bwe.files import staging_folder
 from eval.evaluate import EvaluationError, check_new_folder
@@ -47,49 +44,18 @@ PROG = "python -m eval.codec_pairs"
 FULL_SCALE = 32767 / 32768  # the largest 16-bit sample
 CHANNELS = {"lowpass": evaluation_degradation, "telephone": telephone_degradation}
 PCM = "pcm"  # no codec: the channel's output as 16-bit PCM
-# --codec -> (ffmpeg encoder options, the encoded stream's format, what it is)
-CODECS = {
-    "g711-mulaw": (["-c:a", "pcm_mulaw"], "wav", "G.711 mu-law, 64 kbit/s"),
-    "g711-alaw": (["-c:a", "pcm_alaw"], "wav", "G.711 A-law, 64 kbit/s"),
-    "g726": (["-c:a", "g726", "-b:a", "32k"], "wav", "G.726 ADPCM, 32 kbit/s"),
-    "gsm": (["-c:a", "libgsm"], "gsm", "GSM 06.10 full rate, 13 kbit/s"),
-}
-
-
-class CodecPairsError(RuntimeError):
-    """A request this tool cannot carry out; the message says what to change."""
-
-
-def _ffmpeg(args: Sequence[str], what: str) -> None:
-    try:
-        result = subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", *args],
-                                capture_output=True, text=True)
-    except FileNotFoundError:
-        raise CodecPairsError("ffmpeg not found; install it (Debian: apt-get install ffmpeg)") from None
-    if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["no message"])[-1]
-        raise CodecPairsError(f"{what}: ffmpeg failed ({last})")
+# A request this tool cannot carry out, or ffmpeg failing; the message says what to change.
+CodecPairsError = CodecError
 
 
 def codec_round_trip(narrowband: np.ndarray, codec: str, work_dir: str) -> np.ndarray:
-    """float [n] at 8 kHz -> float32: 16-bit PCM, encoded and decoded by ``codec`` with ffmpeg.
+    """float [n] at 8 kHz -> float32: 16-bit PCM, then (unless ``pcm``) ``codec``'s round trip by ffmpeg.
 
-    The decoded length is the codec's (GSM pads to whole 20 ms frames); ``eval.evaluate --pairs``
-    aligns and trims.
+    The decoded length and delay are the codec's; ``eval.evaluate --pairs`` aligns and trims.
     """
     if codec == PCM:
         return np.round(np.asarray(narrowband, np.float64) * 32768).clip(-32768, 32767).astype(np.float32) / 32768
-    encoder, stream_format, _ = CODECS[codec]
-    pcm, coded, decoded = (os.path.join(work_dir, name) for name in ("pcm.wav", "coded.bin", "decoded.wav"))
-    save_audio(pcm, narrowband, INPUT_RATE, subtype="PCM_16")
-    _ffmpeg(["-i", pcm, *encoder, "-f", stream_format, coded], f"{codec} encoder")
-    # A raw GSM stream carries no header: its rate and channels are given.
-    raw = ["-ar", str(INPUT_RATE), "-ac", "1"] if stream_format == "gsm" else []
-    _ffmpeg(["-f", stream_format, *raw, "-i", coded, "-c:a", "pcm_s16le", decoded], f"{codec} decoder")
-    y, rate = load_audio(decoded)
-    if rate != INPUT_RATE:
-        raise CodecPairsError(f"{codec}: the decoder gave {rate} Hz, expected {INPUT_RATE}")
-    return y
+    return round_trip(narrowband, codec, work_dir)
 
 
 def build_pairs(out_dir: str, codec: str, reference_dirs: Sequence[str], channel: str = "lowpass") -> int:
@@ -150,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("out", help="new folder: nb/ and wb/ are written inside")
     parser.add_argument("references", nargs="+", metavar="REF_DIR", help="folders of wideband reference audio")
     parser.add_argument("--codec", required=True, choices=sorted([*CODECS, PCM]),
-                        help="; ".join(f"{k}: {v[2]}" for k, v in CODECS.items()) + f"; {PCM}: 16-bit PCM, no codec")
+                        help="; ".join(f"{k}: {v.description}" for k, v in CODECS.items()) + f"; {PCM}: 16-bit PCM, no codec")
     parser.add_argument("--channel", default="lowpass", choices=sorted(CHANNELS),
                         help="lowpass: the evaluation channel (default); telephone: the 300-3400 Hz band")
     args = parser.parse_args(argv)
