@@ -430,6 +430,16 @@ class DataConfig:
     # (pitch, formants and the band all move up; new voices from the same corpus). At least 1: a slower
     # segment would end below 8 kHz and teach an empty top band. [1, 1] = off.
     speed_range: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    # Real codecs (bwe.data.codecs, run by ffmpeg): with this chance a training example's narrowband is
+    # cut from one of ``codecs``' round trips of its file instead (a random channel as above per file and
+    # codec, no companding, no speed change), all made once when the run starts. 0 = off.
+    codec_probability: float = 0.0
+    codecs: list[str] = field(default_factory=lambda: ["g726", "gsm"])
+    # Light background noise on the narrowband input alone (the target stays clean, so the model learns
+    # not to extend the noise): with this chance, Gaussian noise of a random spectral tilt (0 to -6 dB
+    # per octave) at a signal-to-noise ratio drawn from ``noise_snr_db_range``. 0 = off.
+    noise_probability: float = 0.0
+    noise_snr_db_range: list[float] = field(default_factory=lambda: [15.0, 40.0])
     num_parallel_calls: int = 0  # example-making workers; 0 = tf.data AUTOTUNE
     cache: bool = True  # decode every file to 16 kHz once, keep it in memory as int16 (7 h = 0.8 GB)
 
@@ -457,6 +467,17 @@ class DataConfig:
         speed = self.speed_range
         if len(speed) != 2 or not 1.0 <= speed[0] <= speed[1] <= 1.5:
             raise RecipeError(f"data.speed_range: expected [low, high] with 1 <= low <= high <= 1.5, got {speed!r}")
+        for name in ("codec_probability", "noise_probability"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise RecipeError(f"data.{name}: must be in [0, 1], got {getattr(self, name)!r}")
+        from bwe.data.codecs import CODECS  # here, not at the top: bwe.data.codecs imports this module
+
+        unknown = [c for c in self.codecs if c not in CODECS]
+        if unknown or (self.codec_probability and not self.codecs):
+            raise RecipeError(f"data.codecs: expected a non-empty list of {', '.join(CODECS)}, got {self.codecs!r}")
+        snr = self.noise_snr_db_range
+        if len(snr) != 2 or snr[0] > snr[1]:
+            raise RecipeError(f"data.noise_snr_db_range: expected [low, high] with low <= high dB, got {snr!r}")
         if len(self.gain_db_range) != 2 or self.gain_db_range[0] > self.gain_db_range[1]:
             raise RecipeError(f"data.gain_db_range: expected [low, high] with low <= high, got {self.gain_db_range!r}")
         low, high = self.cutoff_hz_range if len(self.cutoff_hz_range) == 2 else (1.0, 0.0)

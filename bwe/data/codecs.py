@@ -45,6 +45,7 @@ CODECS = {
     "opus": Codec(["-c:a", "libopus", "-b:a", "12k", "-application", "voip"], "ogg", "Opus (SILK NB), 12 kbit/s"),
 }
 MAX_DELAY = 400  # samples at 8 kHz (50 ms): more than any codec above delays its output
+DELAY_WINDOW = 1 << 18  # samples (33 s) the delay is measured on: a long signal's delay is its start's
 
 
 class CodecError(RuntimeError):
@@ -86,8 +87,9 @@ def round_trip(narrowband: np.ndarray, codec: str, work_dir: str) -> np.ndarray:
 
 
 def codec_delay(original: np.ndarray, decoded: np.ndarray) -> int:
-    """Samples by which ``decoded`` lags ``original`` (within ``MAX_DELAY``): the cross-correlation's peak."""
-    n = min(len(original), len(decoded))
+    """Samples by which ``decoded`` lags ``original`` (within ``MAX_DELAY``): the cross-correlation's peak
+    over their first ``DELAY_WINDOW`` samples."""
+    n = min(len(original), len(decoded), DELAY_WINDOW)
     correlation = scipy.signal.correlate(decoded[:n], original[:n], mode="full", method="fft")
     lags = np.arange(-(n - 1), n)
     near = np.abs(lags) <= MAX_DELAY

@@ -213,6 +213,26 @@ def simulate_narrowband(
     return x8k.astype(np.float32, copy=False), params
 
 
+def add_background_noise(x8k: np.ndarray, rng: np.random.Generator,
+                         snr_db_range: tuple[float, float] = (15.0, 40.0)) -> tuple[np.ndarray, dict[str, float]]:
+    """Light background noise: 8 kHz float [n] -> float32 [n] plus ``{"snr_db", "tilt_db_per_octave"}``.
+
+    Gaussian noise whose power falls by a random 0-6 dB per octave (white to brown-ish; flat below
+    100 Hz), scaled to a random signal-to-noise ratio in ``snr_db_range`` against the mean power of
+    ``x8k``. A silent ``x8k`` is returned unchanged: it has no level to set the noise by.
+    """
+    x = as_signal(x8k, "x8k")
+    snr_db, tilt = float(rng.uniform(*snr_db_range)), float(rng.uniform(-6.0, 0.0))
+    white = rng.standard_normal(x.shape[0])
+    power = float(np.mean(x**2))
+    if power == 0.0:
+        return x.astype(np.float32), {"snr_db": snr_db, "tilt_db_per_octave": tilt}
+    freqs = np.maximum(np.fft.rfftfreq(x.shape[0], 1.0 / INPUT_RATE), 100.0)
+    noise = np.fft.irfft(np.fft.rfft(white) * (freqs / 100.0) ** (tilt / 20.0 / np.log10(2.0)), n=x.shape[0])
+    noise *= np.sqrt(power / 10.0 ** (snr_db / 10.0) / max(float(np.mean(noise**2)), 1e-30))
+    return np.clip(x + noise, -1.0, 1.0).astype(np.float32), {"snr_db": snr_db, "tilt_db_per_octave": tilt}
+
+
 def make_training_pair(
     x16k: np.ndarray, rng: np.random.Generator, **kwargs: Any
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:

@@ -22,7 +22,11 @@
    runs on the segment plus :data:`CONTEXT` samples of real audio on each side, cut off afterwards,
    so the filters' edge transients stay outside the example. With ``data.speed_range`` a training
    segment is first played faster by a random factor (soxr): higher pitch and formants, a speaker
-   the corpus does not have (speed perturbation), its band still reaching 8 kHz.
+   the corpus does not have (speed perturbation), its band still reaching 8 kHz. With
+   ``data.codec_probability`` an example is instead cut from its file's round trip through a real codec
+   (:mod:`bwe.data.coded`), and with ``data.noise_probability`` its narrowband side gets light
+   background noise (:func:`bwe.data.degrade.add_background_noise`); both draw from a random stream
+   of their own, ``default_rng([seed, 3, i])``, so a recipe without them makes the same examples.
 
 **Determinism.** Example ``i`` of the stream (counted from 0 across epochs) is a pure function
 of ``(seed, i)``: the epoch's order comes from ``default_rng([seed, 0, epoch])`` and the segment
@@ -57,7 +61,8 @@ import soxr
 
 from bwe.config import OUTPUT_RATE
 from bwe.data.audio import BANDWIDTH_MIN_SAMPLES, AudioError, effective_bandwidth_hz, load_audio, spread_indices
-from bwe.data.degrade import evaluation_degradation, make_training_pair
+from bwe.data.coded import CodedAudio, padded_slice
+from bwe.data.degrade import add_background_noise, evaluation_degradation, make_training_pair
 
 logger = logging.getLogger(__name__)
 
@@ -276,8 +281,12 @@ class LevelledAudio:
 class ExampleMaker:
     """Makes example ``i`` of a seeded stream of (narrowband, wideband) segments; see the module docstring."""
 
-    def __init__(self, audio: LevelledAudio, data_cfg, seed: int, training: bool):
+    def __init__(self, audio: LevelledAudio, data_cfg, seed: int, training: bool, coded: CodedAudio | None = None):
         self.audio = audio
+        self.coded = coded if training else None
+        self.codec_probability = float(data_cfg.codec_probability) if self.coded else 0.0
+        self.noise_probability = float(data_cfg.noise_probability) if training else 0.0
+        self.noise_snr_db_range = tuple(float(v) for v in data_cfg.noise_snr_db_range)
         self.segment = int(data_cfg.segment_samples)
         if self.segment <= 0 or self.segment % 2:
             raise ValueError(f"data.segment_samples must be a positive even number, got {self.segment}")
@@ -309,12 +318,7 @@ class ExampleMaker:
         """x[start - CONTEXT : start + segment + CONTEXT], zero outside the file; with ``speed`` > 1, that
         many times as many samples from ``start - CONTEXT`` on, played faster (soxr) to the same length."""
         length = self.segment + 2 * CONTEXT
-        lo = start - CONTEXT
-        hi = lo + (length if speed == 1.0 else int(np.ceil(length * speed)) + 16)
-        out = np.zeros(hi - lo, dtype=np.float32)
-        a, b = max(lo, 0), min(hi, x.shape[0])
-        if b > a:
-            out[a - lo : b - lo] = x[a:b]
+        out = padded_slice(x, start - CONTEXT, length if speed == 1.0 else int(np.ceil(length * speed)) + 16)
         if speed == 1.0:
             return out
         faster = soxr.resample(out, OUTPUT_RATE * speed, OUTPUT_RATE, quality="HQ")
@@ -340,12 +344,19 @@ class ExampleMaker:
                 raise DataPipelineError(f"every one of the {len(self.audio)} files failed to load, e.g. "
                                         "{}: {}".format(*next(iter(self.audio.skipped.items()))))
             return (np.zeros(self.segment // 2, np.float32), np.zeros(self.segment, np.float32), False)
-        low, high = self.speed_range
-        speed = float(rng.uniform(low, high)) if self.training and high > 1.0 else 1.0
-        nb, wb, _ = make_training_pair(self._window(x, start, speed), rng, **self.degrade_kwargs)
-        half = CONTEXT // 2
-        return (nb[half : half + self.segment // 2].astype(np.float32),
-                wb[CONTEXT : CONTEXT + self.segment].astype(np.float32), True)
+        # Codecs and noise draw from a stream of their own: without them a recipe's examples stay as they were.
+        extra = np.random.default_rng([self.seed, 3, index])
+        if extra.uniform() < self.codec_probability:
+            nb, wb = self.coded.pair(int(extra.integers(len(self.coded.codecs))), file_index, x, start, self.segment)
+        else:
+            low, high = self.speed_range
+            speed = float(rng.uniform(low, high)) if self.training and high > 1.0 else 1.0
+            nb, wb, _ = make_training_pair(self._window(x, start, speed), rng, **self.degrade_kwargs)
+            half = CONTEXT // 2
+            nb, wb = nb[half : half + self.segment // 2], wb[CONTEXT : CONTEXT + self.segment]
+        if extra.uniform() < self.noise_probability:
+            nb, _ = add_background_noise(nb, extra, self.noise_snr_db_range)
+        return nb.astype(np.float32), wb.astype(np.float32), True
 
 
 def make_dataset(
@@ -388,7 +399,14 @@ def make_dataset(
     if audio is None:
         audio = LevelledAudio(files, data_cfg.loudness_lufs, cache=data_cfg.cache,
                               min_bandwidth_hz=data_cfg.min_bandwidth_hz)
-    maker = ExampleMaker(audio, data_cfg, seed, training)
+    coded = None
+    if training and data_cfg.codec_probability > 0:
+        needed = int(audio.lengths[audio.usable].sum()) * len(data_cfg.codecs)  # int16 at half the rate
+        if needed > _memory_budget_bytes():
+            raise DataPipelineError(f"data.codecs: the coded audio would take {needed / 1e9:.1f} GB, more than half "
+                                    "of this machine's memory; use fewer codecs or a smaller training set")
+        coded = CodedAudio(audio, data_cfg, seed)
+    maker = ExampleMaker(audio, data_cfg, seed, training, coded)
     t16 = maker.segment
     usable_hours = float(audio.lengths[audio.usable].sum()) / OUTPUT_RATE / 3600.0
     logger.info("dataset: %d files, %d skipped, %.2f h usable, %d examples per epoch",
