@@ -358,7 +358,7 @@ def test_pipe_rejects_odd_byte_count(model_dir):
     assert proc.returncode == 2 and b"middle of a 16-bit sample" in proc.stderr
 
 
-BUNDLES = {"streaming": ("pretrained", "pretrained_expectile.yaml"),
+BUNDLES = {"streaming": ("pretrained", "pretrained_codecs.yaml"),
            "offline": (os.path.join("pretrained", "offline"), "pretrained_offline_expectile.yaml")}
 
 
