@@ -41,12 +41,21 @@ def test_every_format_of_a_width_is_scored_timed_and_weighed(tmp_path, capsys):
     assert table == (out / "pareto.md").read_text(encoding="utf-8")
     assert f"| tiny | 16x8 | {by_format['16x8']['bytes']:,} |" in table
     assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # A later run reuses a width's kept scores and bytes instead of measuring them again, and times it anew.
+    # A later run reuses a width's kept scores and bytes instead of measuring them again, and times it anew;
     points[0]["bytes"] = 123
     (out / "tiny" / "points.json").write_text(json.dumps([dict(p, ms_per_frame=None) for p in points]),
                                               encoding="utf-8")
-    assert main(["--width", f"tiny={exported_tiny()[2]}", "--data", str(data), "--out", str(out)]) == 0
-    assert "| tiny | float32 | 123 |" in capsys.readouterr().out
+    # A QAT export adds its 16x8 file as one more point of its width, beside the kept ones.
+    assert main(["--width", f"tiny={exported_tiny()[2]}", "--qat", f"tiny={exported_tiny()[2]}", "--data", str(data),
+                 "--limit", "2", "--frames", "5", "--out", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "| tiny | float32 | 123 |" in table
+    with open(out / "pareto.json", encoding="utf-8") as f:
+        qat = [p for p in json.load(f) if p["format"] == "16x8 QAT"]
+    copied = out / "tiny" / "16x8-qat" / "streaming_int8.tflite"
+    assert len(qat) == 1 and qat[0]["bytes"] == os.path.getsize(copied) and qat[0]["ms_per_frame"] > 0
+    assert 1 <= qat[0]["data"]["pesq_wb"] <= 4.7 and (out / "tiny" / "qat_points.json").is_file()
+    assert f"| tiny | 16x8 QAT | {qat[0]['bytes']:,} |" in table and table.endswith(" — |\n")
 
 
 def test_a_width_without_its_folder_is_refused(tmp_path, capsys):
@@ -54,3 +63,11 @@ def test_a_width_without_its_folder_is_refused(tmp_path, capsys):
         main(["--width", f"tiny={tmp_path / 'missing'}", "--data", str(tmp_path), "--out", str(tmp_path / "o")])
     assert exit_.value.code == 2
     assert "--width: expected NAME=EXPORT with an existing folder" in capsys.readouterr().err
+
+
+def test_a_qat_export_of_a_width_not_given_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--width", f"tiny={exported_tiny()[2]}", "--qat", f"other={exported_tiny()[2]}", "--data", str(tmp_path),
+              "--out", str(tmp_path / "o")])
+    assert exit_.value.code == 2
+    assert "--qat: expected NAME=EXPORT with an existing folder and a NAME given to --width" in capsys.readouterr().err
