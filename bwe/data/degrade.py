@@ -223,14 +223,15 @@ def add_background_noise(x8k: np.ndarray, rng: np.random.Generator,
     """
     x = as_signal(x8k, "x8k")
     snr_db, tilt = float(rng.uniform(*snr_db_range)), float(rng.uniform(-6.0, 0.0))
+    params = {"snr_db": snr_db, "tilt_db_per_octave": tilt}
     white = rng.standard_normal(x.shape[0])
     power = float(np.mean(x**2))
     if power == 0.0:
-        return x.astype(np.float32), {"snr_db": snr_db, "tilt_db_per_octave": tilt}
+        return x.astype(np.float32), params
     freqs = np.maximum(np.fft.rfftfreq(x.shape[0], 1.0 / INPUT_RATE), 100.0)
     noise = np.fft.irfft(np.fft.rfft(white) * (freqs / 100.0) ** (tilt / 20.0 / np.log10(2.0)), n=x.shape[0])
     noise *= np.sqrt(power / 10.0 ** (snr_db / 10.0) / max(float(np.mean(noise**2)), 1e-30))
-    return np.clip(x + noise, -1.0, 1.0).astype(np.float32), {"snr_db": snr_db, "tilt_db_per_octave": tilt}
+    return np.clip(x + noise, -1.0, 1.0).astype(np.float32), params
 
 
 def make_training_pair(
